@@ -1,0 +1,29 @@
+"""Reproducible, drift-aware LLM calls for LangChain."""
+
+from importlib import metadata
+
+from langchain_seedlock._errors import (
+    InvalidLockError,
+    LockViolationError,
+    ParamDroppedError,
+    SeedLockError,
+    StoreError,
+    UnsupportedModelError,
+)
+from langchain_seedlock._lock import SeedLock
+
+try:
+    __version__ = metadata.version(__package__ or "langchain-seedlock")
+except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "InvalidLockError",
+    "LockViolationError",
+    "ParamDroppedError",
+    "SeedLock",
+    "SeedLockError",
+    "StoreError",
+    "UnsupportedModelError",
+    "__version__",
+]

@@ -1,0 +1,75 @@
+"""Typed errors. Every error names the field or setting at fault."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SeedLockError(Exception):
+    """Base class of every error raised by langchain-seedlock."""
+
+
+class InvalidLockError(SeedLockError, ValueError):
+    """A `SeedLock` field has a value of the wrong type or out of range."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"SeedLock field {field!r}: {reason} (got {_short_repr(value)})")
+
+
+class LockViolationError(SeedLockError):
+    """A call tried to send a value other than the locked one (or none at all)."""
+
+    def __init__(self, field: str, locked: Any, attempted: Any, source: str) -> None:
+        self.field = field
+        self.locked = locked
+        self.attempted = attempted
+        self.source = source
+        super().__init__(
+            f"{source} sets {field}={_short_repr(attempted)} but the lock requires "
+            f"{field}={_short_repr(locked)}; nothing was sent. Remove the override, "
+            "or use SeedLock(on_violation='warn') to send the locked value instead."
+        )
+
+
+class ParamDroppedError(LockViolationError):
+    """The integration removed a locked parameter from the request before sending."""
+
+    def __init__(self, field: str, locked: Any, model: str | None) -> None:
+        SeedLockError.__init__(
+            self,
+            f"locked parameter {field}={_short_repr(locked)} was dropped from the request "
+            f"by the integration (model {model!r}); nothing was sent. The model may not "
+            "support it: remove it from the lock or choose another model.",
+        )
+        self.field = field
+        self.locked = locked
+        self.attempted = None
+        self.source = "integration"
+
+
+class UnsupportedModelError(SeedLockError, TypeError):
+    """The model cannot be locked (no seed parameter, or an API without seeds)."""
+
+
+class StoreError(SeedLockError):
+    """The baseline store could not be opened or used."""
+
+
+class StoreVersionError(StoreError):
+    """The store's schema is newer than this version of langchain-seedlock."""
+
+
+class ProbeError(SeedLockError):
+    """The reproducibility probe could not run."""
+
+
+class BackendUnavailableError(ProbeError):
+    """The model server could not be reached or started."""
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,157 @@
+"""Canonical JSON and the request / output / backend hashes.
+
+The hashes are sha256 over canonical JSON: keys sorted, no whitespace, UTF-8,
+integral floats written as integers (``1.0`` and ``1`` hash alike), tuples as
+lists. They never depend on Python's ``hash()``, the process or the dict order,
+so a baseline recorded by one worker is comparable in any other.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+
+# Keys of a request payload that change how it travels, not what it asks for.
+# A streamed and an invoked call of the same request must hash alike.
+TRANSPORT_KEYS = frozenset(
+    {
+        "stream",
+        "stream_options",
+        "user",
+        "metadata",
+        "store",
+        "safety_identifier",
+        "prompt_cache_key",
+        "extra_headers",
+        "extra_query",
+        "timeout",
+        "service_tier",
+    }
+)
+# Names different integrations use for the same thing, mapped to one spelling.
+PARAM_ALIASES = {"max_completion_tokens": "max_tokens", "random_seed": "seed"}
+
+
+def _normalize(value: Any) -> Any:
+    # Fast path first: most of a payload is strings.
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return int(value) if value.is_integer() and abs(value) < 2**63 else value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, Mapping):
+        return {str(k): _normalize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalize(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted((_normalize(v) for v in value), key=canonical_json)
+    if isinstance(value, bytes | bytearray):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, enum.Enum):
+        return _normalize(value.value)
+    if isinstance(value, type) and hasattr(value, "model_json_schema"):
+        # A pydantic class given as response_format: its schema is what is asked.
+        return {"$schema_of": value.__name__, "schema": _normalize(value.model_json_schema())}
+    if hasattr(value, "model_dump"):
+        return _normalize(value.model_dump(mode="json"))
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    return str(value)
+
+
+def canonical_json(value: Any) -> str:
+    """Return the canonical JSON text of ``value`` (see the module docstring)."""
+    return json.dumps(
+        _normalize(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+def sha256_hex(value: Any) -> str:
+    """sha256 of the canonical JSON of ``value``, as 64 hex characters."""
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def normalize_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Map parameter aliases to one spelling and ``stop="x"`` to ``["x"]``."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = PARAM_ALIASES.get(key, key)
+        if name == "stop" and isinstance(value, str):
+            value = [value]
+        out[name] = value
+    return out
+
+
+def request_hash(provider: str, payload: Mapping[str, Any]) -> str:
+    """Hash of what a request asks for: provider, model, messages, tools and params.
+
+    ``payload`` is the final request body (OpenAI wire format for the OpenAI
+    models) or the equivalent built by `request_hash_from_messages`.
+    """
+    body = {k: v for k, v in normalize_params(payload).items() if k not in TRANSPORT_KEYS}
+    body["provider"] = provider
+    return sha256_hex(body)
+
+
+def messages_to_wire(messages: Iterable[BaseMessage]) -> list[dict[str, Any]]:
+    """OpenAI-format dicts for messages, for hashing requests we do not send."""
+    from langchain_core.messages import convert_to_openai_messages
+
+    return list(convert_to_openai_messages(list(messages)))
+
+
+def request_hash_from_messages(
+    provider: str, messages: Sequence[BaseMessage], params: Mapping[str, Any]
+) -> str:
+    """Request hash from LangChain messages and invocation params (handler, middleware)."""
+    payload = {k: v for k, v in params.items() if k not in _INVOCATION_ONLY_KEYS}
+    payload["messages"] = messages_to_wire(messages)
+    return request_hash(provider, payload)
+
+
+# Keys LangChain adds to invocation params that are not part of the request.
+_INVOCATION_ONLY_KEYS = frozenset({"_type", "ls_structured_output_format", "stream", "api_key"})
+
+
+def message_output(message: BaseMessage) -> dict[str, Any]:
+    """The part of a generated message that the output hash covers."""
+    tool_calls = [
+        {"name": call.get("name"), "args": call.get("args")}
+        for call in getattr(message, "tool_calls", None) or []
+    ]
+    return {"text": message.text, "tool_calls": tool_calls}
+
+
+def output_hash(messages: Sequence[BaseMessage]) -> str:
+    """Hash of generated text and tool calls (ids excluded: they are random).
+
+    One message hashes as itself; ``n > 1`` generations hash as the list.
+    """
+    if len(messages) == 1:
+        return sha256_hex(message_output(messages[0]))
+    return sha256_hex([message_output(m) for m in messages])
+
+
+def backend_id(
+    system_fingerprint: str | None,
+    response_model: str | None,
+    service_tier: str | None = None,
+) -> str:
+    """Short hash of what the response says about the backend that served it."""
+    return sha256_hex(
+        {
+            "system_fingerprint": system_fingerprint,
+            "model": response_model,
+            "service_tier": service_tier,
+        }
+    )[:16]

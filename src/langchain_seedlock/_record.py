@@ -1,0 +1,57 @@
+"""`CallRecord`: everything the package knows about one model call.
+
+Built once per call by whichever door saw it (locked model, callback handler,
+agent middleware) and handed to the drift monitor, the store and the events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_seedlock._hashing import backend_id
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One model call, after its response arrived."""
+
+    provider: str
+    """``openai``, ``azure_openai``, or the model's ``_llm_type``."""
+    request_model: str | None
+    """The model name that was asked for."""
+    request_hash: str
+    output_hash: str
+    seed: int | None
+    system_fingerprint: str | None = None
+    response_model: str | None = None
+    service_tier: str | None = None
+    lock_hash: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """Sampling parameters as sent (temperature, top_p, max_tokens...)."""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    run_id: str | None = None
+    parent_run_id: str | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+    """Pipeline position: langgraph_node, langgraph_step, thread_id, agent_step."""
+    output_text: str | None = None
+    """Generated text. Kept in memory to locate drift; stored/logged only with
+    ``capture_content=True``."""
+    output_token_list: tuple[str, ...] | None = None
+    """Generated tokens when the response had logprobs (to locate drift by token)."""
+    prompt_text: str | None = None
+    """Prompt text; only filled with ``capture_content=True``."""
+    at: float = field(default_factory=time.time)
+
+    @property
+    def backend_id(self) -> str:
+        """Hash of the backend identity: fingerprint, resolved model, service tier."""
+        return backend_id(self.system_fingerprint, self.response_model, self.service_tier)
+
+    @property
+    def model_key(self) -> str:
+        """What fingerprints are tracked per: ``provider:model``."""
+        return f"{self.provider}:{self.request_model or '?'}"
