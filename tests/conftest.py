@@ -1,0 +1,20 @@
+"""Shared fixtures. Server fixtures live in tests/_fixtures/ (one file per service)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+pytest_plugins = [
+    "tests._fixtures.stub_openai",
+]
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    # Tests capture logs; never let one test's configuration leak into another.
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
