@@ -10,6 +10,12 @@ from langchain_seedlock._errors import (
     StoreError,
     UnsupportedModelError,
 )
+from langchain_seedlock._chat_models import (
+    LockedAzureChatOpenAI,
+    LockedChatModel,
+    LockedChatOpenAI,
+    lock_model,
+)
 from langchain_seedlock._lock import SeedLock
 
 try:
@@ -19,6 +25,9 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a sourc
 
 __all__ = [
     "InvalidLockError",
+    "LockedAzureChatOpenAI",
+    "LockedChatModel",
+    "LockedChatOpenAI",
     "LockViolationError",
     "ParamDroppedError",
     "SeedLock",
@@ -26,4 +35,5 @@ __all__ = [
     "StoreError",
     "UnsupportedModelError",
     "__version__",
+    "lock_model",
 ]

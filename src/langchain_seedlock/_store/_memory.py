@@ -1,0 +1,238 @@
+"""The in-memory store (``memory://``), and the batch aggregation the SQL stores share.
+
+The memory store is the reference for the semantics the SQLite and PostgreSQL
+stores implement: what a count, a first/last seen and a prune mean.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from langchain_seedlock._record import CallRecord
+from langchain_seedlock._store._base import (
+    BaselineStore,
+    FingerprintSeen,
+    OutputSeen,
+    RequestSummary,
+    StoredEvent,
+)
+
+OutputKey = tuple[str, str, str]  # request_hash, backend_id, output_hash
+FingerprintKey = tuple[str, str | None]  # model_key, system_fingerprint
+
+
+@dataclass(slots=True)
+class OutputDelta:
+    """What one batch adds to one (request, backend, output) row."""
+
+    model_key: str
+    system_fingerprint: str | None
+    count: int
+    first_seen: float
+    last_seen: float
+    output_text: str | None
+
+
+@dataclass(slots=True)
+class FingerprintDelta:
+    """What one batch adds to one (model, fingerprint) row."""
+
+    count: int
+    first_seen: float
+    last_seen: float
+
+
+@dataclass(slots=True)
+class Batch:
+    """A batch of records folded into one delta per row.
+
+    Folding first means one upsert per distinct row, so a batch of 500 calls
+    to the same request costs one statement, and rows are visited in sorted
+    order: concurrent writers then lock rows in the same order and cannot
+    deadlock each other (PostgreSQL).
+    """
+
+    outputs: dict[OutputKey, OutputDelta]
+    fingerprints: dict[FingerprintKey, FingerprintDelta]
+
+    @classmethod
+    def of(cls, records: Sequence[CallRecord], *, capture_content: bool) -> Batch:
+        outputs: dict[OutputKey, OutputDelta] = {}
+        fingerprints: dict[FingerprintKey, FingerprintDelta] = {}
+        for rec in records:
+            text = rec.output_text if capture_content else None
+            okey = (rec.request_hash, rec.backend_id, rec.output_hash)
+            o = outputs.get(okey)
+            if o is None:
+                outputs[okey] = OutputDelta(
+                    rec.model_key, rec.system_fingerprint, 1, rec.at, rec.at, text
+                )
+            else:
+                o.count += 1
+                o.first_seen = min(o.first_seen, rec.at)
+                o.last_seen = max(o.last_seen, rec.at)
+                o.output_text = o.output_text if o.output_text is not None else text
+            fkey = (rec.model_key, rec.system_fingerprint)
+            f = fingerprints.get(fkey)
+            if f is None:
+                fingerprints[fkey] = FingerprintDelta(1, rec.at, rec.at)
+            else:
+                f.count += 1
+                f.first_seen = min(f.first_seen, rec.at)
+                f.last_seen = max(f.last_seen, rec.at)
+        return cls(
+            dict(sorted(outputs.items())),
+            dict(sorted(fingerprints.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))),
+        )
+
+
+class MemoryStore(BaselineStore):
+    """A thread-safe store that lives as long as the process (tests, notebooks)."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._outputs: dict[OutputKey, OutputSeen] = {}
+        self._output_models: dict[str, str] = {}  # request_hash -> model_key
+        self._fingerprints: dict[FingerprintKey, FingerprintSeen] = {}
+        self._events: list[StoredEvent] = []
+
+    # -- reads ---------------------------------------------------------------
+    def outputs_for(self, request_hash: str) -> list[OutputSeen]:
+        with self._lock:
+            rows = [o for k, o in self._outputs.items() if k[0] == request_hash]
+        return sorted(rows, key=lambda o: (o.first_seen, o.backend_id, o.output_hash))
+
+    def fingerprints_for(self, model_key: str) -> list[FingerprintSeen]:
+        with self._lock:
+            rows = [f for k, f in self._fingerprints.items() if k[0] == model_key]
+        return sorted(rows, key=lambda f: (f.last_seen, f.first_seen))
+
+    def requests(self, *, model_key: str | None = None, limit: int = 100) -> list[RequestSummary]:
+        with self._lock:
+            grouped: dict[str, list[OutputSeen]] = {}
+            for (request_hash, _, _), o in self._outputs.items():
+                grouped.setdefault(request_hash, []).append(o)
+            models = dict(self._output_models)
+        summaries = [
+            RequestSummary(
+                request_hash=rh,
+                model_key=models.get(rh, "?"),
+                calls=sum(o.count for o in rows),
+                distinct_outputs=len({o.output_hash for o in rows}),
+                distinct_backends=len({o.backend_id for o in rows}),
+                first_seen=min(o.first_seen for o in rows),
+                last_seen=max(o.last_seen for o in rows),
+            )
+            for rh, rows in grouped.items()
+        ]
+        if model_key is not None:
+            summaries = [s for s in summaries if s.model_key == model_key]
+        summaries.sort(key=lambda s: (s.last_seen, s.request_hash), reverse=True)
+        return summaries[: max(limit, 0)]
+
+    def models(self) -> list[FingerprintSeen]:
+        with self._lock:
+            rows = list(self._fingerprints.values())
+        return sorted(rows, key=lambda f: (f.model_key, f.first_seen, f.system_fingerprint or ""))
+
+    def events(
+        self, *, name: str | None = None, since: float | None = None, limit: int = 1000
+    ) -> list[StoredEvent]:
+        with self._lock:
+            rows = [
+                e
+                for e in self._events
+                if (name is None or e.name == name) and (since is None or e.at >= since)
+            ]
+        rows.sort(key=lambda e: e.at)  # stable: insertion order among equal times
+        return rows[: max(limit, 0)]
+
+    # -- writes --------------------------------------------------------------
+    def write(
+        self,
+        records: Sequence[CallRecord],
+        events: Sequence[StoredEvent] = (),
+        *,
+        capture_content: bool = False,
+    ) -> None:
+        batch = Batch.of(records, capture_content=capture_content)
+        with self._lock:
+            for (rh, bid, oh), d in batch.outputs.items():
+                old = self._outputs.get((rh, bid, oh))
+                if old is None:
+                    new = OutputSeen(
+                        rh, oh, bid, d.system_fingerprint, d.count, d.first_seen, d.last_seen,
+                        d.output_text,
+                    )  # fmt: skip
+                else:
+                    new = replace(
+                        old,
+                        count=old.count + d.count,
+                        first_seen=min(old.first_seen, d.first_seen),
+                        last_seen=max(old.last_seen, d.last_seen),
+                        output_text=old.output_text if old.output_text is not None
+                        else d.output_text,
+                    )  # fmt: skip
+                self._outputs[(rh, bid, oh)] = new
+                self._output_models.setdefault(rh, d.model_key)
+            for (mk, fp), fd in batch.fingerprints.items():
+                fold = self._fingerprints.get((mk, fp))
+                self._fingerprints[(mk, fp)] = (
+                    FingerprintSeen(mk, fp, fd.count, fd.first_seen, fd.last_seen)
+                    if fold is None
+                    else replace(
+                        fold,
+                        count=fold.count + fd.count,
+                        first_seen=min(fold.first_seen, fd.first_seen),
+                        last_seen=max(fold.last_seen, fd.last_seen),
+                    )
+                )
+            self._events.extend(events)
+
+    def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:
+        deleted = 0
+        with self._lock:
+            if older_than is not None:
+                for key in [k for k, o in self._outputs.items() if o.last_seen < older_than]:
+                    del self._outputs[key]
+                    deleted += 1
+                before = len(self._events)
+                self._events = [e for e in self._events if e.at >= older_than]
+                deleted += before - len(self._events)
+                deleted += self._prune_fingerprints(older_than)
+            if keep_last is not None:
+                last: dict[str, float] = {}
+                for (rh, _, _), o in self._outputs.items():
+                    last[rh] = max(last.get(rh, o.last_seen), o.last_seen)
+                ranked = sorted(last, key=lambda rh: (last[rh], rh), reverse=True)
+                doomed = set(ranked[max(keep_last, 0) :])
+                for key in [k for k in self._outputs if k[0] in doomed]:
+                    del self._outputs[key]
+                    deleted += 1
+            live = {k[0] for k in self._outputs}
+            self._output_models = {k: v for k, v in self._output_models.items() if k in live}
+        return deleted
+
+    def _prune_fingerprints(self, older_than: float) -> int:
+        # The latest fingerprint of each model is kept whatever its age: it is
+        # what the next call is compared with, and dropping it would turn the
+        # next call into a "first seen" and hide a fingerprint change.
+        latest: dict[str, FingerprintSeen] = {}
+        for f in self._fingerprints.values():
+            cur = latest.get(f.model_key)
+            if cur is None or (f.last_seen, f.first_seen) > (cur.last_seen, cur.first_seen):
+                latest[f.model_key] = f
+        doomed = [
+            k
+            for k, f in self._fingerprints.items()
+            if f.last_seen < older_than and latest[f.model_key] is not f
+        ]
+        for key in doomed:
+            del self._fingerprints[key]
+        return len(doomed)
+
+    def close(self) -> None:
+        """Nothing to release; the data stays readable after close."""

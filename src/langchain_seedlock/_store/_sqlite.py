@@ -1,0 +1,420 @@
+"""The SQLite store (``sqlite:///path``): the embedded default.
+
+WAL mode lets readers run while one process writes; every ``write()`` is one
+``BEGIN IMMEDIATE`` transaction of atomic upserts (``count = count +
+excluded.count``), so several processes writing at once still give exact
+counts. Each thread gets its own connection (sqlite3 connections must not be
+shared across threads mid-transaction).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from langchain_seedlock._errors import StoreError, StoreVersionError
+from langchain_seedlock._record import CallRecord
+from langchain_seedlock._store._base import (
+    BaselineStore,
+    FingerprintSeen,
+    OutputSeen,
+    RequestSummary,
+    StoredEvent,
+)
+from langchain_seedlock._store._memory import Batch
+
+SCHEMA_VERSION = 1
+_T = TypeVar("_T")
+
+# Fingerprints may be None; a NULL in a unique key never conflicts in SQL, so
+# the key column holds a tagged string and the nullable column the real value.
+_NULL_FP = "n:"
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS outputs (
+    request_hash TEXT NOT NULL,
+    backend_id TEXT NOT NULL,
+    output_hash TEXT NOT NULL,
+    model_key TEXT NOT NULL,
+    system_fingerprint TEXT,
+    count INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    output_text TEXT,
+    PRIMARY KEY (request_hash, backend_id, output_hash)
+);
+CREATE INDEX IF NOT EXISTS outputs_last_seen ON outputs (last_seen);
+CREATE INDEX IF NOT EXISTS outputs_model_key ON outputs (model_key);
+CREATE TABLE IF NOT EXISTS fingerprints (
+    model_key TEXT NOT NULL,
+    fingerprint_key TEXT NOT NULL,
+    system_fingerprint TEXT,
+    count INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (model_key, fingerprint_key)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    at REAL NOT NULL,
+    fields TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+"""
+
+UPSERT_OUTPUT = """
+INSERT INTO outputs (request_hash, backend_id, output_hash, model_key, system_fingerprint,
+                     count, first_seen, last_seen, output_text)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (request_hash, backend_id, output_hash) DO UPDATE SET
+    count = count + excluded.count,
+    first_seen = min(first_seen, excluded.first_seen),
+    last_seen = max(last_seen, excluded.last_seen),
+    output_text = coalesce(output_text, excluded.output_text)
+"""
+
+UPSERT_FINGERPRINT = """
+INSERT INTO fingerprints (model_key, fingerprint_key, system_fingerprint, count,
+                          first_seen, last_seen)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (model_key, fingerprint_key) DO UPDATE SET
+    count = count + excluded.count,
+    first_seen = min(first_seen, excluded.first_seen),
+    last_seen = max(last_seen, excluded.last_seen)
+"""
+
+# Shared by prune on both SQL stores: the newest fingerprint of each model is
+# kept whatever its age (the next call is compared with it).
+PRUNE_FINGERPRINTS = """
+DELETE FROM fingerprints AS f WHERE f.last_seen < ? AND EXISTS (
+    SELECT 1 FROM fingerprints AS g
+    WHERE g.model_key = f.model_key
+      AND (g.last_seen > f.last_seen OR (g.last_seen = f.last_seen
+           AND g.fingerprint_key > f.fingerprint_key))
+)
+"""
+
+
+def fingerprint_key(fp: str | None) -> str:
+    """The non-null key column for a possibly-None fingerprint."""
+    return _NULL_FP if fp is None else "s:" + fp
+
+
+def dump_fields(fields: Any) -> str:
+    """Event fields as JSON; anything not JSON-native is stored as its ``str``."""
+    return json.dumps(dict(fields), default=str, sort_keys=True, allow_nan=True)
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs.db`` -> ``/abs.db``."""
+    if not url.lower().startswith("sqlite:///"):
+        raise StoreError(
+            f"SQLite store URL must look like sqlite:///relative.db or "
+            f"sqlite:////absolute.db (got {url!r})"
+        )
+    raw = url[len("sqlite:///") :].split("?", 1)[0]
+    if not raw:
+        raise StoreError(f"SQLite store URL has no path: {url!r}")
+    return Path(os.path.expanduser(raw))
+
+
+class SQLiteStore(BaselineStore):
+    """A store in one SQLite file, safe for many threads and processes."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 10.0,
+        read_only: bool = False,
+        url: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.url = url or "sqlite:///" + self.path.as_posix()
+        self.busy_timeout = busy_timeout
+        self.read_only = read_only
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        self._inode: int | None = None
+        self._open()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteStore:
+        """Open the store named by a ``sqlite:///`` URL."""
+        return cls(path_from_url(url), url=url, **options)
+
+    # -- connections -----------------------------------------------------------
+    def _error(self, action: str, exc: BaseException) -> StoreError:
+        return StoreError(f"SQLite store {str(self.path)!r}: {action} failed: {exc}")
+
+    def _open(self) -> None:
+        if self.read_only:
+            if not self.path.exists():
+                raise StoreError(f"SQLite store {str(self.path)!r} does not exist")
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise self._error("creating its directory", exc) from exc
+        try:
+            conn = self._conn()
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise self._version_error(version)
+            if version < SCHEMA_VERSION and not self.read_only:
+                self._migrate(conn)
+            self._inode = os.stat(self.path).st_ino
+        except StoreError:
+            self.close()
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise self._error("opening", exc) from exc
+
+    def _version_error(self, version: int) -> StoreVersionError:
+        return StoreVersionError(
+            f"SQLite store {str(self.path)!r} has schema version {version}, newer than "
+            f"{SCHEMA_VERSION} which this langchain-seedlock understands: upgrade "
+            "langchain-seedlock, or point SEEDLOCK_STORE at another file."
+        )
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        # IMMEDIATE takes the write lock first, so two processes opening a new
+        # file at once migrate one after the other; the version is re-read
+        # inside the transaction.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise self._version_error(version)
+            if version < 1:
+                for stmt in _SCHEMA_V1.split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute("DELETE FROM schema_version")
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (1,))
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise StoreError(f"SQLite store {str(self.path)!r} is closed")
+        if self.read_only:
+            target, uri = f"{self.path.resolve().as_uri()}?mode=ro", True
+        else:
+            target, uri = str(self.path), False
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE).
+        conn = sqlite3.connect(
+            target,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=uri,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            if not self.read_only:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(
+                        f"SQLite store {str(self.path)!r}: cannot switch to WAL mode "
+                        f"(journal_mode is {mode!r}); is the file on a network filesystem?"
+                    )
+            conn.execute("PRAGMA synchronous = NORMAL")
+            # Force SQLite to read the header now: a non-SQLite file fails here.
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        self._local.conn = conn
+        with self._conns_lock:
+            self._conns.append(conn)
+        return conn
+
+    def _check_file(self) -> None:
+        # An open SQLite connection keeps writing to a deleted (unlinked) file
+        # without any error: every write would vanish. Check it is still there.
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            raise StoreError(
+                f"SQLite store {str(self.path)!r} was deleted while open; "
+                "reopen the store to start a new one"
+            ) from None
+        if self._inode is not None and inode != self._inode:
+            raise StoreError(f"SQLite store {str(self.path)!r} was replaced while open; reopen it")
+
+    def _run(self, action: str, fn: Callable[[sqlite3.Connection], _T], *, write: bool) -> _T:
+        if write and self.read_only:
+            raise StoreError(f"SQLite store {str(self.path)!r} was opened read-only")
+        self._check_file()
+        conn = self._conn()
+        # busy_timeout covers lock waits; this loop covers the rare SQLITE_BUSY
+        # the busy handler cannot retry (e.g. a WAL checkpoint race), so that
+        # "database is locked" never reaches the caller while the lock is
+        # merely contended.
+        deadline = time.monotonic() + max(self.busy_timeout, 0.1)
+        delay = 0.005
+        while True:
+            try:
+                if write:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = fn(conn)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                    return result
+                return fn(conn)
+            except sqlite3.OperationalError as exc:
+                msg = str(exc).lower()
+                if ("locked" in msg or "busy" in msg) and time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.2)
+                    continue
+                raise self._error(action, exc) from exc
+            except sqlite3.Error as exc:
+                raise self._error(action, exc) from exc
+
+    # -- reads -----------------------------------------------------------------
+    def outputs_for(self, request_hash: str) -> list[OutputSeen]:
+        def q(c: sqlite3.Connection) -> list[OutputSeen]:
+            rows = c.execute(
+                "SELECT request_hash, output_hash, backend_id, system_fingerprint, count, "
+                "first_seen, last_seen, output_text FROM outputs WHERE request_hash = ? "
+                "ORDER BY first_seen, backend_id, output_hash",
+                (request_hash,),
+            ).fetchall()
+            return [OutputSeen(*r) for r in rows]
+
+        return self._run("reading outputs", q, write=False)
+
+    def fingerprints_for(self, model_key: str) -> list[FingerprintSeen]:
+        def q(c: sqlite3.Connection) -> list[FingerprintSeen]:
+            rows = c.execute(
+                "SELECT model_key, system_fingerprint, count, first_seen, last_seen "
+                "FROM fingerprints WHERE model_key = ? ORDER BY last_seen, first_seen",
+                (model_key,),
+            ).fetchall()
+            return [FingerprintSeen(*r) for r in rows]
+
+        return self._run("reading fingerprints", q, write=False)
+
+    def requests(self, *, model_key: str | None = None, limit: int = 100) -> list[RequestSummary]:
+        def q(c: sqlite3.Connection) -> list[RequestSummary]:
+            where, args = ("WHERE model_key = ?", [model_key]) if model_key is not None else ("", [])
+            rows = c.execute(
+                "SELECT request_hash, min(model_key), sum(count), count(DISTINCT output_hash), "
+                "count(DISTINCT backend_id), min(first_seen), max(last_seen) FROM outputs "
+                f"{where} GROUP BY request_hash "  # noqa: S608 - fixed fragments only
+                "ORDER BY max(last_seen) DESC, request_hash DESC LIMIT ?",
+                [*args, max(limit, 0)],
+            ).fetchall()
+            return [RequestSummary(*r) for r in rows]
+
+        return self._run("reading requests", q, write=False)
+
+    def models(self) -> list[FingerprintSeen]:
+        def q(c: sqlite3.Connection) -> list[FingerprintSeen]:
+            rows = c.execute(
+                "SELECT model_key, system_fingerprint, count, first_seen, last_seen "
+                "FROM fingerprints ORDER BY model_key, first_seen, fingerprint_key"
+            ).fetchall()
+            return [FingerprintSeen(*r) for r in rows]
+
+        return self._run("reading models", q, write=False)
+
+    def events(
+        self, *, name: str | None = None, since: float | None = None, limit: int = 1000
+    ) -> list[StoredEvent]:
+        def q(c: sqlite3.Connection) -> list[StoredEvent]:
+            rows = c.execute(
+                "SELECT name, at, fields FROM events WHERE (? IS NULL OR name = ?) "
+                "AND (? IS NULL OR at >= ?) ORDER BY at, id LIMIT ?",
+                (name, name, since, since, max(limit, 0)),
+            ).fetchall()
+            return [StoredEvent(n, at, json.loads(f)) for n, at, f in rows]
+
+        return self._run("reading events", q, write=False)
+
+    # -- writes ----------------------------------------------------------------
+    def write(
+        self,
+        records: Sequence[CallRecord],
+        events: Sequence[StoredEvent] = (),
+        *,
+        capture_content: bool = False,
+    ) -> None:
+        if not records and not events:
+            return
+        batch = Batch.of(records, capture_content=capture_content)
+        outputs = [
+            (rh, bid, oh, d.model_key, d.system_fingerprint, d.count, d.first_seen,
+             d.last_seen, d.output_text)
+            for (rh, bid, oh), d in batch.outputs.items()
+        ]  # fmt: skip
+        fingerprints = [
+            (mk, fingerprint_key(fp), fp, d.count, d.first_seen, d.last_seen)
+            for (mk, fp), d in batch.fingerprints.items()
+        ]
+        rows = [(e.name, e.at, dump_fields(e.fields)) for e in events]
+
+        def w(c: sqlite3.Connection) -> None:
+            c.executemany(UPSERT_OUTPUT, outputs)
+            c.executemany(UPSERT_FINGERPRINT, fingerprints)
+            c.executemany("INSERT INTO events (name, at, fields) VALUES (?, ?, ?)", rows)
+
+        self._run("writing", w, write=True)
+
+    def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:
+        def w(c: sqlite3.Connection) -> int:
+            deleted = 0
+            if older_than is not None:
+                deleted += c.execute("DELETE FROM outputs WHERE last_seen < ?", (older_than,)).rowcount
+                deleted += c.execute("DELETE FROM events WHERE at < ?", (older_than,)).rowcount
+                deleted += c.execute(PRUNE_FINGERPRINTS, (older_than,)).rowcount
+            if keep_last is not None:
+                deleted += c.execute(
+                    "DELETE FROM outputs WHERE request_hash NOT IN (SELECT request_hash "
+                    "FROM outputs GROUP BY request_hash "
+                    "ORDER BY max(last_seen) DESC, request_hash DESC LIMIT ?)",
+                    (max(keep_last, 0),),
+                ).rowcount
+            return deleted
+
+        return self._run("pruning", w, write=True)
+
+    @contextmanager
+    def _all_conns(self) -> Iterator[list[sqlite3.Connection]]:
+        with self._conns_lock:
+            yield self._conns
+
+    def close(self) -> None:
+        self._closed = True
+        with self._all_conns() as conns:
+            for conn in conns:
+                try:
+                    conn.close()
+                except sqlite3.Error:  # pragma: no cover - closing is best effort
+                    pass
+            conns.clear()
+        self._local = threading.local()

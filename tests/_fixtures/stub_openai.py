@@ -1,0 +1,255 @@
+"""An OpenAI-compatible chat completions server on 127.0.0.1 for unit tests.
+
+Real HTTP, so every client path (sync, async, streaming) is exercised as in
+production. Its behaviour is set per test through attributes:
+
+- ``fingerprint``: the ``system_fingerprint`` sent (``None`` omits the key);
+- ``fingerprint_chunks``: streaming only; ``"all"``, ``"last"`` (only the chunk
+  with finish_reason), ``"first"`` (only the first chunk) or ``"none"``;
+- ``reply``: a string, or a function of the request body returning one; the
+  default is deterministic for a seeded request and random without a seed;
+- ``tool_calls``: a list of ``{"name": ..., "arguments": {...}}`` to answer with,
+  or a function of the request body returning such a list (or None);
+- ``delay``: seconds to wait before answering.
+
+Every request body is appended to ``requests`` (thread-safe).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+Body = dict[str, Any]
+
+
+def default_reply(body: Body) -> str:
+    seed = body.get("seed")
+    last = body["messages"][-1].get("content") if body.get("messages") else ""
+    if isinstance(last, list):
+        last = " ".join(p.get("text", "") for p in last if isinstance(p, dict))
+    if seed is None:
+        return f"unseeded {random.random():.12f} {last}"
+    temperature = body.get("temperature")
+    return f"seed={seed} t={temperature} says: {last}"
+
+
+class StubOpenAI:
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        self.fingerprint: str | None = "fp_stub_1"
+        self.fingerprint_chunks = "last"
+        self.reply: str | Callable[[Body], str] = default_reply
+        self.tool_calls: list[dict[str, Any]] | Callable[[Body], Any] | None = None
+        self.model_name: str | None = None
+        self.delay = 0.0
+        self.status = 200
+        self.raw_response: bytes | None = None
+        self.requests: list[Body] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> StubOpenAI:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        self.__init_state()
+
+    def __init_state(self) -> None:
+        self.fingerprint = "fp_stub_1"
+        self.fingerprint_chunks = "last"
+        self.reply = default_reply
+        self.tool_calls = None
+        self.model_name = None
+        self.delay = 0.0
+        self.status = 200
+        self.raw_response = None
+        with self._lock:
+            self.requests.clear()
+
+    @property
+    def last_request(self) -> Body:
+        with self._lock:
+            return self.requests[-1]
+
+    # -- building answers -------------------------------------------------
+    def _text(self, body: Body, index: int) -> str:
+        text = self.reply(body) if callable(self.reply) else self.reply
+        return text if index == 0 else f"{text} #{index}"
+
+    def _tool_calls(self, body: Body) -> list[dict[str, Any]] | None:
+        calls = self.tool_calls(body) if callable(self.tool_calls) else self.tool_calls
+        if not calls:
+            return None
+        return [
+            {
+                "id": f"call_{i}_{random.randrange(10**8)}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+            }
+            for i, c in enumerate(calls)
+        ]
+
+    def completion(self, body: Body) -> Body:
+        n = int(body.get("n") or 1)
+        calls = self._tool_calls(body)
+        choices = []
+        for i in range(n):
+            text = "" if calls else self._text(body, i)
+            message: Body = {"role": "assistant", "content": text or None}
+            if calls:
+                message["tool_calls"] = calls
+            choice: Body = {
+                "index": i,
+                "message": message,
+                "finish_reason": "tool_calls" if calls else "stop",
+            }
+            if body.get("logprobs"):
+                choice["logprobs"] = {
+                    "content": [
+                        {"token": tok, "logprob": -0.5, "bytes": None, "top_logprobs": []}
+                        for tok in _tokens(text)
+                    ]
+                }
+            choices.append(choice)
+        out: Body = {
+            "id": f"chatcmpl-{random.randrange(10**9)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_name or body.get("model", "stub"),
+            "choices": choices,
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+        }
+        if self.fingerprint is not None:
+            out["system_fingerprint"] = self.fingerprint
+        return out
+
+    def stream_chunks(self, body: Body) -> Iterator[Body]:
+        calls = self._tool_calls(body)
+        text = "" if calls else self._text(body, 0)
+        pieces: list[Body] = [{"role": "assistant", "content": ""}]
+        if calls:
+            for i, call in enumerate(calls):
+                pieces.append({"tool_calls": [{"index": i, **call}]})
+        else:
+            pieces += [{"content": tok} for tok in _tokens(text)]
+        base = {
+            "id": "chatcmpl-stream",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model_name or body.get("model", "stub"),
+        }
+        total = len(pieces) + 1
+        for i, delta in enumerate([*pieces, {}]):
+            last = i == total - 1
+            chunk: Body = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            if last:
+                chunk["choices"][0]["finish_reason"] = "tool_calls" if calls else "stop"
+            where = self.fingerprint_chunks
+            if self.fingerprint is not None and (
+                where == "all" or (where == "last" and last) or (where == "first" and i == 0)
+            ):
+                chunk["system_fingerprint"] = self.fingerprint
+            yield chunk
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+            yield {**base, "choices": [], "usage": usage}
+
+
+def _tokens(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def _make_handler(stub: StubOpenAI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:  # keep test output clean
+            pass
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/").endswith("/models"):
+                self._json(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})
+            else:
+                self._json(404, {"error": {"message": "not found"}})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            with stub._lock:
+                stub.requests.append(body)
+            if stub.delay:
+                time.sleep(stub.delay)
+            if stub.status != 200:
+                self._json(stub.status, {"error": {"message": "stub error", "type": "server_error"}})
+                return
+            if stub.raw_response is not None:
+                self._raw(stub.raw_response)
+                return
+            if body.get("stream"):
+                self._sse(stub.stream_chunks(body))
+            else:
+                self._json(200, stub.completion(body))
+
+        def _raw(self, data: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _json(self, status: int, payload: Body) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _sse(self, chunks: Iterator[Body]) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for chunk in chunks:
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+            self.close_connection = True
+
+    return Handler
+
+
+@pytest.fixture(scope="session")
+def _stub_server() -> Iterator[StubOpenAI]:
+    stub = StubOpenAI().start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture
+def stub(_stub_server: StubOpenAI) -> StubOpenAI:
+    """The stub server, reset to its defaults for this test."""
+    _stub_server.reset()
+    return _stub_server
