@@ -34,6 +34,7 @@ META_SEED = "seed"
 META_LOCK_HASH = "seedlock_lock_hash"
 META_REQUEST_HASH = "seedlock_request_hash"
 META_OUTPUT_HASH = "seedlock_output_hash"
+_RECORD_KEYS = (META_FINGERPRINT, META_SEED, META_LOCK_HASH, META_REQUEST_HASH, META_OUTPUT_HASH)
 
 # Private kwarg carrying per-call state from `_generate`/`_stream` to
 # `_get_request_payload` through langchain-openai's own kwargs plumbing:
@@ -119,6 +120,13 @@ def _absorb_chunk(call: _Call, chunk: ChatGenerationChunk) -> None:
     if info.get(META_FINGERPRINT):
         call.fingerprint = info[META_FINGERPRINT]
         call.fingerprint_in_chunks = True
+
+
+def _serialize_lock(data: Any, lock: SeedLock) -> Any:
+    """`to_json` output with the lock as a plain dict (it is not a Serializable)."""
+    if isinstance(data, dict) and isinstance(data.get("kwargs"), dict):
+        data["kwargs"]["lock"] = lock.to_dict()
+    return data
 
 
 if TYPE_CHECKING:
@@ -311,7 +319,16 @@ class _LockedOpenAIMixin(_OpenAIBase):
             yield chunk
         yield _final_chunk(self.lock, call, chunks)
 
+    def _combine_llm_outputs(self, llm_outputs: list[dict[str, Any] | None]) -> dict[str, Any]:
+        combined: dict[str, Any] = super()._combine_llm_outputs(llm_outputs)
+        if len(llm_outputs) == 1 and llm_outputs[0]:  # one call: its record is the run's
+            combined.update({k: v for k, v in llm_outputs[0].items() if k in _RECORD_KEYS})
+        return combined
+
     # -- serialization ----------------------------------------------------------
+    def to_json(self) -> Any:
+        return _serialize_lock(super().to_json(), self.lock)
+
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
         """``["langchain_seedlock"]``: load with ``valid_namespaces=["langchain_seedlock"]``."""
@@ -467,6 +484,15 @@ class LockedChatModel(BaseChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
         return self.model._get_ls_params(stop=stop, **kwargs)
+
+    def _combine_llm_outputs(self, llm_outputs: list[dict[str, Any] | None]) -> dict[str, Any]:
+        combined: dict[str, Any] = self.model._combine_llm_outputs(llm_outputs)
+        if len(llm_outputs) == 1 and llm_outputs[0]:
+            combined.update({k: v for k, v in llm_outputs[0].items() if k in _RECORD_KEYS})
+        return combined
+
+    def to_json(self) -> Any:
+        return _serialize_lock(super().to_json(), self.lock)
 
     @classmethod
     def get_lc_namespace(cls) -> list[str]:

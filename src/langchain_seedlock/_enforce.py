@@ -100,6 +100,9 @@ def report_dropped(
             _events.PARAM_DROPPED,
             field=v.field,
             locked=v.locked,
-            **{_events.K_REQUEST_MODEL: model, _events.K_LOCK_HASH: lock.lock_hash},
-            **(log_fields or {}),
+            **{
+                **(log_fields or {}),
+                _events.K_REQUEST_MODEL: model,
+                _events.K_LOCK_HASH: lock.lock_hash,
+            },
         )

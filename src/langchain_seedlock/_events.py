@@ -3,12 +3,17 @@
 The library never configures structlog; it logs through
 ``structlog.get_logger("langchain_seedlock")`` and lets the application decide
 where lines go (see `configure_logging` for applications with no setup).
-Key names follow the OpenTelemetry GenAI conventions where one exists.
+Key names follow the OpenTelemetry GenAI conventions where one exists; ours
+live under ``seedlock.*``. docs/events.md is the reference for every event.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+import contextlib
+import logging
+import os
+import sys
+from typing import Any, Final, TextIO
 
 import structlog
 
@@ -24,7 +29,14 @@ FINGERPRINT_MISSING: Final = "seedlock.fingerprint_missing"
 OUTPUT_DRIFT: Final = "seedlock.output_drift"
 CALL_FAILED: Final = "seedlock.call_failed"
 STORE_ERROR: Final = "seedlock.store_error"
+STORE_OVERFLOW: Final = "seedlock.store_overflow"
 INTERNAL_ERROR: Final = "seedlock.internal_error"
+
+# Events that are also written to the store (``seedlock.call`` is not: the
+# store already counts every call in its output and fingerprint rows).
+STORED_EVENTS: Final = frozenset(
+    {FINGERPRINT_CHANGED, FINGERPRINT_MISSING, OUTPUT_DRIFT, UNSEEDED_CALL, LOCK_VIOLATION}
+)
 
 # Key names (OpenTelemetry GenAI where one exists, ours under seedlock.*).
 K_PROVIDER: Final = "gen_ai.provider.name"
@@ -38,13 +50,167 @@ K_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 K_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 K_FINGERPRINT: Final = "openai.response.system_fingerprint"
 K_SERVICE_TIER: Final = "openai.response.service_tier"
+K_ERROR_TYPE: Final = "error.type"
 K_REQUEST_HASH: Final = "seedlock.request_hash"
 K_OUTPUT_HASH: Final = "seedlock.output_hash"
 K_LOCK_HASH: Final = "seedlock.lock_hash"
 K_BACKEND_ID: Final = "seedlock.backend_id"
+K_MODEL_KEY: Final = "seedlock.model_key"
+# fingerprint_changed
+K_PREVIOUS_FINGERPRINT: Final = "seedlock.previous_fingerprint"
+K_PREVIOUS_FINGERPRINT_FIRST_SEEN: Final = "seedlock.previous_fingerprint_first_seen"
+K_PREVIOUS_FINGERPRINT_LAST_SEEN: Final = "seedlock.previous_fingerprint_last_seen"
+K_FINGERPRINT_FIRST_SEEN: Final = "seedlock.fingerprint_first_seen"
+# output_drift
+K_EXPLAINED: Final = "seedlock.explained"
+K_PREVIOUS_BACKEND_ID: Final = "seedlock.previous_backend_id"
+K_PREVIOUS_OUTPUT_HASH: Final = "seedlock.previous_output_hash"
+K_PREVIOUS_OUTPUT_COUNT: Final = "seedlock.previous_output_count"
+K_PREVIOUS_OUTPUT_FIRST_SEEN: Final = "seedlock.previous_output_first_seen"
+K_OUTPUT_COUNT: Final = "seedlock.output_count"
+K_DISTINCT_OUTPUTS: Final = "seedlock.distinct_outputs"
+K_DIFF_CHAR: Final = "seedlock.first_difference.char"
+K_DIFF_TOKEN: Final = "seedlock.first_difference.token"  # noqa: S105 - a key name
+K_SIMILARITY: Final = "seedlock.similarity"
+K_SIMILARITY_BOUND: Final = "seedlock.similarity_is_bound"
+# content (only with capture_content=True)
+K_PROMPT_TEXT: Final = "seedlock.prompt_text"
+K_OUTPUT_TEXT: Final = "seedlock.output_text"
+K_PREVIOUS_OUTPUT_TEXT: Final = "seedlock.previous_output_text"
+# store problems
+K_STORE_URL: Final = "seedlock.store_url"
+K_OPERATION: Final = "seedlock.operation"
+K_SUPPRESSED: Final = "seedlock.suppressed"
+K_DROPPED: Final = "seedlock.dropped"
+# pipeline context (LangGraph / agents): plain names, as LangGraph spells them
+CONTEXT_KEYS: Final = (
+    "langgraph_node",
+    "langgraph_step",
+    "langgraph_checkpoint_ns",
+    "checkpoint_ns",
+    "thread_id",
+    "agent_step",
+)
+
+# Environment variable that makes internal errors raise (set it in tests).
+RAISE_INTERNAL_ERRORS_ENV: Final = "SEEDLOCK_RAISE_INTERNAL_ERRORS"
+
+_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 
 
 def get_logger() -> Any:
     """The package's structlog logger (resolved lazily, so configuration made
     after import applies)."""
     return structlog.get_logger(LOGGER_NAME)
+
+
+def level_number(level: str | int) -> int:
+    """``"info"`` -> 20; numbers pass through. Raises ValueError on an unknown name."""
+    if isinstance(level, int):
+        return level
+    try:
+        return _LEVELS[level.lower()]
+    except KeyError:
+        raise ValueError(f"unknown log level {level!r}; use one of {sorted(_LEVELS)}") from None
+
+
+def is_enabled(logger: Any, level: str | int) -> bool:
+    """Whether ``logger`` would emit a line at ``level`` (True when it cannot tell).
+
+    Lets callers skip building fields for a line the configuration discards
+    (``make_filtering_bound_logger`` and the stdlib ``BoundLogger`` both tell).
+    """
+    number = level_number(level)
+    try:
+        check = logger.is_enabled_for
+    except AttributeError:
+        try:
+            check = logger.isEnabledFor
+        except AttributeError:
+            return True
+    try:
+        return bool(check(number))
+    except Exception:  # noqa: BLE001 - a logger that cannot answer logs everything
+        return True
+
+
+def raise_internal_errors() -> bool:
+    """True when ``SEEDLOCK_RAISE_INTERNAL_ERRORS=1``: internal errors propagate
+    instead of being logged as ``seedlock.internal_error`` (for tests)."""
+    return os.environ.get(RAISE_INTERNAL_ERRORS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def log_internal_error(where: str, exc: BaseException) -> None:
+    """Log ``seedlock.internal_error`` for a bug caught in the instrumentation path,
+    or re-raise it when `raise_internal_errors` is on."""
+    if raise_internal_errors():
+        raise exc
+    with contextlib.suppress(Exception):  # logging must never break the caller
+        get_logger().error(
+            INTERNAL_ERROR,
+            where=where,
+            exc_info=exc,
+            **{K_ERROR_TYPE: type(exc).__qualname__},
+        )
+
+
+def configure_logging(
+    *,
+    json: bool = True,
+    file: str | os.PathLike[str] | TextIO | None = None,
+    level: str | int = "info",
+    force: bool = False,
+) -> bool:
+    """Send structlog output as JSON lines (or readable lines) to stderr or a file.
+
+    For applications that have no structlog configuration of their own. It
+    does nothing, and returns False, when structlog was already configured
+    (``structlog.is_configured()``) unless ``force=True``: an application
+    that set up structlog keeps its processors, renderer and level. It
+    configures structlog process-wide (every structlog logger, not only
+    ours), which is what an application without a setup wants. The library
+    never calls it on import; the ``seedlock`` CLI calls it for itself.
+
+    Args:
+        json: JSON lines (``True``) or structlog's console renderer.
+        file: a path (opened for appending, line-buffered) or an open text
+            stream; stderr when None.
+        level: the lowest level written (``"debug"`` shows ``seedlock.call``).
+        force: configure even if structlog is already configured.
+
+    Returns:
+        Whether structlog was configured by this call.
+    """
+    if structlog.is_configured() and not force:
+        return False
+    stream: TextIO
+    if file is None:
+        stream = sys.stderr
+    elif isinstance(file, str | os.PathLike):
+        stream = open(file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the config
+    else:
+        stream = file
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=False)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks if json else structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level_number(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    return True

@@ -1,0 +1,645 @@
+"""`DriftMonitor`: the one place where calls are compared with their baseline.
+
+The callback handler, the agent middleware and the probe each build a
+`CallRecord` and hand it to `DriftMonitor.observe` (or `aobserve`); the
+monitor decides which events fire, logs them, and queues the record and the
+events for the store. Nothing here may fail a model call: a store failure is
+logged as ``seedlock.store_error``, any other exception as
+``seedlock.internal_error`` (re-raised when ``SEEDLOCK_RAISE_INTERNAL_ERRORS=1``).
+
+Speed: the per-call path is a dict lookup and a few comparisons under a lock.
+Per request hash the monitor keeps the outputs it knows (count, first/last
+seen, backend, fingerprint, and the text in memory only, to locate the first
+difference) in a bounded LRU; per model, the fingerprints seen. The store is
+read only on a cache miss, and written by a `BackgroundWriter` thread.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+from langchain_seedlock import _events as ev
+from langchain_seedlock._record import CallRecord
+from langchain_seedlock._store._base import (
+    BaselineStore,
+    FingerprintSeen,
+    OutputSeen,
+    StoredEvent,
+)
+
+_T = TypeVar("_T")
+
+# Above this many characters (both texts together) the similarity ratio is
+# difflib's O(n) `quick_ratio()` upper bound instead of the quadratic `ratio()`.
+SIMILARITY_EXACT_LIMIT: Final = 4000
+# One store_error line per operation per this many seconds; repeats are counted.
+STORE_ERROR_INTERVAL: Final = 60.0
+_SAMPLING_KEYS: Final = (
+    ("temperature", ev.K_TEMPERATURE),
+    ("top_p", ev.K_TOP_P),
+    ("max_tokens", ev.K_MAX_TOKENS),
+)
+
+
+@dataclass(slots=True)
+class _Output:
+    """One distinct output of one request, as known to this monitor."""
+
+    count: int
+    first_seen: float
+    last_seen: float
+    backend_id: str
+    fingerprint: str | None
+    text: str | None = None  # memory only; never logged without capture_content
+    tokens: tuple[str, ...] | None = None
+
+
+@dataclass(slots=True)
+class _Request:
+    outputs: dict[str, _Output] = field(default_factory=dict)
+    last_output: str | None = None  # output hash seen most recently
+
+
+@dataclass(slots=True)
+class _Model:
+    last_fingerprint: str | None = None
+    seen: dict[str | None, tuple[float, float]] = field(default_factory=dict)  # first, last
+
+
+@dataclass(slots=True)
+class _Decision:
+    """What `_decide` found, copied out of the lock for logging."""
+
+    fingerprint_changed: tuple[str | None, float | None, float | None, float] | None = None
+    fingerprint_missing: bool = False
+    drift: tuple[_Output, str, _Output] | None = None  # previous, previous hash, current
+    distinct_outputs: int = 1
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def first_difference(a: str, b: str) -> int:
+    """Index of the first character where ``a`` and ``b`` differ (the length of
+    the shorter one when it is a prefix of the other)."""
+    n = min(len(a), len(b))
+    lo = 0
+    # Compare in blocks first: long shared prefixes are the common case.
+    step = 256
+    while lo + step <= n and a[lo : lo + step] == b[lo : lo + step]:
+        lo += step
+    while lo < n and a[lo] == b[lo]:
+        lo += 1
+    return lo
+
+
+def first_token_difference(a: Sequence[str], b: Sequence[str]) -> int:
+    """Index of the first token where two token lists differ."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def similarity(a: str, b: str) -> tuple[float, bool]:
+    """difflib similarity ratio of two texts, and whether it is only an upper bound.
+
+    Short texts get `SequenceMatcher.ratio()`; long ones the linear
+    `quick_ratio()` (an upper bound of the ratio), so a drift on a long
+    answer never costs quadratic time.
+    """
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    if len(a) + len(b) > SIMILARITY_EXACT_LIMIT:
+        return round(matcher.quick_ratio(), 4), True
+    return round(matcher.ratio(), 4), False
+
+
+class _SyncWriter:
+    """Stand-in for `BackgroundWriter` with the same surface: writes inline.
+
+    Used with ``buffer_size=0`` (no background thread: each call writes
+    before returning, for scripts that must see their rows at once)."""
+
+    def __init__(
+        self,
+        store: BaselineStore,
+        *,
+        on_error: Callable[[BaseException], None],
+        capture_content: bool,
+    ) -> None:
+        self.store = store
+        self.dropped = 0
+        self._on_error = on_error
+        self._capture = capture_content
+
+    def submit(self, record: CallRecord | None, events: Sequence[StoredEvent] = ()) -> bool:
+        try:
+            self.store.write(
+                [record] if record is not None else [], events, capture_content=self._capture
+            )
+        except Exception as exc:  # noqa: BLE001 - reported, never raised into the call
+            self.dropped += 1
+            self._on_error(exc)
+            return False
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:  # noqa: ARG002 - same signature
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:  # noqa: ARG002 - same signature
+        return True
+
+
+class DriftMonitor:
+    """Compare each call with what the same request produced before, and log events.
+
+    One monitor is shared by every door (callback handler, agent middleware,
+    probe) that should see the same baseline; it is safe to use from many
+    threads and asyncio tasks at once.
+
+    Args:
+        store: where baselines persist (``None``: this process's memory only).
+        capture_content: put prompt and output text in events and the store.
+        call_level: the level of the per-call ``seedlock.call`` line.
+        buffer_size: records the background writer holds while the store is
+            slow or down; beyond, records are dropped and reported
+            (``seedlock.store_overflow``). ``0`` writes inline, no thread.
+        cache_size: request hashes (and models) kept in memory; older ones are
+            read back from the store when seen again.
+
+    Example:
+        ```python
+        monitor = DriftMonitor(open_store("sqlite:///baselines.db"))
+        names = monitor.observe(record)  # e.g. ["seedlock.call", "seedlock.output_drift"]
+        monitor.close()
+        ```
+    """
+
+    def __init__(
+        self,
+        store: BaselineStore | None = None,
+        *,
+        capture_content: bool = False,
+        call_level: str = "debug",
+        buffer_size: int = 10_000,
+        cache_size: int = 4096,
+    ) -> None:
+        ev.level_number(call_level)  # validate early
+        if cache_size < 1:
+            raise ValueError("cache_size must be at least 1")
+        self.store = store
+        self.capture_content = capture_content
+        self.call_level = call_level.lower()
+        self.cache_size = cache_size
+        self._lock = threading.Lock()
+        self._requests: OrderedDict[str, _Request] = OrderedDict()
+        self._models: OrderedDict[str, _Model] = OrderedDict()
+        self._missing_reported: set[str] = set()
+        self._store_errors: dict[str, tuple[float, int]] = {}  # op -> (last logged, suppressed)
+        self._closed = False
+        self._writer: Any = None
+        if store is not None:
+            if buffer_size <= 0:
+                self._writer = _SyncWriter(
+                    store, on_error=self._on_write_error, capture_content=capture_content
+                )
+            else:
+                from langchain_seedlock._store._writer import BackgroundWriter
+
+                self._writer = BackgroundWriter(
+                    store,
+                    buffer_size=buffer_size,
+                    on_error=self._on_write_error,
+                    on_overflow=self._on_overflow,
+                    capture_content=capture_content,
+                )
+
+    def __repr__(self) -> str:
+        return f"DriftMonitor(store={self.store!r}, capture_content={self.capture_content})"
+
+    # -- public ------------------------------------------------------------------
+    def observe(self, record: CallRecord) -> list[str]:
+        """Compare ``record`` with its baseline, log the events, queue the writes.
+
+        Returns the names of the events emitted (``seedlock.call`` first).
+        Never raises (but see ``SEEDLOCK_RAISE_INTERNAL_ERRORS``).
+        """
+        try:
+            need_request, need_model = self._misses(record)
+            outputs = (
+                self._read("read", self.store.outputs_for, record.request_hash)
+                if (need_request and self.store is not None)
+                else None
+            )
+            fingerprints = (
+                self._read("read", self.store.fingerprints_for, record.model_key)
+                if (need_model and self.store is not None)
+                else None
+            )
+            return self._finish(record, outputs, fingerprints)
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("DriftMonitor.observe", exc)
+            return []
+
+    async def aobserve(self, record: CallRecord) -> list[str]:
+        """`observe` for asyncio code: a store read on a cache miss is awaited."""
+        try:
+            need_request, need_model = self._misses(record)
+            store = self.store
+            outputs = fingerprints = None
+            if store is not None and need_request:
+                outputs = await self._aread(store.aoutputs_for(record.request_hash))
+            if store is not None and need_model:
+                fingerprints = await self._aread(store.afingerprints_for(record.model_key))
+            return self._finish(record, outputs, fingerprints)
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("DriftMonitor.aobserve", exc)
+            return []
+
+    def report_violations(
+        self,
+        record_fields: Mapping[str, Any],
+        violations: Sequence[Any],
+        *,
+        lock_hash: str | None,
+        source: str,
+    ) -> list[str]:
+        """Log (and store) ``seedlock.unseeded_call`` / ``seedlock.lock_violation``
+        for a call that was observed, not stopped: a missing seed is an unseeded
+        call, any other difference from the lock a violation (one line per field).
+
+        ``violations`` are `_enforce.Violation` objects (field, locked,
+        attempted, kind); ``record_fields`` the call's event fields.
+        """
+        try:
+            names: list[str] = []
+            stored: list[StoredEvent] = []
+            log = ev.get_logger()
+            now = time.time()
+            for v in violations:
+                if v.field == "seed" and v.attempted is None:
+                    fields = {**record_fields, ev.K_LOCK_HASH: lock_hash, "source": source}
+                    fields["locked"] = v.locked
+                    log.warning(ev.UNSEEDED_CALL, **fields)
+                    name = ev.UNSEEDED_CALL
+                else:
+                    fields = {
+                        **record_fields,
+                        "field": v.field,
+                        "locked": v.locked,
+                        "attempted": v.attempted,
+                        "source": source,
+                        "action": "observed",
+                        ev.K_LOCK_HASH: lock_hash,
+                    }
+                    log.warning(ev.LOCK_VIOLATION, **fields)
+                    name = ev.LOCK_VIOLATION
+                names.append(name)
+                stored.append(StoredEvent(name, now, fields))
+            self._submit(None, stored)
+            return names
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("DriftMonitor.report_violations", exc)
+            return []
+
+    def report_unseeded(self, record_fields: Mapping[str, Any], *, source: str) -> list[str]:
+        """Log (and store) ``seedlock.unseeded_call`` for a call sent without a seed
+        when no lock is configured."""
+        try:
+            fields = {**record_fields, "source": source}
+            ev.get_logger().warning(ev.UNSEEDED_CALL, **fields)
+            self._submit(None, [StoredEvent(ev.UNSEEDED_CALL, time.time(), fields)])
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("DriftMonitor.report_unseeded", exc)
+            return []
+        return [ev.UNSEEDED_CALL]
+
+    def report_failure(self, fields: Mapping[str, Any], error: BaseException) -> list[str]:
+        """Log (and store) ``seedlock.call_failed`` for a call that raised."""
+        try:
+            out = {**fields, ev.K_ERROR_TYPE: type(error).__qualname__}
+            ev.get_logger().warning(ev.CALL_FAILED, **out)
+            self._submit(None, [StoredEvent(ev.CALL_FAILED, time.time(), out)])
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("DriftMonitor.report_failure", exc)
+            return []
+        return [ev.CALL_FAILED]
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record observed so far is in the store (False on timeout)."""
+        if self._writer is None:
+            return True
+        return bool(self._writer.flush(timeout))
+
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Flush and stop the writer thread (the store stays open). Idempotent."""
+        if self._closed or self._writer is None:
+            self._closed = True
+            return True
+        self._closed = True
+        return bool(self._writer.close(timeout))
+
+    @property
+    def dropped(self) -> int:
+        """Records the writer dropped (buffer full, or unwritten at close)."""
+        return int(getattr(self._writer, "dropped", 0))
+
+    # -- the comparison ------------------------------------------------------------
+    def _misses(self, record: CallRecord) -> tuple[bool, bool]:
+        with self._lock:
+            return (
+                record.request_hash not in self._requests,
+                record.model_key not in self._models,
+            )
+
+    def _finish(
+        self,
+        record: CallRecord,
+        outputs: list[OutputSeen] | None,
+        fingerprints: list[FingerprintSeen] | None,
+    ) -> list[str]:
+        backend = record.backend_id  # a hash: compute once
+        decision, names = self._decide(record, backend, outputs, fingerprints)
+        stored = self._emit(record, backend, decision, names)
+        self._submit(record, stored)
+        return names
+
+    def _decide(
+        self,
+        record: CallRecord,
+        backend: str,
+        outputs: list[OutputSeen] | None,
+        fingerprints: list[FingerprintSeen] | None,
+    ) -> tuple[_Decision, list[str]]:
+        d = _Decision()
+        names = [ev.CALL]
+        fp = record.system_fingerprint
+        now = record.at
+        with self._lock:
+            # -- per model: fingerprints ------------------------------------------
+            model = self._models.get(record.model_key)
+            if model is None:
+                model = _Model()
+                for row in fingerprints or ():  # most recently seen last
+                    model.seen[row.system_fingerprint] = (row.first_seen, row.last_seen)
+                    if row.system_fingerprint is not None:
+                        model.last_fingerprint = row.system_fingerprint
+                self._models[record.model_key] = model
+                if len(self._models) > self.cache_size:
+                    self._models.popitem(last=False)
+            else:
+                self._models.move_to_end(record.model_key)
+            if fp is None:
+                if record.model_key not in self._missing_reported:
+                    self._missing_reported.add(record.model_key)
+                    d.fingerprint_missing = True
+                    names.append(ev.FINGERPRINT_MISSING)
+            else:
+                previous = model.last_fingerprint
+                if previous is not None and previous != fp:
+                    prev_first, prev_last = model.seen.get(previous, (None, None))
+                    cur_first = model.seen.get(fp, (now, now))[0]
+                    d.fingerprint_changed = (previous, prev_first, prev_last, cur_first)
+                    names.append(ev.FINGERPRINT_CHANGED)
+                model.last_fingerprint = fp
+            first, _ = model.seen.get(fp, (now, now))
+            model.seen[fp] = (min(first, now), now)
+
+            # -- per request: outputs ---------------------------------------------
+            req = self._requests.get(record.request_hash)
+            if req is None:
+                req = _Request()
+                last_seen = -1.0
+                for o in outputs or ():
+                    known = req.outputs.get(o.output_hash)
+                    if known is None:
+                        req.outputs[o.output_hash] = _Output(
+                            o.count, o.first_seen, o.last_seen, o.backend_id,
+                            o.system_fingerprint, o.output_text,
+                        )  # fmt: skip
+                    else:  # the same output under several backends: one entry
+                        known.count += o.count
+                        known.first_seen = min(known.first_seen, o.first_seen)
+                        if o.last_seen >= known.last_seen:
+                            known.last_seen = o.last_seen
+                            known.backend_id = o.backend_id
+                            known.fingerprint = o.system_fingerprint
+                    if o.last_seen >= last_seen:
+                        last_seen = o.last_seen
+                        req.last_output = o.output_hash
+                self._requests[record.request_hash] = req
+                if len(self._requests) > self.cache_size:
+                    self._requests.popitem(last=False)
+            else:
+                self._requests.move_to_end(record.request_hash)
+            current = req.outputs.get(record.output_hash)
+            if current is None:
+                current = _Output(0, now, now, backend, fp)
+                req.outputs[record.output_hash] = current
+            current.count += 1
+            current.last_seen = max(current.last_seen, now)
+            current.backend_id = backend
+            current.fingerprint = fp
+            if current.text is None and record.output_text is not None:
+                current.text = record.output_text
+            if current.tokens is None and record.output_token_list is not None:
+                current.tokens = record.output_token_list
+            previous_hash = req.last_output
+            req.last_output = record.output_hash
+            # Drift is defined for seeded requests: an unseeded one varies by design.
+            if (
+                record.seed is not None
+                and previous_hash is not None
+                and previous_hash != record.output_hash
+            ):
+                prev = req.outputs[previous_hash]
+                # Copies: the logging happens outside the lock.
+                d.drift = (
+                    _Output(prev.count, prev.first_seen, prev.last_seen, prev.backend_id,
+                            prev.fingerprint, prev.text, prev.tokens),
+                    previous_hash,
+                    _Output(current.count, current.first_seen, current.last_seen,
+                            current.backend_id, current.fingerprint, current.text,
+                            current.tokens),
+                )  # fmt: skip
+                d.distinct_outputs = len(req.outputs)
+                names.append(ev.OUTPUT_DRIFT)
+        return d, names
+
+    # -- events --------------------------------------------------------------------
+    def base_fields(self, record: CallRecord, backend: str | None = None) -> dict[str, Any]:
+        """The keys every event about ``record`` carries (see docs/events.md)."""
+        fields: dict[str, Any] = {
+            ev.K_PROVIDER: record.provider,
+            ev.K_REQUEST_MODEL: record.request_model,
+            ev.K_RESPONSE_MODEL: record.response_model,
+            ev.K_SEED: record.seed,
+            ev.K_FINGERPRINT: record.system_fingerprint,
+            ev.K_REQUEST_HASH: record.request_hash,
+            ev.K_OUTPUT_HASH: record.output_hash,
+            ev.K_BACKEND_ID: backend if backend is not None else record.backend_id,
+            ev.K_LOCK_HASH: record.lock_hash,
+            "run_id": record.run_id,
+            "parent_run_id": record.parent_run_id,
+        }
+        if record.context:
+            fields.update(record.context)
+        return fields
+
+    def _emit(
+        self, record: CallRecord, backend: str, d: _Decision, names: list[str]
+    ) -> list[StoredEvent]:
+        log = ev.get_logger().bind()  # resolve the lazy proxy once
+        stored: list[StoredEvent] = []
+        base: dict[str, Any] | None = None
+        if ev.is_enabled(log, self.call_level):
+            base = self.base_fields(record, backend)
+            call = dict(base)
+            for name, key in _SAMPLING_KEYS:
+                if name in record.params:
+                    call[key] = record.params[name]
+            call[ev.K_SERVICE_TIER] = record.service_tier
+            call[ev.K_INPUT_TOKENS] = record.input_tokens
+            call[ev.K_OUTPUT_TOKENS] = record.output_tokens
+            if self.capture_content:
+                call[ev.K_PROMPT_TEXT] = record.prompt_text
+                call[ev.K_OUTPUT_TEXT] = record.output_text
+            getattr(log, self.call_level)(ev.CALL, **call)
+        if len(names) == 1:
+            return stored  # the common case: nothing needs attention
+        if base is None:
+            base = self.base_fields(record, backend)
+        if d.fingerprint_missing:
+            fields = {
+                ev.K_PROVIDER: record.provider,
+                ev.K_REQUEST_MODEL: record.request_model,
+                ev.K_RESPONSE_MODEL: record.response_model,
+                ev.K_MODEL_KEY: record.model_key,
+                "run_id": record.run_id,
+                **record.context,
+            }
+            log.info(ev.FINGERPRINT_MISSING, **fields)
+            stored.append(StoredEvent(ev.FINGERPRINT_MISSING, record.at, fields))
+        if d.fingerprint_changed is not None:
+            previous, prev_first, prev_last, cur_first = d.fingerprint_changed
+            fields = {
+                **base,
+                ev.K_MODEL_KEY: record.model_key,
+                ev.K_PREVIOUS_FINGERPRINT: previous,
+                ev.K_PREVIOUS_FINGERPRINT_FIRST_SEEN: _iso(prev_first),
+                ev.K_PREVIOUS_FINGERPRINT_LAST_SEEN: _iso(prev_last),
+                ev.K_FINGERPRINT_FIRST_SEEN: _iso(cur_first),
+            }
+            log.warning(ev.FINGERPRINT_CHANGED, **fields)
+            stored.append(StoredEvent(ev.FINGERPRINT_CHANGED, record.at, fields))
+        if d.drift is not None:
+            fields = self._drift_fields(record, base, d)
+            log.warning(ev.OUTPUT_DRIFT, **fields)
+            stored.append(StoredEvent(ev.OUTPUT_DRIFT, record.at, fields))
+        return stored
+
+    def _drift_fields(
+        self, record: CallRecord, base: dict[str, Any], d: _Decision
+    ) -> dict[str, Any]:
+        assert d.drift is not None
+        prev, prev_hash, cur = d.drift
+        fields = {
+            **base,
+            ev.K_EXPLAINED: prev.backend_id != cur.backend_id,
+            ev.K_PREVIOUS_FINGERPRINT: prev.fingerprint,
+            ev.K_PREVIOUS_BACKEND_ID: prev.backend_id,
+            ev.K_PREVIOUS_OUTPUT_HASH: prev_hash,
+            ev.K_PREVIOUS_OUTPUT_COUNT: prev.count,
+            ev.K_PREVIOUS_OUTPUT_FIRST_SEEN: _iso(prev.first_seen),
+            ev.K_OUTPUT_COUNT: cur.count,
+            ev.K_DISTINCT_OUTPUTS: d.distinct_outputs,
+            ev.K_DIFF_CHAR: None,
+            ev.K_DIFF_TOKEN: None,
+            ev.K_SIMILARITY: None,
+            ev.K_SIMILARITY_BOUND: None,
+        }
+        cur_text = record.output_text if record.output_text is not None else cur.text
+        if prev.text is not None and cur_text is not None:
+            fields[ev.K_DIFF_CHAR] = first_difference(prev.text, cur_text)
+            ratio, bound = similarity(prev.text, cur_text)
+            fields[ev.K_SIMILARITY] = ratio
+            fields[ev.K_SIMILARITY_BOUND] = bound
+        cur_tokens = record.output_token_list or cur.tokens
+        if prev.tokens is not None and cur_tokens is not None:
+            fields[ev.K_DIFF_TOKEN] = first_token_difference(prev.tokens, cur_tokens)
+        if self.capture_content:
+            fields[ev.K_PREVIOUS_OUTPUT_TEXT] = prev.text
+            fields[ev.K_OUTPUT_TEXT] = cur_text
+        return fields
+
+    # -- the store -----------------------------------------------------------------
+    def _submit(self, record: CallRecord | None, events: Sequence[StoredEvent]) -> None:
+        if self._writer is None or (record is None and not events):
+            return
+        if self._closed:
+            return
+        self._writer.submit(record, events)
+
+    def _read(self, op: str, fn: Callable[[str], list[_T]], key: str) -> list[_T] | None:
+        try:
+            return fn(key)
+        except Exception as exc:  # noqa: BLE001 - a store failure never fails the call
+            self._store_error(op, exc)
+            return None
+
+    async def _aread(self, awaitable: Awaitable[list[_T]]) -> list[_T] | None:
+        try:
+            return await awaitable
+        except Exception as exc:  # noqa: BLE001 - a store failure never fails the call
+            self._store_error("read", exc)
+            return None
+
+    def _on_write_error(self, exc: BaseException) -> None:
+        self._store_error("write", exc)
+
+    def _on_overflow(self, count: int) -> None:
+        try:
+            ev.get_logger().warning(
+                ev.STORE_OVERFLOW,
+                **{
+                    ev.K_DROPPED: count,
+                    "seedlock.dropped_total": self.dropped,
+                    ev.K_STORE_URL: getattr(self.store, "url", None),
+                },
+            )
+        except Exception as exc:  # noqa: BLE001 - reported from the writer thread
+            ev.log_internal_error("DriftMonitor.on_overflow", exc)
+
+    def _store_error(self, op: str, exc: BaseException) -> None:
+        """Log ``seedlock.store_error``, at most once per operation per
+        `STORE_ERROR_INTERVAL`; the next line counts the repeats suppressed."""
+        now = time.monotonic()
+        with self._lock:
+            last, suppressed = self._store_errors.get(op, (None, 0))
+            if last is not None and now - last < STORE_ERROR_INTERVAL:
+                self._store_errors[op] = (last, suppressed + 1)
+                return
+            self._store_errors[op] = (now, 0)
+        ev.get_logger().warning(
+            ev.STORE_ERROR,
+            **{
+                ev.K_OPERATION: op,
+                ev.K_STORE_URL: getattr(self.store, "url", None),
+                ev.K_ERROR_TYPE: type(exc).__qualname__,
+                "error": _short(str(exc)),
+                ev.K_SUPPRESSED: suppressed,
+            },
+        )
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

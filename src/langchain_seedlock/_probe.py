@@ -1,0 +1,639 @@
+"""The reproducibility probe: one prompt N times without a seed, N times with one.
+
+This is OpenAI's cookbook experiment ("reproducible outputs with the seed
+parameter") as a tool: both arms share the prompt, temperature and
+max_tokens; only the seed differs. Per run it keeps the response, the
+``system_fingerprint`` and the token counts; per arm it computes:
+
+- **exact-match rate**: the fraction of runs whose output is identical to the
+  arm's most common output (1.0 = every run gave the same text; 1/N = all
+  different);
+- **distinct outputs**: the number of different texts;
+- **mean pairwise distance**: the mean over every pair of runs of a distance
+  in [0, 1]: ``1 - difflib.SequenceMatcher.ratio()`` by default, the cosine
+  distance of the embeddings when an ``Embeddings`` model is given;
+- **first divergence**: the first character index where the outputs stop
+  being identical (the length of their common prefix), None when all agree;
+- **fingerprints seen**.
+
+The seeded arm goes through `LockedChatOpenAI` and `SeedLockCallbackHandler`,
+so a probe also writes baselines and drift events to the store. The unseeded
+arm uses a plain ``ChatOpenAI`` without a lock (a lock would refuse it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import itertools
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_seedlock._errors import BackendUnavailableError, ProbeError
+
+if TYPE_CHECKING:
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
+    from rich.console import RenderableType
+
+    from langchain_seedlock._store._base import BaselineStore
+
+ArmName = Literal["unseeded", "seeded"]
+ARMS: tuple[ArmName, ArmName] = ("unseeded", "seeded")
+
+ProgressCallback = Callable[[str, int, int], None]
+"""``progress(arm, done_in_arm, runs_per_arm)``, called after every run."""
+
+DEFAULT_PROMPT = "Write a short story about a robot who learns to paint, in three sentences."
+DEFAULT_MAX_TOKENS = 64
+EXCERPT_CHARS = 60
+
+
+# -- statistics ----------------------------------------------------------------
+def text_distance(a: str, b: str) -> float:
+    """``1 - difflib ratio``: 0 for identical texts, 1 for nothing in common."""
+    if a == b:
+        return 0.0
+    # autojunk off: its heuristic drops frequent characters from long texts
+    # and would make the distance depend on length.
+    return 1.0 - difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def cosine_distance(u: Sequence[float], v: Sequence[float]) -> float:
+    """``1 - cosine similarity``, clamped to [0, 2]."""
+    dot = sum(x * y for x, y in zip(u, v, strict=True))
+    norm = math.sqrt(sum(x * x for x in u)) * math.sqrt(sum(y * y for y in v))
+    if norm == 0:
+        return 0.0 if not any(u) and not any(v) else 1.0
+    return min(2.0, max(0.0, 1.0 - dot / norm))
+
+
+def exact_match_rate(outputs: Sequence[str]) -> float:
+    """Fraction of outputs equal to the most common one (0.0 when empty)."""
+    if not outputs:
+        return 0.0
+    return Counter(outputs).most_common(1)[0][1] / len(outputs)
+
+
+def first_divergence(outputs: Sequence[str]) -> int | None:
+    """First character index where the outputs differ; None if all are identical."""
+    if len(set(outputs)) <= 1:
+        return None
+    shortest = min(len(o) for o in outputs)
+    for i in range(shortest):
+        if len({o[i] for o in outputs}) > 1:
+            return i
+    return shortest  # one output is a prefix of another
+
+
+def mean_pairwise(values: Sequence[Any], distance: Callable[[Any, Any], float]) -> float:
+    """Mean distance over all unordered pairs (0.0 with fewer than two values)."""
+    pairs = list(itertools.combinations(values, 2))
+    if not pairs:
+        return 0.0
+    return sum(distance(a, b) for a, b in pairs) / len(pairs)
+
+
+# -- results -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ProbeRun:
+    """One call: the cookbook's table row."""
+
+    arm: str
+    index: int
+    text: str
+    system_fingerprint: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    seed: int | None
+    latency_s: float
+    request_hash: str | None = None
+    output_hash: str | None = None
+
+    @property
+    def excerpt(self) -> str:
+        flat = " ".join(self.text.split())
+        return flat if len(flat) <= EXCERPT_CHARS else flat[: EXCERPT_CHARS - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class ArmStats:
+    """One arm's runs and statistics."""
+
+    name: str
+    seed: int | None
+    runs: tuple[ProbeRun, ...]
+    exact_match_rate: float
+    distinct_outputs: int
+    mean_pairwise_distance: float
+    distance_kind: str
+    first_divergence: int | None
+    fingerprints: tuple[str | None, ...]
+    tokens_per_second: float | None
+
+    @property
+    def outputs(self) -> list[str]:
+        return [r.text for r in self.runs]
+
+    @classmethod
+    def compute(
+        cls,
+        name: str,
+        seed: int | None,
+        runs: Sequence[ProbeRun],
+        *,
+        embeddings: Embeddings | None = None,
+    ) -> ArmStats:
+        texts = [r.text for r in runs]
+        if embeddings is not None:
+            vectors = embeddings.embed_documents(texts)
+            mean = mean_pairwise(vectors, cosine_distance)
+            kind = "cosine"
+        else:
+            mean = mean_pairwise(texts, text_distance)
+            kind = "text"
+        fingerprints = tuple(dict.fromkeys(r.system_fingerprint for r in runs))
+        tokens = sum(r.completion_tokens or 0 for r in runs)
+        seconds = sum(r.latency_s for r in runs)
+        return cls(
+            name=name,
+            seed=seed,
+            runs=tuple(runs),
+            exact_match_rate=exact_match_rate(texts),
+            distinct_outputs=len(set(texts)),
+            mean_pairwise_distance=mean,
+            distance_kind=kind,
+            first_divergence=first_divergence(texts),
+            fingerprints=fingerprints,
+            # Per-request throughput (sum of latencies): comparable whatever
+            # the concurrency.
+            tokens_per_second=tokens / seconds if seconds > 0 and tokens else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The probe's outcome: settings, the two arms, and renderings.
+
+    ``to_dict()`` is the JSON document written by ``seedlock probe --json``;
+    ``to_html()`` the self-contained report of ``--html``; in a notebook the
+    result renders itself (``_repr_html_``), and ``rich.print(result)`` draws
+    the terminal tables.
+    """
+
+    model: str
+    base_url: str | None
+    prompt: str
+    runs: int
+    seed: int
+    temperature: float
+    max_tokens: int
+    concurrency: int
+    unseeded: ArmStats
+    seeded: ArmStats
+    started_at: float
+    duration_s: float
+    backend: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def arms(self) -> tuple[ArmStats, ArmStats]:
+        return (self.unseeded, self.seeded)
+
+    def passed(self, fail_under: float) -> bool:
+        """True when the seeded arm's exact-match rate is at least ``fail_under``."""
+        return self.seeded.exact_match_rate >= fail_under
+
+    # -- JSON ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable dict (schema: ``seedlock.probe/1``)."""
+
+        def arm(stats: ArmStats) -> dict[str, Any]:
+            data = asdict(stats)
+            data["runs"] = [asdict(r) for r in stats.runs]
+            data["fingerprints"] = list(stats.fingerprints)
+            return data
+
+        return {
+            "schema": "seedlock.probe/1",
+            "model": self.model,
+            "base_url": self.base_url,
+            "prompt": self.prompt,
+            "settings": {
+                "runs": self.runs,
+                "seed": self.seed,
+                "temperature": self.temperature,
+                "max_tokens": self.max_tokens,
+                "concurrency": self.concurrency,
+            },
+            "backend": self.backend,
+            "started_at": self.started_at,
+            "duration_s": self.duration_s,
+            "arms": {"unseeded": arm(self.unseeded), "seeded": arm(self.seeded)},
+        }
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    # -- HTML ------------------------------------------------------------------
+    def to_svg(self) -> str:
+        """A small bar chart (inline SVG) comparing the two arms."""
+        metrics: list[tuple[str, Callable[[ArmStats], float], str]] = [
+            ("exact-match rate", lambda a: a.exact_match_rate, "{:.0%}"),
+            ("distinct outputs / runs", lambda a: a.distinct_outputs / max(1, len(a.runs)), "{:.0%}"),
+            ("mean pairwise distance", lambda a: min(1.0, a.mean_pairwise_distance), "{:.3f}"),
+        ]
+        colors = {"unseeded": "#d9822b", "seeded": "#2b7bd9"}
+        label_w, bar_w, row_h, gap = 170, 260, 16, 14
+        height = len(metrics) * (2 * row_h + gap) + 30
+        parts = [
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 70}" '
+            f'height="{height}" role="img" aria-label="probe chart" '
+            'font-family="sans-serif" font-size="12">'
+        ]
+        y = 10
+        for label, value, fmt in metrics:
+            parts.append(f'<text x="0" y="{y + row_h + 4}">{html.escape(label)}</text>')
+            for stats in self.arms:
+                v = max(0.0, value(stats))
+                w = max(1, round(v * bar_w))
+                parts.append(
+                    f'<rect x="{label_w}" y="{y}" width="{w}" height="{row_h - 2}" '
+                    f'fill="{colors[stats.name]}"><title>{stats.name}</title></rect>'
+                    f'<text x="{label_w + w + 4}" y="{y + row_h - 4}">{fmt.format(v)}</text>'
+                )
+                y += row_h
+            y += gap
+        legend_y = y + 8
+        x = 0
+        for name, color in colors.items():
+            parts.append(
+                f'<rect x="{x}" y="{legend_y - 10}" width="10" height="10" fill="{color}"/>'
+                f'<text x="{x + 14}" y="{legend_y}">{name}</text>'
+            )
+            x += 90
+        parts.append("</svg>")
+        return "".join(parts)
+
+    def _summary_rows(self) -> list[tuple[str, str, str]]:
+        def fmt_fp(stats: ArmStats) -> str:
+            return ", ".join(str(f) for f in stats.fingerprints)
+
+        def fmt_div(stats: ArmStats) -> str:
+            return "—" if stats.first_divergence is None else str(stats.first_divergence)
+
+        def fmt_tps(stats: ArmStats) -> str:
+            t = stats.tokens_per_second
+            return "—" if t is None else f"{t:.1f}"
+
+        u, s = self.unseeded, self.seeded
+        return [
+            ("seed", "none", str(s.seed)),
+            ("exact-match rate", f"{u.exact_match_rate:.0%}", f"{s.exact_match_rate:.0%}"),
+            ("distinct outputs", f"{u.distinct_outputs}/{len(u.runs)}", f"{s.distinct_outputs}/{len(s.runs)}"),
+            (
+                f"mean pairwise distance ({s.distance_kind})",
+                f"{u.mean_pairwise_distance:.3f}",
+                f"{s.mean_pairwise_distance:.3f}",
+            ),
+            ("first divergence (char)", fmt_div(u), fmt_div(s)),
+            ("fingerprints", fmt_fp(u), fmt_fp(s)),
+            ("tokens/s per request", fmt_tps(u), fmt_tps(s)),
+        ]
+
+    def _html_body(self) -> str:
+        esc = html.escape
+        rows = "".join(
+            f"<tr><th>{esc(k)}</th><td>{esc(u)}</td><td>{esc(s)}</td></tr>"
+            for k, u, s in self._summary_rows()
+        )
+        runs = "".join(
+            f"<tr><td>{esc(r.arm)}</td><td>{r.index + 1}</td>"
+            f'<td title="{esc(r.text)}">{esc(r.excerpt)}</td>'
+            f"<td><code>{esc(str(r.system_fingerprint))}</code></td>"
+            f"<td>{'' if r.prompt_tokens is None else r.prompt_tokens}</td>"
+            f"<td>{'' if r.completion_tokens is None else r.completion_tokens}</td></tr>"
+            for stats in self.arms
+            for r in stats.runs
+        )
+        return (
+            '<div class="seedlock-probe">'
+            f"<h2>seedlock probe — {esc(self.model)}</h2>"
+            f"<p>Prompt: <q>{esc(self.prompt)}</q><br>"
+            f"{self.runs} runs per arm · temperature {self.temperature:g} · "
+            f"max_tokens {self.max_tokens} · concurrency {self.concurrency} · "
+            f"{self.duration_s:.1f} s</p>"
+            f"{self.to_svg()}"
+            '<table class="summary"><thead><tr><th></th><th>unseeded</th><th>seeded</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table>"
+            '<table class="runs"><thead><tr><th>arm</th><th>#</th><th>response</th>'
+            "<th>system_fingerprint</th><th>prompt tokens</th><th>completion tokens</th>"
+            f"</tr></thead><tbody>{runs}</tbody></table>"
+            "<p><small>Exact-match rate: fraction of runs identical to the arm's most "
+            "common output. First divergence: first character index where the outputs "
+            "differ.</small></p></div>"
+        )
+
+    def to_html(self) -> str:
+        """A self-contained HTML page (inline CSS and SVG, no external assets)."""
+        style = (
+            "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
+            "table{border-collapse:collapse;margin:1em 0}"
+            "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}"
+            "thead th{background:#f3f3f3}code{font-size:.9em}"
+        )
+        return (
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>seedlock probe — {html.escape(self.model)}</title>"
+            f"<style>{style}</style></head><body>{self._html_body()}</body></html>\n"
+        )
+
+    def _repr_html_(self) -> str:
+        return self._html_body()
+
+    # -- rich ----------------------------------------------------------------
+    def __rich__(self) -> RenderableType:
+        from rich.console import Group  # noqa: PLC0415 - only needed when rendering
+        from rich.table import Table  # noqa: PLC0415
+
+        runs = Table(title=f"seedlock probe — {self.model}", show_lines=False)
+        for col in ("arm", "#", "response", "system_fingerprint", "prompt tok", "compl. tok"):
+            runs.add_column(col, overflow="fold" if col == "response" else "ellipsis")
+        for stats in self.arms:
+            for r in stats.runs:
+                runs.add_row(
+                    r.arm,
+                    str(r.index + 1),
+                    r.excerpt,
+                    str(r.system_fingerprint),
+                    "" if r.prompt_tokens is None else str(r.prompt_tokens),
+                    "" if r.completion_tokens is None else str(r.completion_tokens),
+                )
+            if stats is self.unseeded:
+                runs.add_section()
+        summary = Table(title="per arm")
+        summary.add_column("")
+        summary.add_column("unseeded")
+        summary.add_column("seeded")
+        for row in self._summary_rows():
+            summary.add_row(*row)
+        return Group(runs, summary)
+
+    def to_text(self) -> str:
+        """Plain text (for logs and non-terminal output)."""
+        lines = [
+            f"seedlock probe: model={self.model} runs={self.runs} seed={self.seed} "
+            f"temperature={self.temperature:g} max_tokens={self.max_tokens} "
+            f"concurrency={self.concurrency}",
+        ]
+        for stats in self.arms:
+            for r in stats.runs:
+                lines.append(
+                    f"  {r.arm:<8} #{r.index + 1} fp={r.system_fingerprint} "
+                    f"prompt={r.prompt_tokens} completion={r.completion_tokens} {r.excerpt}"
+                )
+        width = max(len(k) for k, _, _ in self._summary_rows())
+        lines.append(f"  {'':<{width}}  {'unseeded':<12} seeded")
+        lines.extend(f"  {k:<{width}}  {u:<12} {s}" for k, u, s in self._summary_rows())
+        return "\n".join(lines)
+
+
+# -- running ---------------------------------------------------------------------
+def _usage(message: BaseMessage) -> tuple[int | None, int | None]:
+    usage = getattr(message, "usage_metadata", None)
+    if usage:
+        return usage.get("input_tokens"), usage.get("output_tokens")
+    token_usage = message.response_metadata.get("token_usage") or {}
+    return token_usage.get("prompt_tokens"), token_usage.get("completion_tokens")
+
+
+def _text(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    return "".join(
+        p if isinstance(p, str) else str(p.get("text", "")) for p in content if p is not None
+    )
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    try:
+        import openai  # noqa: PLC0415 - a dependency, but only needed on failure
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, openai.APIConnectionError | openai.APITimeoutError)
+
+
+def _build_models(
+    *,
+    model: str,
+    base_url: str | None,
+    api_key: str | None,
+    seed: int,
+    temperature: float,
+    max_tokens: int,
+    timeout: float,
+) -> tuple[BaseChatModel, BaseChatModel]:
+    """The unseeded arm's plain model and the seeded arm's locked model."""
+    from langchain_openai import ChatOpenAI  # noqa: PLC0415 - keep import time low
+
+    common: dict[str, Any] = {
+        "model": model,
+        "base_url": base_url,
+        "api_key": api_key or "sk-no-key",  # local servers accept anything
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "timeout": timeout,
+        "max_retries": 0,  # a retry would hide the backend being down
+    }
+    unseeded = ChatOpenAI(**common)
+    try:
+        from langchain_seedlock._chat_models import LockedChatOpenAI  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - the locked model is not built yet
+        return unseeded, ChatOpenAI(**common, seed=seed)
+    from langchain_seedlock._lock import SeedLock  # noqa: PLC0415
+
+    lock = SeedLock(seed, temperature=temperature, max_tokens=max_tokens)
+    locked_args = {k: v for k, v in common.items() if k not in ("temperature", "max_tokens")}
+    return unseeded, LockedChatOpenAI(**locked_args, lock=lock)
+
+
+def make_handler(store: BaselineStore | str | None) -> BaseCallbackHandler | None:
+    """The package's callback handler on ``store`` (a store or a URL; None: memory)."""
+    try:
+        from langchain_seedlock._callbacks import SeedLockCallbackHandler  # noqa: PLC0415
+        from langchain_seedlock._store import open_store  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - the handler is not built yet
+        return None
+    opened = open_store(store or "memory://") if store is None or isinstance(store, str) else store
+    handler: BaseCallbackHandler = SeedLockCallbackHandler(store=opened)
+    return handler
+
+
+def run_arm(
+    chat_model: BaseChatModel,
+    *,
+    arm: str,
+    prompt: str,
+    runs: int,
+    seed: int | None,
+    concurrency: int = 1,
+    callbacks: Sequence[BaseCallbackHandler] = (),
+    progress: ProgressCallback | None = None,
+) -> list[ProbeRun]:
+    """Send ``prompt`` ``runs`` times to ``chat_model``; results in run order."""
+    config: dict[str, Any] = {"callbacks": list(callbacks)} if callbacks else {}
+    done = 0
+
+    def one(index: int) -> ProbeRun:
+        started = time.monotonic()
+        try:
+            message = chat_model.invoke(prompt, config=config)  # type: ignore[arg-type]
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise BackendUnavailableError(f"cannot reach the model server: {exc}") from exc
+            raise ProbeError(f"{arm} run {index + 1} failed: {type(exc).__name__}: {exc}") from exc
+        latency = time.monotonic() - started
+        prompt_tokens, completion_tokens = _usage(message)
+        meta = message.response_metadata
+        return ProbeRun(
+            arm=arm,
+            index=index,
+            text=_text(message),
+            system_fingerprint=meta.get("system_fingerprint"),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            seed=seed,
+            latency_s=latency,
+            request_hash=meta.get("seedlock_request_hash"),
+            output_hash=meta.get("seedlock_output_hash"),
+        )
+
+    results: list[ProbeRun] = []
+    if concurrency <= 1:
+        for i in range(runs):
+            results.append(one(i))
+            done += 1
+            if progress:
+                progress(arm, done, runs)
+        return results
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="seedlock-probe") as pool:
+        futures = [pool.submit(one, i) for i in range(runs)]
+        for fut in futures:
+            results.append(fut.result())
+            done += 1
+            if progress:
+                progress(arm, done, runs)
+    return results
+
+
+def run_probe(
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    chat_models: tuple[BaseChatModel, BaseChatModel] | None = None,
+    prompt: str = DEFAULT_PROMPT,
+    runs: int = 5,
+    seed: int = 123,
+    temperature: float = 0.7,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    concurrency: int = 1,
+    store: BaselineStore | str | None = None,
+    embeddings: Embeddings | None = None,
+    progress: ProgressCallback | None = None,
+    timeout: float = 120.0,
+    backend: dict[str, Any] | None = None,
+) -> ProbeResult:
+    """Run the probe and return its `ProbeResult`.
+
+    Args:
+        model: the model name sent to the endpoint.
+        base_url: an OpenAI-compatible endpoint (``.../v1``); None uses
+            ``OPENAI_BASE_URL`` or OpenAI itself.
+        api_key: None uses ``OPENAI_API_KEY``.
+        chat_models: instead of ``model``/``base_url``, the two models to call:
+            ``(unseeded, seeded)``: a plain model and a locked one (e.g.
+            ``LockedAzureChatOpenAI``), built with the same temperature and
+            max_tokens.
+        prompt, runs, seed, temperature, max_tokens: the experiment.
+        concurrency: requests in flight per arm (1: sequential).
+        store: the baseline store for the seeded arm (a store or a URL such
+            as ``"sqlite:///baselines.db"``); None keeps baselines in memory.
+        embeddings: a LangChain ``Embeddings`` for the pairwise distance
+            (cosine); None uses a text distance.
+        progress: ``progress(arm, done, runs)`` after each run.
+        backend: extra facts about the backend for the report (e.g. ``/props``).
+
+    Raises:
+        BackendUnavailableError: the endpoint cannot be reached.
+        ProbeError: a call failed otherwise, or the arguments are invalid.
+    """
+    if runs < 1:
+        raise ProbeError(f"runs must be >= 1 (got {runs})")
+    if concurrency < 1:
+        raise ProbeError(f"concurrency must be >= 1 (got {concurrency})")
+    if chat_models is None:
+        if model is None:
+            raise ProbeError("give a model name (or chat_models=(unseeded, seeded))")
+        unseeded_model, seeded_model = _build_models(
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            seed=seed,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout=timeout,
+        )
+    else:
+        unseeded_model, seeded_model = chat_models
+        model = model or str(
+            getattr(seeded_model, "model_name", None)
+            or getattr(seeded_model, "deployment_name", None)
+            or type(seeded_model).__name__
+        )
+    handler = make_handler(store)
+    started_at = time.time()
+    t0 = time.monotonic()
+    unseeded_runs = run_arm(
+        unseeded_model,
+        arm="unseeded",
+        prompt=prompt,
+        runs=runs,
+        seed=None,
+        concurrency=concurrency,
+        progress=progress,
+    )
+    seeded_runs = run_arm(
+        seeded_model,
+        arm="seeded",
+        prompt=prompt,
+        runs=runs,
+        seed=seed,
+        concurrency=concurrency,
+        callbacks=[handler] if handler is not None else (),
+        progress=progress,
+    )
+    duration = time.monotonic() - t0
+    return ProbeResult(
+        model=model,
+        base_url=base_url,
+        prompt=prompt,
+        runs=runs,
+        seed=seed,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        concurrency=concurrency,
+        unseeded=ArmStats.compute("unseeded", None, unseeded_runs, embeddings=embeddings),
+        seeded=ArmStats.compute("seeded", seed, seeded_runs, embeddings=embeddings),
+        started_at=started_at,
+        duration_s=duration,
+        backend=dict(backend or {}),
+    )

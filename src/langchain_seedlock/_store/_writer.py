@@ -1,0 +1,226 @@
+"""`BackgroundWriter`: store writes off the model call's path.
+
+A model call only appends to a bounded buffer; a daemon thread writes
+batches. When the store is down the batch is kept and retried with a bounded
+backoff, so nothing is lost until the buffer is full; what overflows is
+dropped, counted and reported, never lost silently.
+"""
+
+from __future__ import annotations
+
+import atexit
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from langchain_seedlock._record import CallRecord
+from langchain_seedlock._store._base import BaselineStore, StoredEvent
+
+_Item = tuple[CallRecord | None, Sequence[StoredEvent]]
+
+
+def _ignore_error(exc: BaseException) -> None:
+    pass
+
+
+def _ignore_overflow(count: int) -> None:
+    pass
+
+
+class BackgroundWriter:
+    """Write records to ``store`` from a daemon thread, in batches.
+
+    ``submit()`` never blocks on the store and never raises. ``on_error(exc)``
+    is called on every failed write attempt, ``on_overflow(n)`` with the
+    number of records dropped since the last report (both from the writer
+    thread; exceptions they raise are swallowed).
+    """
+
+    def __init__(
+        self,
+        store: BaselineStore,
+        *,
+        buffer_size: int = 10_000,
+        batch_size: int = 500,
+        flush_interval: float = 0.05,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_overflow: Callable[[int], None] | None = None,
+        capture_content: bool = False,
+        max_backoff: float = 5.0,
+        name: str = "seedlock-store-writer",
+    ) -> None:
+        if buffer_size < 1 or batch_size < 1:
+            raise ValueError("buffer_size and batch_size must be at least 1")
+        self.store = store
+        self.buffer_size = buffer_size
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.capture_content = capture_content
+        self.max_backoff = max_backoff
+        self._on_error = on_error or _ignore_error
+        self._on_overflow = on_overflow or _ignore_overflow
+        self._buffer: deque[_Item] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self.dropped = 0
+        """Records dropped because the buffer was full (total since creation)."""
+        self.errors = 0
+        """Failed write attempts (total since creation)."""
+        self.written = 0
+        """Records written to the store."""
+        self._reported_dropped = 0
+        self._accepted = 0  # sequence number of the last accepted item
+        self._done = 0  # items written (or abandoned at close)
+        self._flush_waiters = 0
+        self._closing = False
+        self._abandon = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+        # A process that exits without close() still gets a bounded last flush.
+        ref = weakref.ref(self)
+        self._atexit = lambda: _close_ref(ref)
+        atexit.register(self._atexit)
+
+    def __repr__(self) -> str:
+        return (
+            f"BackgroundWriter({self.store!r}, pending={self.pending}, "
+            f"dropped={self.dropped}, errors={self.errors})"
+        )
+
+    @property
+    def pending(self) -> int:
+        """Items accepted and not written yet."""
+        return self._accepted - self._done
+
+    def submit(self, record: CallRecord | None, events: Sequence[StoredEvent] = ()) -> bool:
+        """Queue a record (and events) for writing; False if it was dropped."""
+        try:
+            with self._cond:
+                if self._closing or len(self._buffer) >= self.buffer_size:
+                    self.dropped += 1
+                    self._cond.notify()
+                    return False
+                self._buffer.append((record, tuple(events)))
+                self._accepted += 1
+                if len(self._buffer) >= self.batch_size:
+                    self._cond.notify()
+                return True
+        except Exception:  # pragma: no cover - submit must never fail the model call
+            return False
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far is written; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._accepted
+            self._flush_waiters += 1
+            self._cond.notify_all()
+            try:
+                while self._done < target:
+                    if not self._thread.is_alive():
+                        return False
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cond.wait(remaining if remaining is not None else 0.5)
+                return True
+            finally:
+                self._flush_waiters -= 1
+
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Flush (up to ``timeout`` seconds), then stop the thread. Idempotent.
+
+        Returns False if records were still unwritten at the deadline; they
+        are then counted in ``dropped`` and reported through ``on_overflow``.
+        """
+        flushed = self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            if not flushed:
+                self._abandon = True
+            self._cond.notify_all()
+        self._thread.join(timeout=max(self.max_backoff, 1.0) + 5.0)
+        atexit.unregister(self._atexit)
+        return flushed
+
+    # -- writer thread ---------------------------------------------------------
+    def _take(self) -> list[_Item] | None:
+        """The next batch, waiting for one; None when closing and empty."""
+        with self._cond:
+            while True:
+                self._report_overflow_locked()
+                if self._buffer:
+                    enough = len(self._buffer) >= self.batch_size
+                    if enough or self._flush_waiters or self._closing:
+                        break
+                    # Linger a little so a burst becomes one batch.
+                    self._cond.wait(self.flush_interval)
+                    break
+                if self._closing:
+                    return None
+                self._cond.wait(1.0)
+            n = min(len(self._buffer), self.batch_size)
+            return [self._buffer.popleft() for _ in range(n)]
+
+    def _report_overflow_locked(self) -> None:
+        new = self.dropped - self._reported_dropped
+        if new:
+            self._reported_dropped = self.dropped
+            self._call(self._on_overflow, new)
+
+    @staticmethod
+    def _call(fn: Callable[[int], None] | Callable[[BaseException], None], arg: object) -> None:
+        try:
+            fn(arg)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001, S110 - a reporting hook must not stop the writer
+            pass
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            records = [r for r, _ in batch if r is not None]
+            events = [e for _, evs in batch for e in evs]
+            attempt = 0
+            while True:
+                try:
+                    self.store.write(records, events, capture_content=self.capture_content)
+                except Exception as exc:  # noqa: BLE001 - any store failure is retried
+                    self.errors += 1
+                    attempt += 1
+                    self._call(self._on_error, exc)
+                    with self._cond:
+                        self._report_overflow_locked()
+                        if self._abandon:
+                            self._abandon_locked(len(batch))
+                            break
+                        # Exponential backoff with jitter, capped: a store that
+                        # comes back is used again within max_backoff seconds.
+                        delay = min(self.max_backoff, 0.05 * 2 ** min(attempt, 10))
+                        self._cond.wait(delay * (0.5 + random.random() / 2))  # noqa: S311
+                        if self._abandon:
+                            self._abandon_locked(len(batch))
+                            break
+                    continue
+                with self._cond:
+                    self.written += len(records)
+                    self._done += len(batch)
+                    self._cond.notify_all()
+                break
+
+    def _abandon_locked(self, in_flight: int) -> None:
+        lost = in_flight + len(self._buffer)
+        self._buffer.clear()
+        self.dropped += lost
+        self._done += lost
+        self._report_overflow_locked()
+        self._cond.notify_all()
+
+
+def _close_ref(ref: weakref.ref[BackgroundWriter]) -> None:
+    writer = ref()
+    if writer is not None:
+        writer.close(timeout=5.0)

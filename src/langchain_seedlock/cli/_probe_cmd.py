@@ -1,0 +1,258 @@
+"""``seedlock probe``: is this model reproducible with a seed? Measure it.
+
+Sends one prompt N times without a seed and N times with one (same
+temperature and max_tokens) and compares the answers, their
+``system_fingerprint`` and token counts, as in OpenAI's cookbook.
+
+Backend, first match wins:
+  --base-url URL / OPENAI_BASE_URL   any OpenAI-compatible endpoint
+  AZURE_OPENAI_ENDPOINT              Azure OpenAI (deployment: --model or
+                                     AZURE_OPENAI_DEPLOYMENT)
+  OPENAI_API_KEY                     OpenAI itself
+  (none of these) or --local         the embedded llama-server with SmolLM2,
+                                     started for the probe and stopped after
+
+Exit codes: 0 ok; 3 the seeded arm's exact-match rate is below --fail-under;
+4 the backend cannot be reached or started; 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langchain_seedlock._errors import BackendUnavailableError, ProbeError, SeedLockError
+from langchain_seedlock.cli._serve_cmd import add_server_arguments, server_kwargs
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from langchain_seedlock._probe import ProbeResult
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_FAIL_UNDER = 3
+EXIT_BACKEND = 4
+
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (got {text})")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {text})")
+    return value
+
+
+def add_parser(subparsers: Any) -> None:
+    from langchain_seedlock._probe import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT  # noqa: PLC0415
+
+    parser = subparsers.add_parser(
+        "probe",
+        help="measure how reproducible a model is with and without a seed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    backend = parser.add_argument_group("backend")
+    backend.add_argument("--base-url", default=None, help="OpenAI-compatible base URL (.../v1)")
+    backend.add_argument("--model", default=None, help="model name (Azure: deployment name)")
+    backend.add_argument(
+        "--local", action="store_true",
+        help="use the embedded llama-server even if OpenAI/Azure settings are present",
+    )  # fmt: skip
+    exp = parser.add_argument_group("experiment")
+    exp.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt sent in every run")
+    exp.add_argument("--runs", type=_positive, default=5, help="runs per arm (default: 5)")
+    exp.add_argument("--seed", type=int, default=123, help="seed of the seeded arm (default: 123)")
+    exp.add_argument("--temperature", type=float, default=0.7, help="both arms (default: 0.7)")
+    exp.add_argument(
+        "--max-tokens", type=_positive, default=DEFAULT_MAX_TOKENS,
+        help=f"both arms (default: {DEFAULT_MAX_TOKENS})",
+    )  # fmt: skip
+    exp.add_argument(
+        "--concurrency", type=_positive, default=1,
+        help="requests in flight per arm (default: 1, sequential)",
+    )  # fmt: skip
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", dest="json_file", metavar="FILE", help="write the result as JSON")
+    out.add_argument("--html", dest="html_file", metavar="FILE", help="write an HTML report")
+    out.add_argument(
+        "--fail-under", type=_rate, default=None, metavar="RATE",
+        help="exit 3 when the seeded arm's exact-match rate is below RATE (0..1)",
+    )  # fmt: skip
+    out.add_argument(
+        "--store", default=None, metavar="URL",
+        help="baseline store for the seeded arm, e.g. sqlite:///baselines.db (default: memory)",
+    )  # fmt: skip
+    out.add_argument("-q", "--quiet", action="store_true", help="no table, no progress bar")
+    add_server_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def _fail(message: str, code: int) -> int:
+    # One line, no traceback: this is what a CI log shows.
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    print(f"seedlock probe: error: {first}", file=sys.stderr)
+    return code
+
+
+def _azure_models(
+    args: argparse.Namespace, endpoint: str
+) -> tuple[BaseChatModel, BaseChatModel, str]:
+    from langchain_openai import AzureChatOpenAI  # noqa: PLC0415
+
+    from langchain_seedlock._lock import SeedLock  # noqa: PLC0415
+
+    deployment = args.model or os.environ.get("AZURE_OPENAI_DEPLOYMENT")
+    if not deployment:
+        raise ProbeError("Azure needs a deployment: --model NAME or AZURE_OPENAI_DEPLOYMENT")
+    common: dict[str, Any] = {
+        "azure_endpoint": endpoint,
+        "azure_deployment": deployment,
+        "api_version": os.environ.get("OPENAI_API_VERSION")
+        or os.environ.get("AZURE_OPENAI_API_VERSION")
+        or "2024-10-21",
+        "max_retries": 0,
+    }
+    unseeded = AzureChatOpenAI(
+        **common, temperature=args.temperature, max_tokens=args.max_tokens
+    )
+    lock = SeedLock(args.seed, temperature=args.temperature, max_tokens=args.max_tokens)
+    try:
+        from langchain_seedlock._chat_models import LockedAzureChatOpenAI  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - until the locked Azure model exists
+        seeded: BaseChatModel = AzureChatOpenAI(
+            **common, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed
+        )
+    else:
+        seeded = LockedAzureChatOpenAI(**common, lock=lock)
+    return unseeded, seeded, deployment
+
+
+class _Progress:
+    """A rich progress bar over both arms (stderr, terminals only)."""
+
+    def __init__(self, runs: int, stack: ExitStack) -> None:
+        from rich.console import Console  # noqa: PLC0415
+        from rich.progress import Progress  # noqa: PLC0415
+
+        self._progress = stack.enter_context(
+            Progress(console=Console(stderr=True), transient=True)
+        )
+        self._runs = runs
+        self._task = self._progress.add_task("unseeded arm", total=2 * runs)
+
+    def __call__(self, arm: str, done: int, runs: int) -> None:
+        offset = 0 if arm == "unseeded" else runs
+        self._progress.update(self._task, completed=offset + done, description=f"{arm} arm")
+
+
+def run(args: argparse.Namespace) -> int:
+    from langchain_seedlock._probe import run_probe  # noqa: PLC0415
+
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+    azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT")
+    use_local = args.local or not (base_url or azure_endpoint or os.environ.get("OPENAI_API_KEY"))
+    interactive = sys.stderr.isatty() and not args.quiet
+    with ExitStack() as stack:
+        try:
+            probe_kwargs: dict[str, Any] = {}
+            backend: dict[str, Any] = {}
+            if use_local:
+                from langchain_seedlock._local_server import (  # noqa: PLC0415
+                    MODEL_NAME,
+                    LocalServer,
+                )
+
+                if interactive:
+                    print("seedlock probe: starting llama-server…", file=sys.stderr, flush=True)
+                server = stack.enter_context(LocalServer(**server_kwargs(args)))
+                props = server.props()
+                backend = {
+                    "kind": "local llama-server",
+                    "build_info": props.get("build_info"),
+                    "total_slots": props.get("total_slots"),
+                    "cache_prompt": server.cache_prompt,
+                    "flash_attn": server.flash_attn,
+                    "cache_type_k": server.cache_type_k,
+                    "cache_type_v": server.cache_type_v,
+                    "startup_s": server.startup_seconds,
+                }
+                probe_kwargs.update(model=args.model or MODEL_NAME, base_url=server.base_url)
+            elif base_url:
+                backend = {"kind": "openai-compatible"}
+                probe_kwargs.update(
+                    model=args.model or DEFAULT_OPENAI_MODEL,
+                    base_url=base_url,
+                    api_key=os.environ.get("OPENAI_API_KEY"),
+                )
+            elif azure_endpoint:
+                unseeded, seeded, deployment = _azure_models(args, azure_endpoint)
+                backend = {"kind": "azure-openai"}
+                probe_kwargs.update(model=deployment, chat_models=(unseeded, seeded))
+            else:
+                backend = {"kind": "openai"}
+                probe_kwargs.update(model=args.model or DEFAULT_OPENAI_MODEL)
+            progress = _Progress(args.runs, stack) if interactive else None
+            result = run_probe(
+                prompt=args.prompt,
+                runs=args.runs,
+                seed=args.seed,
+                temperature=args.temperature,
+                max_tokens=args.max_tokens,
+                concurrency=args.concurrency,
+                store=args.store,
+                progress=progress,
+                backend=backend,
+                **probe_kwargs,
+            )
+        except BackendUnavailableError as exc:
+            return _fail(str(exc), EXIT_BACKEND)
+        except (SeedLockError, OSError, ValueError) as exc:
+            return _fail(f"{type(exc).__name__}: {exc}", EXIT_ERROR)
+        except KeyboardInterrupt:
+            # The ExitStack has stopped the embedded server by now.
+            print("seedlock probe: interrupted", file=sys.stderr)
+            return 130
+    return _report(result, args)
+
+
+def _report(result: ProbeResult, args: argparse.Namespace) -> int:
+    try:
+        if args.json_file:
+            text = result.to_json()
+            if args.json_file == "-":
+                print(text)
+            else:
+                Path(args.json_file).write_text(text + "\n", encoding="utf-8")
+        if args.html_file:
+            Path(args.html_file).write_text(result.to_html(), encoding="utf-8")
+    except OSError as exc:
+        return _fail(f"cannot write the report: {exc}", EXIT_ERROR)
+    if not args.quiet and args.json_file != "-":
+        if sys.stdout.isatty():
+            from rich.console import Console  # noqa: PLC0415
+
+            Console().print(result)
+        else:
+            print(result.to_text())
+    if args.fail_under is not None and not result.passed(args.fail_under):
+        rate = result.seeded.exact_match_rate
+        print(
+            f"seedlock probe: seeded exact-match rate {rate:.0%} is below "
+            f"--fail-under {args.fail_under:.0%}",
+            file=sys.stderr,
+        )
+        return EXIT_FAIL_UNDER
+    return EXIT_OK

@@ -1,0 +1,143 @@
+"""A throwaway PostgreSQL cluster for the integration tests.
+
+``postgres_server`` (session): initdb + pg_ctl from Debian's packages in a temp
+dir, listening on 127.0.0.1 on a free port, password (scram) authentication
+only, stopped and deleted at the end. ``postgres_url``: the URL of a role with
+a password. ``fresh_postgres_url``: a new empty database per test.
+Skips when the server binaries are not installed (CI installs them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROLE = "seedlock"
+PASSWORD = "pg-Secr3t-9f2b7c"  # recognizable: secret tests search for it
+ADMIN_PASSWORD = "pg-Admin-4d1e8a"
+
+
+def _bindir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(found[-1]).parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class PostgresServer:
+    """A running throwaway cluster; ``stop()``/``start()`` for outage tests."""
+
+    bindir: Path
+    datadir: Path
+    port: int
+    as_user: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1:{self.port}/{ROLE}"
+
+    def admin_url(self, db: str = "postgres") -> str:
+        return f"postgresql://postgres:{ADMIN_PASSWORD}@127.0.0.1:{self.port}/{db}"
+
+    def _pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.datadir}"
+        self._pg_ctl("-w", "-t", "30", "-l", str(self.datadir / "server.log"), "-o", opts, "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._pg_ctl("-w", "-t", "30", "-m", mode, "stop")
+
+    def create_database(self) -> str:
+        """A new empty database owned by the test role; returns its URL."""
+        import psycopg
+
+        name = "t_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(self.admin_url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name} OWNER {ROLE}")
+        return f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    bindir = _bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    pytest.importorskip("psycopg")
+    tmp = Path(tempfile.mkdtemp(prefix="seedlock-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        # initdb refuses to run as root: run the cluster as the postgres user.
+        shutil.chown(tmp, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    datadir = tmp / "data"
+    pwfile = tmp / "pw"
+    pwfile.write_text(ADMIN_PASSWORD + "\n")
+    if as_user:
+        shutil.chown(pwfile, "postgres", "postgres")
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres",
+         "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-sync", "-E", "UTF8"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    server = PostgresServer(bindir, datadir, _free_port(), as_user)
+    with (datadir / "postgresql.conf").open("a") as f:
+        # Throwaway cluster: durability is not the point, speed is.
+        f.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+        f.write("max_connections = 200\n")
+    server.start()
+    try:
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(server.admin_url(), autocommit=True) as conn:
+                    conn.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")
+                    conn.execute(f"CREATE DATABASE {ROLE} OWNER {ROLE}")
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop("immediate")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """URL (with password) of the test role's database on the throwaway cluster."""
+    return postgres_server.url
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_server: PostgresServer) -> str:
+    """A new empty database for one test."""
+    return postgres_server.create_database()

@@ -1,0 +1,85 @@
+"""Canonical JSON and hashes: properties that must hold for baselines to compare."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from hypothesis import given
+from hypothesis import strategies as st
+from langchain_core.messages import AIMessage
+
+from langchain_seedlock._hashing import canonical_json, output_hash, request_hash, sha256_hex
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text() | st.floats(
+    allow_nan=False, allow_infinity=False
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=10), json_values, max_size=8))
+def test_key_order_does_not_matter(data: dict[str, object]) -> None:
+    reversed_order = dict(reversed(list(data.items())))
+    assert sha256_hex(data) == sha256_hex(reversed_order)
+
+
+@given(json_values)
+def test_canonical_json_is_valid_json_and_idempotent(value: object) -> None:
+    text = canonical_json(value)
+    assert canonical_json(json.loads(text)) == text
+
+
+@given(st.integers(-(2**53), 2**53))
+def test_integral_floats_hash_like_ints(n: int) -> None:
+    assert sha256_hex({"t": n}) == sha256_hex({"t": float(n)})
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer()))
+def test_distinct_numbers_hash_differently(x: float) -> None:
+    assert sha256_hex(x) != sha256_hex(round(x) if round(x) != x else x + 1)
+
+
+@given(st.text(min_size=1))
+def test_unicode_is_hashed_as_is(text: str) -> None:
+    assert sha256_hex({"content": text}) != sha256_hex({"content": text + "\u200b"})
+    assert canonical_json(text) == json.dumps(text, ensure_ascii=False)
+
+
+def test_booleans_are_not_numbers() -> None:
+    assert sha256_hex({"x": True}) != sha256_hex({"x": 1})
+
+
+def test_request_hash_ignores_transport_and_alias_spelling() -> None:
+    base = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1, "max_tokens": 9}
+    streamed = {**base, "stream": True, "stream_options": {"include_usage": True}}
+    aliased = {**{k: v for k, v in base.items() if k != "max_tokens"}, "max_completion_tokens": 9}
+    assert request_hash("openai", base) == request_hash("openai", streamed) == request_hash("openai", aliased)
+    assert request_hash("openai", base) != request_hash("azure", base)
+    assert request_hash("openai", base) != request_hash("openai", {**base, "seed": 2})
+
+
+def test_output_hash_ignores_tool_call_ids() -> None:
+    a = AIMessage(content="", tool_calls=[{"name": "f", "args": {"x": 1}, "id": "call_1"}])
+    b = AIMessage(content="", tool_calls=[{"name": "f", "args": {"x": 1}, "id": "call_2"}])
+    c = AIMessage(content="", tool_calls=[{"name": "f", "args": {"x": 2}, "id": "call_1"}])
+    assert output_hash([a]) == output_hash([b]) != output_hash([c])
+
+
+def test_hash_is_the_same_in_another_process() -> None:
+    value = {"b": [1.0, "é", {"z": None, "a": 2}], "a": "日本"}
+    code = (
+        "from langchain_seedlock._hashing import sha256_hex;"
+        "print(sha256_hex({'a': '日本', 'b': [1, 'é', {'a': 2, 'z': None}]}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={"PYTHONHASHSEED": "12345", "PATH": ""},
+    )
+    assert out.stdout.strip() == sha256_hex(value)
+    # Pinned value: changing canonicalization breaks every stored baseline.
+    assert sha256_hex(value) == "b000838cb92f73c0f8de1571e5d5147d941228a5f4422e2e0b7a20c85fa7a2a6"
