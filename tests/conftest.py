@@ -10,6 +10,7 @@ import structlog
 pytest_plugins = [
     "tests._fixtures.stub_openai",
     "tests._fixtures.postgres",
+    "tests._fixtures.llama",
 ]
 
 

@@ -33,6 +33,7 @@ from langchain_seedlock._store._base import (
     OutputSeen,
     StoredEvent,
 )
+from langchain_seedlock._store._writer import BackgroundWriter
 
 _T = TypeVar("_T")
 
@@ -152,10 +153,10 @@ class _SyncWriter:
             return False
         return True
 
-    def flush(self, timeout: float | None = None) -> bool:  # noqa: ARG002 - same signature
+    def flush(self, timeout: float | None = None) -> bool:
         return True
 
-    def close(self, timeout: float | None = None) -> bool:  # noqa: ARG002 - same signature
+    def close(self, timeout: float | None = None) -> bool:
         return True
 
 
@@ -213,8 +214,6 @@ class DriftMonitor:
                     store, on_error=self._on_write_error, capture_content=capture_content
                 )
             else:
-                from langchain_seedlock._store._writer import BackgroundWriter
-
                 self._writer = BackgroundWriter(
                     store,
                     buffer_size=buffer_size,
@@ -382,98 +381,117 @@ class DriftMonitor:
     ) -> tuple[_Decision, list[str]]:
         d = _Decision()
         names = [ev.CALL]
+        with self._lock:
+            self._decide_model(record, fingerprints, d, names)
+            self._decide_request(record, backend, outputs, d, names)
+        return d, names
+
+    def _decide_model(
+        self,
+        record: CallRecord,
+        fingerprints: list[FingerprintSeen] | None,
+        d: _Decision,
+        names: list[str],
+    ) -> None:
+        """Fingerprint bookkeeping for the call's model (caller holds the lock)."""
         fp = record.system_fingerprint
         now = record.at
-        with self._lock:
-            # -- per model: fingerprints ------------------------------------------
-            model = self._models.get(record.model_key)
-            if model is None:
-                model = _Model()
-                for row in fingerprints or ():  # most recently seen last
-                    model.seen[row.system_fingerprint] = (row.first_seen, row.last_seen)
-                    if row.system_fingerprint is not None:
-                        model.last_fingerprint = row.system_fingerprint
-                self._models[record.model_key] = model
-                if len(self._models) > self.cache_size:
-                    self._models.popitem(last=False)
-            else:
-                self._models.move_to_end(record.model_key)
-            if fp is None:
-                if record.model_key not in self._missing_reported:
-                    self._missing_reported.add(record.model_key)
-                    d.fingerprint_missing = True
-                    names.append(ev.FINGERPRINT_MISSING)
-            else:
-                previous = model.last_fingerprint
-                if previous is not None and previous != fp:
-                    prev_first, prev_last = model.seen.get(previous, (None, None))
-                    cur_first = model.seen.get(fp, (now, now))[0]
-                    d.fingerprint_changed = (previous, prev_first, prev_last, cur_first)
-                    names.append(ev.FINGERPRINT_CHANGED)
-                model.last_fingerprint = fp
-            first, _ = model.seen.get(fp, (now, now))
-            model.seen[fp] = (min(first, now), now)
+        model = self._models.get(record.model_key)
+        if model is None:
+            model = _Model()
+            for row in fingerprints or ():  # most recently seen last
+                model.seen[row.system_fingerprint] = (row.first_seen, row.last_seen)
+                if row.system_fingerprint is not None:
+                    model.last_fingerprint = row.system_fingerprint
+            self._models[record.model_key] = model
+            if len(self._models) > self.cache_size:
+                self._models.popitem(last=False)
+        else:
+            self._models.move_to_end(record.model_key)
+        if fp is None:
+            if record.model_key not in self._missing_reported:
+                self._missing_reported.add(record.model_key)
+                d.fingerprint_missing = True
+                names.append(ev.FINGERPRINT_MISSING)
+        else:
+            previous = model.last_fingerprint
+            if previous is not None and previous != fp:
+                prev_first, prev_last = model.seen.get(previous, (None, None))
+                cur_first = model.seen.get(fp, (now, now))[0]
+                d.fingerprint_changed = (previous, prev_first, prev_last, cur_first)
+                names.append(ev.FINGERPRINT_CHANGED)
+            model.last_fingerprint = fp
+        first, _ = model.seen.get(fp, (now, now))
+        model.seen[fp] = (min(first, now), now)
 
-            # -- per request: outputs ---------------------------------------------
-            req = self._requests.get(record.request_hash)
-            if req is None:
-                req = _Request()
-                last_seen = -1.0
-                for o in outputs or ():
-                    known = req.outputs.get(o.output_hash)
-                    if known is None:
-                        req.outputs[o.output_hash] = _Output(
-                            o.count, o.first_seen, o.last_seen, o.backend_id,
-                            o.system_fingerprint, o.output_text,
-                        )  # fmt: skip
-                    else:  # the same output under several backends: one entry
-                        known.count += o.count
-                        known.first_seen = min(known.first_seen, o.first_seen)
-                        if o.last_seen >= known.last_seen:
-                            known.last_seen = o.last_seen
-                            known.backend_id = o.backend_id
-                            known.fingerprint = o.system_fingerprint
-                    if o.last_seen >= last_seen:
-                        last_seen = o.last_seen
-                        req.last_output = o.output_hash
-                self._requests[record.request_hash] = req
-                if len(self._requests) > self.cache_size:
-                    self._requests.popitem(last=False)
-            else:
-                self._requests.move_to_end(record.request_hash)
-            current = req.outputs.get(record.output_hash)
-            if current is None:
-                current = _Output(0, now, now, backend, fp)
-                req.outputs[record.output_hash] = current
-            current.count += 1
-            current.last_seen = max(current.last_seen, now)
-            current.backend_id = backend
-            current.fingerprint = fp
-            if current.text is None and record.output_text is not None:
-                current.text = record.output_text
-            if current.tokens is None and record.output_token_list is not None:
-                current.tokens = record.output_token_list
-            previous_hash = req.last_output
-            req.last_output = record.output_hash
-            # Drift is defined for seeded requests: an unseeded one varies by design.
-            if (
-                record.seed is not None
-                and previous_hash is not None
-                and previous_hash != record.output_hash
-            ):
-                prev = req.outputs[previous_hash]
-                # Copies: the logging happens outside the lock.
-                d.drift = (
-                    _Output(prev.count, prev.first_seen, prev.last_seen, prev.backend_id,
-                            prev.fingerprint, prev.text, prev.tokens),
-                    previous_hash,
-                    _Output(current.count, current.first_seen, current.last_seen,
-                            current.backend_id, current.fingerprint, current.text,
-                            current.tokens),
+    def _load_request(self, outputs: list[OutputSeen] | None) -> _Request:
+        req = _Request()
+        last_seen = -1.0
+        for o in outputs or ():
+            known = req.outputs.get(o.output_hash)
+            if known is None:
+                req.outputs[o.output_hash] = _Output(
+                    o.count, o.first_seen, o.last_seen, o.backend_id,
+                    o.system_fingerprint, o.output_text,
                 )  # fmt: skip
-                d.distinct_outputs = len(req.outputs)
-                names.append(ev.OUTPUT_DRIFT)
-        return d, names
+            else:  # the same output under several backends: one entry
+                known.count += o.count
+                known.first_seen = min(known.first_seen, o.first_seen)
+                if o.last_seen >= known.last_seen:
+                    known.last_seen = o.last_seen
+                    known.backend_id = o.backend_id
+                    known.fingerprint = o.system_fingerprint
+            if o.last_seen >= last_seen:
+                last_seen = o.last_seen
+                req.last_output = o.output_hash
+        return req
+
+    def _decide_request(
+        self,
+        record: CallRecord,
+        backend: str,
+        outputs: list[OutputSeen] | None,
+        d: _Decision,
+        names: list[str],
+    ) -> None:
+        """Output bookkeeping for the call's request hash (caller holds the lock)."""
+        now = record.at
+        req = self._requests.get(record.request_hash)
+        if req is None:
+            req = self._load_request(outputs)
+            self._requests[record.request_hash] = req
+            if len(self._requests) > self.cache_size:
+                self._requests.popitem(last=False)
+        else:
+            self._requests.move_to_end(record.request_hash)
+        current = req.outputs.get(record.output_hash)
+        if current is None:
+            current = _Output(0, now, now, backend, record.system_fingerprint)
+            req.outputs[record.output_hash] = current
+        current.count += 1
+        current.last_seen = max(current.last_seen, now)
+        current.backend_id = backend
+        current.fingerprint = record.system_fingerprint
+        if current.text is None and record.output_text is not None:
+            current.text = record.output_text
+        if current.tokens is None and record.output_token_list is not None:
+            current.tokens = record.output_token_list
+        previous_hash = req.last_output
+        req.last_output = record.output_hash
+        # Drift is defined for seeded requests: an unseeded one varies by design.
+        if record.seed is None or previous_hash is None or previous_hash == record.output_hash:
+            return
+        prev = req.outputs[previous_hash]
+        # Copies: the logging happens outside the lock.
+        d.drift = (
+            _Output(prev.count, prev.first_seen, prev.last_seen, prev.backend_id,
+                    prev.fingerprint, prev.text, prev.tokens),
+            previous_hash,
+            _Output(current.count, current.first_seen, current.last_seen,
+                    current.backend_id, current.fingerprint, current.text, current.tokens),
+        )  # fmt: skip
+        d.distinct_outputs = len(req.outputs)
+        names.append(ev.OUTPUT_DRIFT)
 
     # -- events --------------------------------------------------------------------
     def base_fields(self, record: CallRecord, backend: str | None = None) -> dict[str, Any]:

@@ -454,10 +454,7 @@ def _build_models(
         "max_retries": 0,  # a retry would hide the backend being down
     }
     unseeded = ChatOpenAI(**common)
-    try:
-        from langchain_seedlock._chat_models import LockedChatOpenAI  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - the locked model is not built yet
-        return unseeded, ChatOpenAI(**common, seed=seed)
+    from langchain_seedlock._chat_models import LockedChatOpenAI  # noqa: PLC0415
     from langchain_seedlock._lock import SeedLock  # noqa: PLC0415
 
     lock = SeedLock(seed, temperature=temperature, max_tokens=max_tokens)
@@ -465,16 +462,11 @@ def _build_models(
     return unseeded, LockedChatOpenAI(**locked_args, lock=lock)
 
 
-def make_handler(store: BaselineStore | str | None) -> BaseCallbackHandler | None:
+def make_handler(store: BaselineStore | str | None) -> BaseCallbackHandler:
     """The package's callback handler on ``store`` (a store or a URL; None: memory)."""
-    try:
-        from langchain_seedlock._callbacks import SeedLockCallbackHandler  # noqa: PLC0415
-        from langchain_seedlock._store import open_store  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - the handler is not built yet
-        return None
-    opened = open_store(store or "memory://") if store is None or isinstance(store, str) else store
-    handler: BaseCallbackHandler = SeedLockCallbackHandler(store=opened)
-    return handler
+    from langchain_seedlock._callbacks import SeedLockCallbackHandler  # noqa: PLC0415
+
+    return SeedLockCallbackHandler(store=store)
 
 
 def run_arm(
@@ -551,6 +543,7 @@ def run_probe(
     progress: ProgressCallback | None = None,
     timeout: float = 120.0,
     backend: dict[str, Any] | None = None,
+    handler: BaseCallbackHandler | None = None,
 ) -> ProbeResult:
     """Run the probe and return its `ProbeResult`.
 
@@ -571,6 +564,9 @@ def run_probe(
             (cosine); None uses a text distance.
         progress: ``progress(arm, done, runs)`` after each run.
         backend: extra facts about the backend for the report (e.g. ``/props``).
+        handler: the callback handler of the seeded arm (e.g. a
+            `SeedLockCallbackHandler` sharing a monitor); None builds one on
+            ``store`` and closes it at the end.
 
     Raises:
         BackendUnavailableError: the endpoint cannot be reached.
@@ -599,7 +595,9 @@ def run_probe(
             or getattr(seeded_model, "deployment_name", None)
             or type(seeded_model).__name__
         )
-    handler = make_handler(store)
+    own_handler = handler is None
+    if handler is None:
+        handler = make_handler(store)
     started_at = time.time()
     t0 = time.monotonic()
     unseeded_runs = run_arm(
@@ -618,10 +616,16 @@ def run_probe(
         runs=runs,
         seed=seed,
         concurrency=concurrency,
-        callbacks=[handler] if handler is not None else (),
+        callbacks=[handler],
         progress=progress,
     )
     duration = time.monotonic() - t0
+    if own_handler:
+        # Wait for the baselines to reach the store before returning (the
+        # handler's monitor writes on a background thread).
+        close = getattr(handler, "close", None)
+        if callable(close):
+            close()
     return ProbeResult(
         model=model,
         base_url=base_url,

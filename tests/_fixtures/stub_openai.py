@@ -49,6 +49,7 @@ class StubOpenAI:
         self.fingerprint_chunks = "last"
         self.reply: str | Callable[[Body], str] = default_reply
         self.tool_calls: list[dict[str, Any]] | Callable[[Body], Any] | None = None
+        self.auto_tools = True
         self.model_name: str | None = None
         self.delay = 0.0
         self.status = 200
@@ -80,6 +81,7 @@ class StubOpenAI:
         self.fingerprint_chunks = "last"
         self.reply = default_reply
         self.tool_calls = None
+        self.auto_tools = True
         self.model_name = None
         self.delay = 0.0
         self.status = 200
@@ -94,11 +96,18 @@ class StubOpenAI:
 
     # -- building answers -------------------------------------------------
     def _text(self, body: Body, index: int) -> str:
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
+        if schema is not None and self.reply is default_reply:
+            return json.dumps(sample_from_schema(schema))
+        if (body.get("response_format") or {}).get("type") == "json_object" and self.reply is default_reply:
+            return json.dumps({"answer": "stub"})
         text = self.reply(body) if callable(self.reply) else self.reply
         return text if index == 0 else f"{text} #{index}"
 
     def _tool_calls(self, body: Body) -> list[dict[str, Any]] | None:
         calls = self.tool_calls(body) if callable(self.tool_calls) else self.tool_calls
+        if calls is None and self.auto_tools:
+            calls = _auto_tool_call(body)
         if not calls:
             return None
         return [
@@ -174,6 +183,48 @@ class StubOpenAI:
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
             yield {**base, "choices": [], "usage": usage}
+
+
+def sample_from_schema(schema: Any, defs: dict[str, Any] | None = None, text: str = "stub text") -> Any:
+    """A value that satisfies a JSON schema (enough of JSON schema for tool args)."""
+    if not isinstance(schema, dict):
+        return "x"
+    defs = {**(defs or {}), **schema.get("$defs", {}), **schema.get("definitions", {})}
+    if "$ref" in schema:
+        return sample_from_schema(defs[schema["$ref"].split("/")[-1]], defs, text)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            options = [o for o in schema[key] if o.get("type") != "null"] or schema[key]
+            return sample_from_schema(options[0], defs, text)
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: sample_from_schema(sub, defs, text) for name, sub in props.items()}
+    if kind == "array":
+        return [sample_from_schema(schema.get("items", {}), defs, text)]
+    return {"integer": 3, "number": 3.0, "boolean": True, "null": None}.get(kind, text)
+
+
+def _auto_tool_call(body: Body) -> list[dict[str, Any]] | None:
+    """Call a tool when tools are offered and the last message is not a tool result."""
+    tools = body.get("tools") or []
+    messages = body.get("messages") or []
+    choice = body.get("tool_choice")
+    if not tools or choice == "none" or (messages and messages[-1].get("role") == "tool"):
+        return None
+    tool = tools[0]
+    if isinstance(choice, dict):
+        wanted = (choice.get("function") or {}).get("name")
+        tool = next((t for t in tools if t["function"]["name"] == wanted), tool)
+    fn = tool["function"]
+    # Strings echo the prompt, so a test can find its own words in the arguments.
+    last = messages[-1].get("content") if messages else ""
+    text = last if isinstance(last, str) and last else "stub text"
+    return [{"name": fn["name"], "arguments": sample_from_schema(fn.get("parameters") or {}, text=text[:80])}]
 
 
 def _tokens(text: str) -> list[str]:

@@ -58,7 +58,6 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-
 SCHEMA_VERSION = 1
 # pg_advisory_xact_lock key: serializes first use by many workers at once.
 _MIGRATION_LOCK = 0x5EED_10C4
@@ -136,8 +135,9 @@ Q_FINGERPRINTS = (
 
 def _import_psycopg() -> Any:
     try:
-        import psycopg
-        import psycopg_pool
+        # Lazy: the driver is an optional extra.
+        import psycopg  # noqa: PLC0415
+        import psycopg_pool  # noqa: PLC0415
     except ImportError as exc:
         raise StoreError(
             "the PostgreSQL store needs psycopg 3 and psycopg-pool: "
@@ -235,7 +235,9 @@ class PostgresStore(BaselineStore):
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            conn.execute("CREATE TABLE IF NOT EXISTS seedlock_schema_version (version INT NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS seedlock_schema_version (version INT NOT NULL)"
+            )
             row = conn.execute("SELECT max(version) FROM seedlock_schema_version").fetchone()
             version = (row[0] if row else None) or 0
             if version > SCHEMA_VERSION:
@@ -261,7 +263,7 @@ class PostgresStore(BaselineStore):
                     self._migrate(conn)
             except StoreError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every driver error becomes a StoreError
                 # `from None`: the driver's exception may carry the DSN.
                 raise self._error("connecting", exc) from None
             self._schema_ready = True
@@ -305,7 +307,7 @@ class PostgresStore(BaselineStore):
                 continue
             except StoreError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - scrubbed, re-raised as StoreError
                 raise self._error(action, exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -447,7 +449,7 @@ class PostgresStore(BaselineStore):
                 continue
             except StoreError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - scrubbed, re-raised as StoreError
                 raise self._error(action, exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 

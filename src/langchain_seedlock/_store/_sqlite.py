@@ -9,6 +9,7 @@ shared across threads mid-transaction).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -321,13 +322,12 @@ class SQLiteStore(BaselineStore):
 
     def requests(self, *, model_key: str | None = None, limit: int = 100) -> list[RequestSummary]:
         def q(c: sqlite3.Connection) -> list[RequestSummary]:
-            where, args = ("WHERE model_key = ?", [model_key]) if model_key is not None else ("", [])
             rows = c.execute(
                 "SELECT request_hash, min(model_key), sum(count), count(DISTINCT output_hash), "
                 "count(DISTINCT backend_id), min(first_seen), max(last_seen) FROM outputs "
-                f"{where} GROUP BY request_hash "  # noqa: S608 - fixed fragments only
+                "WHERE (? IS NULL OR model_key = ?) GROUP BY request_hash "
                 "ORDER BY max(last_seen) DESC, request_hash DESC LIMIT ?",
-                [*args, max(limit, 0)],
+                (model_key, model_key, max(limit, 0)),
             ).fetchall()
             return [RequestSummary(*r) for r in rows]
 
@@ -389,7 +389,9 @@ class SQLiteStore(BaselineStore):
         def w(c: sqlite3.Connection) -> int:
             deleted = 0
             if older_than is not None:
-                deleted += c.execute("DELETE FROM outputs WHERE last_seen < ?", (older_than,)).rowcount
+                deleted += c.execute(
+                    "DELETE FROM outputs WHERE last_seen < ?", (older_than,)
+                ).rowcount
                 deleted += c.execute("DELETE FROM events WHERE at < ?", (older_than,)).rowcount
                 deleted += c.execute(PRUNE_FINGERPRINTS, (older_than,)).rowcount
             if keep_last is not None:
@@ -412,9 +414,7 @@ class SQLiteStore(BaselineStore):
         self._closed = True
         with self._all_conns() as conns:
             for conn in conns:
-                try:
+                with contextlib.suppress(sqlite3.Error):  # closing is best effort
                     conn.close()
-                except sqlite3.Error:  # pragma: no cover - closing is best effort
-                    pass
             conns.clear()
         self._local = threading.local()

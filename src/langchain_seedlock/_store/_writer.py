@@ -9,6 +9,7 @@ dropped, counted and reported, never lost silently.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import random
 import threading
 import time
@@ -107,7 +108,7 @@ class BackgroundWriter:
                 if len(self._buffer) >= self.batch_size:
                     self._cond.notify()
                 return True
-        except Exception:  # pragma: no cover - submit must never fail the model call
+        except Exception:  # noqa: BLE001  # pragma: no cover - must never fail the model call
             return False
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -172,10 +173,9 @@ class BackgroundWriter:
 
     @staticmethod
     def _call(fn: Callable[[int], None] | Callable[[BaseException], None], arg: object) -> None:
-        try:
+        # A reporting hook that raises must not stop the writer.
+        with contextlib.suppress(Exception):
             fn(arg)  # type: ignore[arg-type]
-        except Exception:  # noqa: BLE001, S110 - a reporting hook must not stop the writer
-            pass
 
     def _loop(self) -> None:
         while True:

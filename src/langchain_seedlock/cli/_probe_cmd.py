@@ -93,7 +93,8 @@ def add_parser(subparsers: Any) -> None:
     )  # fmt: skip
     out.add_argument(
         "--store", default=None, metavar="URL",
-        help="baseline store for the seeded arm, e.g. sqlite:///baselines.db (default: memory)",
+        help="baseline store for the seeded arm: sqlite:///f.db, postgresql://..., memory:// "
+        "(default: $SEEDLOCK_STORE or SQLite in the user state directory)",
     )  # fmt: skip
     out.add_argument("-q", "--quiet", action="store_true", help="no table, no progress bar")
     add_server_arguments(parser)
@@ -129,14 +130,9 @@ def _azure_models(
         **common, temperature=args.temperature, max_tokens=args.max_tokens
     )
     lock = SeedLock(args.seed, temperature=args.temperature, max_tokens=args.max_tokens)
-    try:
-        from langchain_seedlock._chat_models import LockedAzureChatOpenAI  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - until the locked Azure model exists
-        seeded: BaseChatModel = AzureChatOpenAI(
-            **common, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed
-        )
-    else:
-        seeded = LockedAzureChatOpenAI(**common, lock=lock)
+    from langchain_seedlock._chat_models import LockedAzureChatOpenAI  # noqa: PLC0415
+
+    seeded = LockedAzureChatOpenAI(**common, lock=lock)
     return unseeded, seeded, deployment
 
 
@@ -160,6 +156,7 @@ class _Progress:
 
 def run(args: argparse.Namespace) -> int:
     from langchain_seedlock._probe import run_probe  # noqa: PLC0415
+    from langchain_seedlock._store import default_store_url  # noqa: PLC0415
 
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
     azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT")
@@ -212,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
                 temperature=args.temperature,
                 max_tokens=args.max_tokens,
                 concurrency=args.concurrency,
-                store=args.store,
+                store=args.store or default_store_url(),
                 progress=progress,
                 backend=backend,
                 **probe_kwargs,

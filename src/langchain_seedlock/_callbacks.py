@@ -1,0 +1,429 @@
+"""`SeedLockCallbackHandler`: observe (and optionally enforce) every chat model run.
+
+A thin door onto the core: the lock check is `_enforce`, the comparison and
+the events are `DriftMonitor`; this module only translates LangChain callback
+arguments into a `CallRecord` and adds the record to the run's metadata.
+
+Why a sync `BaseCallbackHandler` (not `AsyncCallbackHandler`): LangChain runs
+a sync handler in sync runs and in async runs, and honours ``raise_error`` in
+both; an async handler in a sync run is gathered after the fact in a fresh
+event loop with its exceptions swallowed, so it could not stop a call.
+``run_inline = True`` (as `LangChainTracer` has) keeps the handler in the
+ordered group of async handlers: its ``on_llm_end`` runs, in list order,
+before a tracer that comes after it posts the run, and its work is a few
+microseconds (store writes happen on the monitor's writer thread).
+
+Run metadata: the ``metadata`` dict LangChain passes to ``on_chat_model_start``
+is the very dict each tracer keeps as its `Run`'s ``extra["metadata"]``
+(`BaseTracer._create_chat_model_run`, `LangChainTracer.on_chat_model_start`).
+The handler keeps a reference per run and, in ``on_llm_end``, adds
+``system_fingerprint``, ``gen_ai.request.seed``, ``seedlock.request_hash``
+and ``seedlock.output_hash`` to it: every tracer whose ``on_llm_end`` runs
+after this handler's posts them (put the handler before the tracer in
+``callbacks``; tracers enabled by environment variables are appended after
+the callbacks you pass, so this holds by default).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import BaseMessage, get_buffer_string
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
+
+from langchain_seedlock import _events as ev
+from langchain_seedlock._drift import DriftMonitor
+from langchain_seedlock._enforce import apply_policy, find_violations
+from langchain_seedlock._errors import LockViolationError
+from langchain_seedlock._hashing import normalize_params, output_hash, request_hash_from_messages
+from langchain_seedlock._lock import SeedLock
+from langchain_seedlock._record import CallRecord
+from langchain_seedlock._store._base import BaselineStore
+
+# Keys this handler adds to a run's metadata (what tracers show).
+RUN_META_FINGERPRINT = "system_fingerprint"
+RUN_META_SEED = ev.K_SEED
+RUN_META_REQUEST_HASH = ev.K_REQUEST_HASH
+RUN_META_OUTPUT_HASH = ev.K_OUTPUT_HASH
+RUN_META_LOCK_HASH = ev.K_LOCK_HASH
+
+# Keys the locked models put into response_metadata / llm_output.
+_LOCKED_REQUEST_HASH = "seedlock_request_hash"
+_LOCKED_OUTPUT_HASH = "seedlock_output_hash"
+_LOCKED_LOCK_HASH = "seedlock_lock_hash"
+_FINGERPRINT = "system_fingerprint"
+_SOURCE = "SeedLockCallbackHandler"
+
+
+@dataclass(slots=True)
+class _Run:
+    """What the handler remembers between the start and the end of one run."""
+
+    provider: str
+    model: str | None
+    params: dict[str, Any]
+    messages: list[BaseMessage]
+    metadata: dict[str, Any] | None
+    context: dict[str, Any]
+    parent_run_id: str | None
+    chunk_fingerprint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class SeedLockCallbackHandler(BaseCallbackHandler):
+    """Record, compare and (optionally) enforce the seed of every chat model run.
+
+    Attach it to a chain, an agent or one model through
+    ``config={"callbacks": [handler]}``; it sees every chat model run inside,
+    locked (`LockedChatOpenAI`, `lock_model`) or not (a plain `ChatOpenAI`).
+
+    Setup:
+        ```python
+        from langchain_seedlock import SeedLockCallbackHandler, open_store
+
+        handler = SeedLockCallbackHandler(store=open_store("sqlite:///baselines.db"))
+        chain.invoke({"topic": "Mars"}, config={"callbacks": [handler]})
+        ```
+
+    Enforce a lock on every model of a chain (refused before anything is sent):
+        ```python
+        handler = SeedLockCallbackHandler(lock=SeedLock(seed=7), enforce=True)
+        chain.invoke(inputs, config={"callbacks": [handler]})  # LockViolationError if unseeded
+        ```
+
+    Args:
+        store: a `BaselineStore`, a store URL (``"sqlite:///f.db"``), or None
+            to keep baselines in this process's memory only.
+        lock: the lock calls are checked against.
+        enforce: with ``lock``, refuse (raise `LockViolationError`) a call that
+            has no seed or differs from the lock; without, log
+            ``seedlock.unseeded_call`` / ``seedlock.lock_violation``.
+        capture_content: put prompt and output text in events and the store.
+        monitor: a `DriftMonitor` to share with other handlers or middleware
+            (then ``store`` and ``capture_content`` belong to it).
+        max_runs: runs remembered between start and end (older are dropped).
+    """
+
+    run_inline = True  # see the module docstring: ordered with the tracers
+
+    def __init__(
+        self,
+        store: BaselineStore | str | None = None,
+        *,
+        lock: SeedLock | None = None,
+        enforce: bool = False,
+        capture_content: bool = False,
+        monitor: DriftMonitor | None = None,
+        max_runs: int = 10_000,
+    ) -> None:
+        super().__init__()
+        if enforce and lock is None:
+            raise ValueError(
+                "enforce=True needs a lock: SeedLockCallbackHandler(lock=..., enforce=True)"
+            )
+        if monitor is not None and store is not None:
+            raise ValueError("pass either store= or monitor= (the monitor owns its store)")
+        if monitor is None:
+            if isinstance(store, str):
+                from langchain_seedlock._store import open_store  # noqa: PLC0415 - sqlite on demand
+
+                store = open_store(store)
+            monitor = DriftMonitor(store, capture_content=capture_content)
+        self.monitor = monitor
+        self.lock = lock
+        self.enforce = enforce
+        self.capture_content = monitor.capture_content
+        # Only an enforcing handler may stop a call; every other failure is swallowed.
+        self.raise_error = bool(enforce and lock is not None)
+        self._enforce_lock = lock.replace(on_violation="raise") if lock is not None else None
+        self._max_runs = max_runs
+        self._runs: OrderedDict[UUID, _Run] = OrderedDict()
+        self._meta_users: dict[int, int] = {}  # id(metadata dict) -> runs using it
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"SeedLockCallbackHandler(monitor={self.monitor!r}, lock={self.lock!r}, "
+            f"enforce={self.enforce})"
+        )
+
+    # -- lifecycle helpers ---------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every observed call is in the store."""
+        return self.monitor.flush(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Flush and stop the monitor's writer thread."""
+        return self.monitor.close(timeout)
+
+    # -- start -----------------------------------------------------------------
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Record the invocation params; check (or enforce) the lock."""
+        try:
+            self._start(
+                serialized, messages, run_id, parent_run_id, metadata=metadata, kwargs=kwargs
+            )
+        except LockViolationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("SeedLockCallbackHandler.on_chat_model_start", exc)
+
+    def _start(
+        self,
+        serialized: Mapping[str, Any] | None,
+        messages: list[list[BaseMessage]],
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        *,
+        metadata: dict[str, Any] | None,
+        kwargs: Mapping[str, Any],
+    ) -> None:
+        params = normalize_params(kwargs.get("invocation_params") or {})
+        meta = metadata if metadata is not None else {}
+        provider = str(
+            meta.get("ls_provider") or params.get("_type") or _serialized_name(serialized)
+        )
+        model = params.get("model") or params.get("model_name") or meta.get("ls_model_name")
+        run = _Run(
+            provider=provider,
+            model=str(model) if model is not None else None,
+            params=params,
+            messages=list(messages[0]) if messages else [],
+            metadata=metadata,
+            context={k: meta[k] for k in ev.CONTEXT_KEYS if k in meta},
+            parent_run_id=str(parent_run_id) if parent_run_id is not None else None,
+        )
+        if self.lock is not None:
+            violations = find_violations(self.lock, params, require_all=True)
+            if violations and self.enforce:
+                assert self._enforce_lock is not None
+                ordered = sorted(violations, key=lambda v: v.field != "seed")  # seed first
+                apply_policy(self._enforce_lock, ordered, source=_SOURCE)
+            elif violations:
+                self.monitor.report_violations(
+                    self._start_fields(run, run_id), violations,
+                    lock_hash=self.lock.lock_hash, source=_SOURCE,
+                )  # fmt: skip
+        elif params.get("seed") is None:
+            self.monitor.report_unseeded(self._start_fields(run, run_id), source=_SOURCE)
+        with self._lock:
+            self._runs[run_id] = run
+            if metadata is not None:
+                key = id(metadata)
+                self._meta_users[key] = self._meta_users.get(key, 0) + 1
+            while len(self._runs) > self._max_runs:
+                _, old = self._runs.popitem(last=False)
+                self._release_metadata_locked(old)
+
+    def _start_fields(self, run: _Run, run_id: UUID) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            ev.K_PROVIDER: run.provider,
+            ev.K_REQUEST_MODEL: run.model,
+            ev.K_SEED: run.params.get("seed"),
+            "run_id": str(run_id),
+            "parent_run_id": run.parent_run_id,
+        }
+        fields.update(run.context)
+        return fields
+
+    def _release_metadata_locked(self, run: _Run) -> bool:
+        """Forget one user of the run's metadata dict; True if it was the only one."""
+        if run.metadata is None:
+            return False
+        key = id(run.metadata)
+        users = self._meta_users.get(key, 0)
+        if users <= 1:
+            self._meta_users.pop(key, None)
+            return True
+        self._meta_users[key] = users - 1
+        return False
+
+    def _pop(self, run_id: UUID) -> tuple[_Run | None, bool]:
+        with self._lock:
+            run = self._runs.pop(run_id, None)
+            alone = self._release_metadata_locked(run) if run is not None else False
+        return run, alone
+
+    # -- streaming ---------------------------------------------------------------
+    def on_llm_new_token(
+        self,
+        token: str | list[str | dict[str, Any]],
+        *,
+        chunk: GenerationChunk | ChatGenerationChunk | None = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Keep a streamed chunk's fingerprint (the merged message may lose it)."""
+        if chunk is None:
+            return
+        try:
+            fp = None
+            info = getattr(chunk, "generation_info", None)
+            if info:
+                fp = info.get(_FINGERPRINT)
+            if not fp:
+                message = getattr(chunk, "message", None)
+                meta = getattr(message, "response_metadata", None)
+                if meta:
+                    fp = meta.get(_FINGERPRINT)
+            if fp and isinstance(fp, str):
+                run = self._runs.get(run_id)
+                if run is not None:
+                    run.chunk_fingerprint = fp
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("SeedLockCallbackHandler.on_llm_new_token", exc)
+
+    # -- end ---------------------------------------------------------------------
+    def on_llm_end(
+        self,
+        response: LLMResult,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Build the call's record, compare it, add it to the run's metadata."""
+        try:
+            self._end(response, run_id, parent_run_id)
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("SeedLockCallbackHandler.on_llm_end", exc)
+
+    def _end(self, response: LLMResult, run_id: UUID, parent_run_id: UUID | None) -> None:
+        run, metadata_alone = self._pop(run_id)
+        if run is None:  # attached mid-run, or evicted: record what the end tells
+            run = _Run("unknown", None, {}, [], None, {}, _str(parent_run_id))
+        generations = response.generations[0] if response.generations else []
+        out_messages = [g.message for g in generations if isinstance(g, ChatGeneration)]
+        if not out_messages:
+            return  # a text-completion LLM: nothing this package hashes
+        first = out_messages[0]
+        meta = first.response_metadata or {}
+        llm_output = response.llm_output or {}
+        info = generations[0].generation_info or {}
+
+        fingerprint = _first_str(
+            llm_output.get(_FINGERPRINT), run.chunk_fingerprint,
+            info.get(_FINGERPRINT), meta.get(_FINGERPRINT),
+        )  # fmt: skip
+        req_hash = _first_str(meta.get(_LOCKED_REQUEST_HASH), llm_output.get(_LOCKED_REQUEST_HASH))
+        if req_hash is None:
+            req_hash = request_hash_from_messages(run.provider, run.messages, run.params)
+        out_hash = _first_str(
+            llm_output.get(_LOCKED_OUTPUT_HASH) if len(out_messages) > 1 else None,
+            meta.get(_LOCKED_OUTPUT_HASH) if len(out_messages) == 1 else None,
+        )
+        if out_hash is None:
+            out_hash = output_hash(out_messages)
+        lock_hash = _first_str(meta.get(_LOCKED_LOCK_HASH), llm_output.get(_LOCKED_LOCK_HASH))
+        if lock_hash is None and self.lock is not None:
+            lock_hash = self.lock.lock_hash
+        seed = meta.get("seed", run.params.get("seed"))
+        usage = getattr(first, "usage_metadata", None) or {}
+        response_model = _first_str(meta.get("model_name"), llm_output.get("model_name"))
+        text = first.text if len(out_messages) == 1 else "\n".join(m.text for m in out_messages)
+
+        record = CallRecord(
+            provider=run.provider,
+            request_model=run.model,
+            request_hash=req_hash,
+            output_hash=out_hash,
+            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+            system_fingerprint=fingerprint,
+            response_model=response_model,
+            service_tier=_first_str(meta.get("service_tier"), llm_output.get("service_tier")),
+            lock_hash=lock_hash,
+            params={
+                k: run.params[k] for k in ("temperature", "top_p", "max_tokens") if k in run.params
+            },
+            input_tokens=usage.get("input_tokens"),
+            output_tokens=usage.get("output_tokens"),
+            run_id=str(run_id),
+            parent_run_id=run.parent_run_id or _str(parent_run_id),
+            context=run.context,
+            output_text=text,
+            output_token_list=_tokens(meta),
+            prompt_text=get_buffer_string(run.messages) if self.capture_content else None,
+        )
+        # Metadata first: the tracers after this handler post the run next.
+        if run.metadata is not None and metadata_alone:
+            run.metadata.update(
+                {
+                    RUN_META_FINGERPRINT: fingerprint,
+                    RUN_META_SEED: record.seed,
+                    RUN_META_REQUEST_HASH: req_hash,
+                    RUN_META_OUTPUT_HASH: out_hash,
+                    **({RUN_META_LOCK_HASH: lock_hash} if lock_hash else {}),
+                }
+            )
+        self.monitor.observe(record)
+
+    # -- errors ------------------------------------------------------------------
+    def on_llm_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Log ``seedlock.call_failed`` (a refused call included)."""
+        try:
+            run, _ = self._pop(run_id)
+            if run is None:
+                run = _Run("unknown", None, {}, [], None, {}, _str(parent_run_id))
+            fields = self._start_fields(run, run_id)
+            if run.messages:
+                fields[ev.K_REQUEST_HASH] = request_hash_from_messages(
+                    run.provider, run.messages, run.params
+                )
+            self.monitor.report_failure(fields, error)
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("SeedLockCallbackHandler.on_llm_error", exc)
+
+
+def _str(value: UUID | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _first_str(*values: Any) -> str | None:
+    for value in values:
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _serialized_name(serialized: Mapping[str, Any] | None) -> str:
+    if not serialized:
+        return "unknown"
+    ids = serialized.get("id")
+    if isinstance(ids, Sequence) and ids and not isinstance(ids, str):
+        return str(ids[-1])
+    return str(serialized.get("name") or "unknown")
+
+
+def _tokens(meta: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """Generated tokens from OpenAI logprobs in response_metadata, if any."""
+    logprobs = meta.get("logprobs")
+    if not isinstance(logprobs, Mapping):
+        return None
+    content = logprobs.get("content")
+    if not isinstance(content, list):
+        return None
+    return tuple(str(t.get("token", "")) for t in content if isinstance(t, Mapping))
