@@ -2,6 +2,12 @@
 
 from importlib import metadata
 
+from langchain_seedlock._chat_models import (
+    LockedAzureChatOpenAI,
+    LockedChatModel,
+    LockedChatOpenAI,
+    lock_model,
+)
 from langchain_seedlock._errors import (
     InvalidLockError,
     LockViolationError,
@@ -9,12 +15,6 @@ from langchain_seedlock._errors import (
     SeedLockError,
     StoreError,
     UnsupportedModelError,
-)
-from langchain_seedlock._chat_models import (
-    LockedAzureChatOpenAI,
-    LockedChatModel,
-    LockedChatOpenAI,
-    lock_model,
 )
 from langchain_seedlock._lock import SeedLock
 
@@ -25,10 +25,10 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a sourc
 
 __all__ = [
     "InvalidLockError",
+    "LockViolationError",
     "LockedAzureChatOpenAI",
     "LockedChatModel",
     "LockedChatOpenAI",
-    "LockViolationError",
     "ParamDroppedError",
     "SeedLock",
     "SeedLockError",

@@ -9,23 +9,32 @@ batch, async, ``bind``, ``bind_tools`` and ``with_structured_output``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import (
+    Runnable,
+    RunnableBinding,
+    RunnableParallel,
+    RunnableSequence,
+    RunnableWithFallbacks,
+)
+from langchain_core.runnables.passthrough import RunnableAssign
+from langchain_core.tools import BaseTool
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from langchain_seedlock._enforce import apply_policy, find_violations, report_dropped
 from langchain_seedlock._errors import LockViolationError, UnsupportedModelError
-from langchain_seedlock._hashing import output_hash, request_hash
+from langchain_seedlock._hashing import output_hash, request_hash, request_hash_from_messages
 from langchain_seedlock._lock import SeedLock
 
 # Keys added to each AIMessage's response_metadata (and the ChatResult's llm_output).
@@ -171,7 +180,9 @@ class _LockedOpenAIMixin(_OpenAIBase):
         model_kwargs = dict(values.get("model_kwargs") or {})
         for name, locked in lock.canonical().items():
             field = "max_tokens" if name == "max_tokens" else name
-            given = values.get(field, values.get("max_completion_tokens") if field == "max_tokens" else None)
+            given = values.get(
+                field, values.get("max_completion_tokens") if field == "max_tokens" else None
+            )
             if given is None and name in model_kwargs:
                 given = model_kwargs[name]
             if given is not None and not lock.equals_locked(name, given):
@@ -208,7 +219,11 @@ class _LockedOpenAIMixin(_OpenAIBase):
             if v.field == "stop":
                 stop = list(v.locked)
             else:
-                for key in ("max_tokens", "max_completion_tokens") if v.field == "max_tokens" else (v.field,):
+                for key in (
+                    ("max_tokens", "max_completion_tokens")
+                    if v.field == "max_tokens"
+                    else (v.field,)
+                ):
                     if key in kwargs:
                         kwargs[key] = v.locked
         payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
@@ -223,14 +238,21 @@ class _LockedOpenAIMixin(_OpenAIBase):
         rewritten = [v for v in final if v.kind == "override"]
         apply_policy(lock, rewritten, source="request payload", log_fields=self._log_fields())
         for v in rewritten:
-            key = "max_completion_tokens" if v.field == "max_tokens" and "max_completion_tokens" in payload else v.field
+            key = (
+                "max_completion_tokens"
+                if v.field == "max_tokens" and "max_completion_tokens" in payload
+                else v.field
+            )
             payload[key] = v.locked
         if call is not None:
             call.request_hash = request_hash(self._seedlock_provider, payload)
         return payload
 
     def _log_fields(self) -> dict[str, Any]:
-        return {"gen_ai.request.model": self.model_name, "gen_ai.provider.name": self._seedlock_provider}
+        return {
+            "gen_ai.request.model": self.model_name,
+            "gen_ai.provider.name": self._seedlock_provider,
+        }
 
     def _convert_chunk_to_generation_chunk(
         self,
@@ -267,7 +289,9 @@ class _LockedOpenAIMixin(_OpenAIBase):
         **kwargs: Any,
     ) -> ChatResult:
         call = _Call()
-        result = super()._generate(messages, stop=stop, run_manager=run_manager, **{**kwargs, _CALL_KWARG: call})
+        result = super()._generate(
+            messages, stop=stop, run_manager=run_manager, **{**kwargs, _CALL_KWARG: call}
+        )
         return self._stamp(result, call)
 
     async def _agenerate(
@@ -510,7 +534,9 @@ class LockedChatModel(BaseChatModel):
         given = {**kwargs, **({"stop": stop} if stop is not None else {})}
         overrides = find_violations(lock, given)
         apply_policy(
-            lock, overrides, source="call argument",
+            lock,
+            overrides,
+            source="call argument",
             log_fields={"gen_ai.provider.name": self.model._llm_type},
         )
         for v in overrides:
@@ -523,26 +549,28 @@ class LockedChatModel(BaseChatModel):
             **{k: v for k, v in kwargs.items() if k != _CALL_KWARG},
             **lock.canonical(),
         }
-        from langchain_seedlock._hashing import request_hash_from_messages
-
         return stop, kwargs, request_hash_from_messages(self.model._llm_type, messages, params)
 
     def _stamp(self, result: ChatResult, req_hash: str) -> ChatResult:
         llm_output = result.llm_output or {}
-        fingerprint = llm_output.get(META_FINGERPRINT) or next(
-            (
-                g.generation_info.get(META_FINGERPRINT)
-                for g in result.generations
-                if g.generation_info and g.generation_info.get(META_FINGERPRINT)
-            ),
-            None,
-        ) or next(
-            (
-                g.message.response_metadata.get(META_FINGERPRINT)
-                for g in result.generations
-                if g.message.response_metadata.get(META_FINGERPRINT)
-            ),
-            None,
+        fingerprint = (
+            llm_output.get(META_FINGERPRINT)
+            or next(
+                (
+                    g.generation_info.get(META_FINGERPRINT)
+                    for g in result.generations
+                    if g.generation_info and g.generation_info.get(META_FINGERPRINT)
+                ),
+                None,
+            )
+            or next(
+                (
+                    g.message.response_metadata.get(META_FINGERPRINT)
+                    for g in result.generations
+                    if g.message.response_metadata.get(META_FINGERPRINT)
+                ),
+                None,
+            )
         )
         call_meta = _stamp_metadata(
             self.lock, [g.message for g in result.generations], fingerprint, req_hash
@@ -593,7 +621,13 @@ class LockedChatModel(BaseChatModel):
                     content=message.content,
                     response_metadata=message.response_metadata,
                     tool_call_chunks=[
-                        {"name": c["name"], "args": _json(c["args"]), "id": c.get("id"), "index": i, "type": "tool_call_chunk"}
+                        {
+                            "name": c["name"],
+                            "args": _json(c["args"]),
+                            "id": c.get("id"),
+                            "index": i,
+                            "type": "tool_call_chunk",
+                        }
                         for i, c in enumerate(getattr(message, "tool_calls", []) or [])
                     ],
                     chunk_position="last",
@@ -617,14 +651,19 @@ class LockedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        if type(self.model)._astream is BaseChatModel._astream and type(self.model)._stream is BaseChatModel._stream:
+        if (
+            type(self.model)._astream is BaseChatModel._astream
+            and type(self.model)._stream is BaseChatModel._stream
+        ):
             for chunk in self._stream(messages, stop=stop, **kwargs):
                 yield chunk
             return
         stop, kwargs, req_hash = self._locked_call(messages, stop, kwargs)
         call = _Call(request_hash=req_hash)
         chunks: list[AIMessageChunk] = []
-        async for chunk in self.model._astream(messages, stop=stop, run_manager=run_manager, **kwargs):
+        async for chunk in self.model._astream(
+            messages, stop=stop, run_manager=run_manager, **kwargs
+        ):
             _absorb_chunk(call, chunk)
             if isinstance(chunk.message, AIMessageChunk):
                 chunks.append(chunk.message)
@@ -635,22 +674,34 @@ class LockedChatModel(BaseChatModel):
         yield _final_chunk(self.lock, call, chunks)
 
     # -- keep the lock across the inner model's helpers -----------------------
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, BaseMessage]:
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
         """Format tools the way the inner model does, then bind them to the locked model."""
-        return _rebind(self.model.bind_tools(tools, **kwargs), self.model, self)  # type: ignore[return-value]
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        rebound: Runnable[LanguageModelInput, AIMessage] = _rebind(
+            self.model.bind_tools(tools, **kwargs), self.model, self
+        )
+        return rebound
 
-    def with_structured_output(self, schema: Any, *, include_raw: bool = False, **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
-        """The inner model's structured output, with every model call going through the lock."""
-        return _rebind(
+    def with_structured_output(
+        self, schema: Any, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, Any]:
+        """The inner model's structured output, every model call going through the lock."""
+        rebound: Runnable[LanguageModelInput, Any] = _rebind(
             self.model.with_structured_output(schema, include_raw=include_raw, **kwargs),
             self.model,
             self,
         )
+        return rebound
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value)
 
 
@@ -668,9 +719,6 @@ def _rebind(runnable: Any, inner: BaseChatModel, outer: LockedChatModel) -> Any:
     The inner model's ``bind_tools`` / ``with_structured_output`` return
     bindings of the inner model, which would bypass the lock.
     """
-    from langchain_core.runnables import RunnableBinding, RunnableParallel, RunnableSequence
-    from langchain_core.runnables.passthrough import RunnableAssign
-
     if runnable is inner:
         return outer
     if isinstance(runnable, RunnableBinding):
@@ -698,8 +746,6 @@ def _rebind(runnable: Any, inner: BaseChatModel, outer: LockedChatModel) -> Any:
         return RunnableParallel({k: _rebind(v, inner, outer) for k, v in runnable.steps__.items()})
     if isinstance(runnable, RunnableAssign):
         return RunnableAssign(_rebind(runnable.mapper, inner, outer))
-    from langchain_core.runnables import RunnableWithFallbacks
-
     if isinstance(runnable, RunnableWithFallbacks):
         return runnable.__class__(
             runnable=_rebind(runnable.runnable, inner, outer),

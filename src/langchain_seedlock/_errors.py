@@ -94,6 +94,6 @@ class LocalBackendNotInstalledError(BackendUnavailableError):
         self.install_command = install
         super().__init__(
             f"local backend unavailable: {reason}. Install it with: {install} "
-            f"(or the whole local backend: CMAKE_ARGS=\"{cmake}\" pip install "
+            f'(or the whole local backend: CMAKE_ARGS="{cmake}" pip install '
             "'langchain-seedlock[local]')"
         )

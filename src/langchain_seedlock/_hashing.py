@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, convert_to_openai_messages
 
 # Keys of a request payload that change how it travels, not what it asks for.
 # A streamed and an invoked call of the same request must hash alike.
@@ -71,9 +71,7 @@ def _normalize(value: Any) -> Any:
 
 def canonical_json(value: Any) -> str:
     """Return the canonical JSON text of ``value`` (see the module docstring)."""
-    return json.dumps(
-        _normalize(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    return json.dumps(_normalize(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def sha256_hex(value: Any) -> str:
@@ -86,9 +84,7 @@ def normalize_params(params: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in params.items():
         name = PARAM_ALIASES.get(key, key)
-        if name == "stop" and isinstance(value, str):
-            value = [value]
-        out[name] = value
+        out[name] = [value] if name == "stop" and isinstance(value, str) else value
     return out
 
 
@@ -105,8 +101,6 @@ def request_hash(provider: str, payload: Mapping[str, Any]) -> str:
 
 def messages_to_wire(messages: Iterable[BaseMessage]) -> list[dict[str, Any]]:
     """OpenAI-format dicts for messages, for hashing requests we do not send."""
-    from langchain_core.messages import convert_to_openai_messages
-
     return list(convert_to_openai_messages(list(messages)))
 
 

@@ -128,9 +128,7 @@ class SeedLock:
     _params: Mapping[str, Any]
     _hash: str
 
-    def __init__(
-        self, seed: int, *, on_violation: OnViolation = "raise", **params: Any
-    ) -> None:
+    def __init__(self, seed: int, *, on_violation: OnViolation = "raise", **params: Any) -> None:
         checked: dict[str, Any] = {}
         for raw_name, value in params.items():
             name = "max_tokens" if raw_name == "max_completion_tokens" else raw_name

@@ -247,7 +247,11 @@ class ProbeResult:
         """A small bar chart (inline SVG) comparing the two arms."""
         metrics: list[tuple[str, Callable[[ArmStats], float], str]] = [
             ("exact-match rate", lambda a: a.exact_match_rate, "{:.0%}"),
-            ("distinct outputs / runs", lambda a: a.distinct_outputs / max(1, len(a.runs)), "{:.0%}"),
+            (
+                "distinct outputs / runs",
+                lambda a: a.distinct_outputs / max(1, len(a.runs)),
+                "{:.0%}",
+            ),
             ("mean pairwise distance", lambda a: min(1.0, a.mean_pairwise_distance), "{:.3f}"),
         ]
         colors = {"unseeded": "#d9822b", "seeded": "#2b7bd9"}
@@ -297,7 +301,11 @@ class ProbeResult:
         return [
             ("seed", "none", str(s.seed)),
             ("exact-match rate", f"{u.exact_match_rate:.0%}", f"{s.exact_match_rate:.0%}"),
-            ("distinct outputs", f"{u.distinct_outputs}/{len(u.runs)}", f"{s.distinct_outputs}/{len(s.runs)}"),
+            (
+                "distinct outputs",
+                f"{u.distinct_outputs}/{len(u.runs)}",
+                f"{s.distinct_outputs}/{len(s.runs)}",
+            ),
             (
                 f"mean pairwise distance ({s.distance_kind})",
                 f"{u.mean_pairwise_distance:.3f}",

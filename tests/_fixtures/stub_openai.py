@@ -99,7 +99,9 @@ class StubOpenAI:
         schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
         if schema is not None and self.reply is default_reply:
             return json.dumps(sample_from_schema(schema))
-        if (body.get("response_format") or {}).get("type") == "json_object" and self.reply is default_reply:
+        if (body.get("response_format") or {}).get(
+            "type"
+        ) == "json_object" and self.reply is default_reply:
             return json.dumps({"answer": "stub"})
         text = self.reply(body) if callable(self.reply) else self.reply
         return text if index == 0 else f"{text} #{index}"
@@ -185,7 +187,9 @@ class StubOpenAI:
             yield {**base, "choices": [], "usage": usage}
 
 
-def sample_from_schema(schema: Any, defs: dict[str, Any] | None = None, text: str = "stub text") -> Any:
+def sample_from_schema(
+    schema: Any, defs: dict[str, Any] | None = None, text: str = "stub text"
+) -> Any:
     """A value that satisfies a JSON schema (enough of JSON schema for tool args)."""
     if not isinstance(schema, dict):
         return "x"
@@ -224,7 +228,12 @@ def _auto_tool_call(body: Body) -> list[dict[str, Any]] | None:
     # Strings echo the prompt, so a test can find its own words in the arguments.
     last = messages[-1].get("content") if messages else ""
     text = last if isinstance(last, str) and last else "stub text"
-    return [{"name": fn["name"], "arguments": sample_from_schema(fn.get("parameters") or {}, text=text[:80])}]
+    return [
+        {
+            "name": fn["name"],
+            "arguments": sample_from_schema(fn.get("parameters") or {}, text=text[:80]),
+        }
+    ]
 
 
 def _tokens(text: str) -> list[str]:
@@ -253,7 +262,9 @@ def _make_handler(stub: StubOpenAI) -> type[BaseHTTPRequestHandler]:
             if stub.delay:
                 time.sleep(stub.delay)
             if stub.status != 200:
-                self._json(stub.status, {"error": {"message": "stub error", "type": "server_error"}})
+                self._json(
+                    stub.status, {"error": {"message": "stub error", "type": "server_error"}}
+                )
                 return
             if stub.raw_response is not None:
                 self._raw(stub.raw_response)

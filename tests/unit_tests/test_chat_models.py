@@ -154,7 +154,10 @@ def test_bind_tools_stream(stub: StubOpenAI) -> None:
     assert_locked(stub.last_request)
     assert full.tool_calls[0]["args"] == {"city": "Oslo"}
     invoked = model.invoke("weather?")
-    assert full.response_metadata["seedlock_output_hash"] == invoked.response_metadata["seedlock_output_hash"]
+    assert (
+        full.response_metadata["seedlock_output_hash"]
+        == invoked.response_metadata["seedlock_output_hash"]
+    )
 
 
 @pytest.mark.parametrize("method", ["function_calling", "json_schema", "json_mode"])
@@ -254,9 +257,17 @@ def test_locked_stop_wins(stub: StubOpenAI) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"seed": 1}, {"temperature": 0.9}, {"max_tokens": 10}, {"max_completion_tokens": 10}, {"model_kwargs": {"seed": 3}}],
+    [
+        {"seed": 1},
+        {"temperature": 0.9},
+        {"max_tokens": 10},
+        {"max_completion_tokens": 10},
+        {"model_kwargs": {"seed": 3}},
+    ],
 )
-def test_conflicting_constructor_arguments_are_refused(stub: StubOpenAI, kwargs: dict[str, Any]) -> None:
+def test_conflicting_constructor_arguments_are_refused(
+    stub: StubOpenAI, kwargs: dict[str, Any]
+) -> None:
     with pytest.raises(LockViolationError) as info:
         make(stub, **kwargs)
     assert info.value.source == "constructor argument"
@@ -276,7 +287,13 @@ def test_responses_api_is_refused(stub: StubOpenAI) -> None:
 def test_parameter_dropped_by_the_integration(stub: StubOpenAI, policy: str) -> None:
     # langchain-openai silently removes temperature != 1 for gpt-5 models.
     lock = SeedLock(seed=3, temperature=0.2, on_violation=policy)  # type: ignore[arg-type]
-    model = LockedChatOpenAI(model="gpt-5-mini", base_url=stub.base_url, api_key="sk-x", lock=lock, use_responses_api=False)
+    model = LockedChatOpenAI(
+        model="gpt-5-mini",
+        base_url=stub.base_url,
+        api_key="sk-x",
+        lock=lock,
+        use_responses_api=False,
+    )
     if policy == "raise":
         with pytest.raises(ParamDroppedError, match="temperature"):
             model.invoke("hi")
@@ -309,10 +326,17 @@ def test_invoke_metadata(stub: StubOpenAI) -> None:
 def test_request_hash_tracks_the_request(stub: StubOpenAI) -> None:
     model = make(stub)
     a, b, c = model.invoke("hi"), model.invoke("hi"), model.invoke("bye")
-    assert a.response_metadata["seedlock_request_hash"] == b.response_metadata["seedlock_request_hash"]
-    assert a.response_metadata["seedlock_request_hash"] != c.response_metadata["seedlock_request_hash"]
+    assert (
+        a.response_metadata["seedlock_request_hash"] == b.response_metadata["seedlock_request_hash"]
+    )
+    assert (
+        a.response_metadata["seedlock_request_hash"] != c.response_metadata["seedlock_request_hash"]
+    )
     other = make(stub, lock=LOCK.replace(seed=43)).invoke("hi")
-    assert other.response_metadata["seedlock_request_hash"] != a.response_metadata["seedlock_request_hash"]
+    assert (
+        other.response_metadata["seedlock_request_hash"]
+        != a.response_metadata["seedlock_request_hash"]
+    )
 
 
 def test_missing_fingerprint_is_none(stub: StubOpenAI) -> None:
@@ -360,14 +384,18 @@ def test_each_generation_of_n_gets_its_own_record(stub: StubOpenAI) -> None:
         assert g.message.response_metadata["system_fingerprint"] == "fp_stub_1"
         assert g.message.response_metadata["seedlock_output_hash"] == output_hash([g.message])
     assert result.llm_output is not None
-    assert result.llm_output["seedlock_output_hash"] == output_hash([g.message for g in generations])
+    assert result.llm_output["seedlock_output_hash"] == output_hash(
+        [g.message for g in generations]
+    )
 
 
 # -- lock_model on OpenAI models, serialization, cache --------------------------------------
 
 
 def test_lock_model_on_chat_openai_keeps_settings(stub: StubOpenAI) -> None:
-    plain = ChatOpenAI(model="gpt-4o-mini", base_url=stub.base_url, api_key="sk-test", timeout=7, max_retries=1)
+    plain = ChatOpenAI(
+        model="gpt-4o-mini", base_url=stub.base_url, api_key="sk-test", timeout=7, max_retries=1
+    )
     locked = lock_model(plain, LOCK)
     assert type(locked) is LockedChatOpenAI
     assert locked.request_timeout == 7
@@ -382,7 +410,10 @@ def test_lock_model_on_chat_openai_keeps_settings(stub: StubOpenAI) -> None:
 
 def test_lock_model_on_azure() -> None:
     azure = AzureChatOpenAI(
-        azure_deployment="dep", api_version="2024-10-21", azure_endpoint="http://127.0.0.1:9", api_key="k"
+        azure_deployment="dep",
+        api_version="2024-10-21",
+        azure_endpoint="http://127.0.0.1:9",
+        api_key="k",
     )
     locked = lock_model(azure, LOCK)
     assert type(locked) is LockedAzureChatOpenAI
@@ -391,7 +422,11 @@ def test_lock_model_on_azure() -> None:
 
 def test_azure_payload_is_locked() -> None:
     model = LockedAzureChatOpenAI(
-        azure_deployment="dep", api_version="2024-10-21", azure_endpoint="http://127.0.0.1:9", api_key="k", lock=LOCK
+        azure_deployment="dep",
+        api_version="2024-10-21",
+        azure_endpoint="http://127.0.0.1:9",
+        api_key="k",
+        lock=LOCK,
     )
     payload = model._get_request_payload("hi")
     assert payload["seed"] == 42

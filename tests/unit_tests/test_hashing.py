@@ -12,12 +12,18 @@ from langchain_core.messages import AIMessage
 
 from langchain_seedlock._hashing import canonical_json, output_hash, request_hash, sha256_hex
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text() | st.floats(
-    allow_nan=False, allow_infinity=False
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False)
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -55,10 +61,19 @@ def test_booleans_are_not_numbers() -> None:
 
 
 def test_request_hash_ignores_transport_and_alias_spelling() -> None:
-    base = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1, "max_tokens": 9}
+    base = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "seed": 1,
+        "max_tokens": 9,
+    }
     streamed = {**base, "stream": True, "stream_options": {"include_usage": True}}
     aliased = {**{k: v for k, v in base.items() if k != "max_tokens"}, "max_completion_tokens": 9}
-    assert request_hash("openai", base) == request_hash("openai", streamed) == request_hash("openai", aliased)
+    assert (
+        request_hash("openai", base)
+        == request_hash("openai", streamed)
+        == request_hash("openai", aliased)
+    )
     assert request_hash("openai", base) != request_hash("azure", base)
     assert request_hash("openai", base) != request_hash("openai", {**base, "seed": 2})
 
@@ -77,7 +92,10 @@ def test_hash_is_the_same_in_another_process() -> None:
         "print(sha256_hex({'a': '日本', 'b': [1, 'é', {'a': 2, 'z': None}]}))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         env={"PYTHONHASHSEED": "12345", "PATH": ""},
     )
     assert out.stdout.strip() == sha256_hex(value)

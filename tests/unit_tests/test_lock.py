@@ -84,7 +84,9 @@ def test_lock_hash_is_stable_and_sensitive() -> None:
 
 
 def test_round_trips() -> None:
-    lock = SeedLock(seed=9, logit_bias={1: -100}, response_format={"type": "json_object"}, on_violation="warn")
+    lock = SeedLock(
+        seed=9, logit_bias={1: -100}, response_format={"type": "json_object"}, on_violation="warn"
+    )
     assert SeedLock.from_dict(lock.to_dict()) == lock
     assert pickle.loads(pickle.dumps(lock)) == lock
     assert "SeedLock(seed=9" in repr(lock)

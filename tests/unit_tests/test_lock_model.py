@@ -39,8 +39,12 @@ class MistralLike(BaseChatModel):
     def _llm_type(self) -> str:
         return "mistral-like"
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        self.calls.append({"random_seed": self.random_seed, "temperature": self.temperature, **kwargs})
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        self.calls.append(
+            {"random_seed": self.random_seed, "temperature": self.temperature, **kwargs}
+        )
         text = f"seed {self.random_seed}"
         return ChatResult(
             generations=[ChatGeneration(message=AIMessage(content=text))],
@@ -72,7 +76,9 @@ class Answer(BaseModel):
 
 
 def other(stub: StubOpenAI, **kwargs: Any) -> OtherOpenAICompatible:
-    return OtherOpenAICompatible(model="other-model", base_url=stub.base_url, api_key="sk-x", **kwargs)
+    return OtherOpenAICompatible(
+        model="other-model", base_url=stub.base_url, api_key="sk-x", **kwargs
+    )
 
 
 def test_subclass_is_wrapped_and_sends_the_lock(stub: StubOpenAI) -> None:
@@ -121,7 +127,9 @@ def test_bind_tools_keeps_the_lock(stub: StubOpenAI) -> None:
 def test_with_structured_output_keeps_the_lock(stub: StubOpenAI, include_raw: bool) -> None:
     stub.tool_calls = [{"name": "Answer", "arguments": {"text": "ok"}}]
     locked = lock_model(other(stub), LOCK)
-    out = locked.with_structured_output(Answer, method="function_calling", include_raw=include_raw).invoke("q")
+    out = locked.with_structured_output(
+        Answer, method="function_calling", include_raw=include_raw
+    ).invoke("q")
     assert stub.last_request["seed"] == 11
     assert (out["parsed"] if include_raw else out) == Answer(text="ok")
 
@@ -173,5 +181,9 @@ def test_binding_is_refused(stub: StubOpenAI) -> None:
 def test_request_hash_matches_for_equal_requests(stub: StubOpenAI) -> None:
     locked = lock_model(other(stub), LOCK)
     a, b, c = locked.invoke("hi"), locked.invoke("hi"), locked.invoke("bye")
-    assert a.response_metadata["seedlock_request_hash"] == b.response_metadata["seedlock_request_hash"]
-    assert a.response_metadata["seedlock_request_hash"] != c.response_metadata["seedlock_request_hash"]
+    assert (
+        a.response_metadata["seedlock_request_hash"] == b.response_metadata["seedlock_request_hash"]
+    )
+    assert (
+        a.response_metadata["seedlock_request_hash"] != c.response_metadata["seedlock_request_hash"]
+    )

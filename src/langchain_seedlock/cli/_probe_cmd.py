@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_seedlock._errors import BackendUnavailableError, ProbeError, SeedLockError
+from langchain_seedlock._events import configure_logging
 from langchain_seedlock.cli._serve_cmd import add_server_arguments, server_kwargs
 
 if TYPE_CHECKING:
@@ -126,9 +127,7 @@ def _azure_models(
         or "2024-10-21",
         "max_retries": 0,
     }
-    unseeded = AzureChatOpenAI(
-        **common, temperature=args.temperature, max_tokens=args.max_tokens
-    )
+    unseeded = AzureChatOpenAI(**common, temperature=args.temperature, max_tokens=args.max_tokens)
     lock = SeedLock(args.seed, temperature=args.temperature, max_tokens=args.max_tokens)
     from langchain_seedlock._chat_models import LockedAzureChatOpenAI  # noqa: PLC0415
 
@@ -143,9 +142,7 @@ class _Progress:
         from rich.console import Console  # noqa: PLC0415
         from rich.progress import Progress  # noqa: PLC0415
 
-        self._progress = stack.enter_context(
-            Progress(console=Console(stderr=True), transient=True)
-        )
+        self._progress = stack.enter_context(Progress(console=Console(stderr=True), transient=True))
         self._runs = runs
         self._task = self._progress.add_task("unseeded arm", total=2 * runs)
 
@@ -158,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
     from langchain_seedlock._probe import run_probe  # noqa: PLC0415
     from langchain_seedlock._store import default_store_url  # noqa: PLC0415
 
+    # The CLI configures structlog for itself (the library never does): drift
+    # and fingerprint events go to stderr, the per-call debug line does not.
+    configure_logging(json=not sys.stderr.isatty(), level="warning")
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
     azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT")
     use_local = args.local or not (base_url or azure_endpoint or os.environ.get("OPENAI_API_KEY"))
