@@ -13,15 +13,26 @@ ordered group of async handlers: its ``on_llm_end`` runs, in list order,
 before a tracer that comes after it posts the run, and its work is a few
 microseconds (store writes happen on the monitor's writer thread).
 
-Run metadata: the ``metadata`` dict LangChain passes to ``on_chat_model_start``
-is the very dict each tracer keeps as its `Run`'s ``extra["metadata"]``
-(`BaseTracer._create_chat_model_run`, `LangChainTracer.on_chat_model_start`).
-The handler keeps a reference per run and, in ``on_llm_end``, adds
-``system_fingerprint``, ``gen_ai.request.seed``, ``seedlock.request_hash``
-and ``seedlock.output_hash`` to it: every tracer whose ``on_llm_end`` runs
-after this handler's posts them (put the handler before the tracer in
-``callbacks``; tracers enabled by environment variables are appended after
-the callbacks you pass, so this holds by default).
+Run metadata (what LangSmith and any LangChain tracer show): in ``on_llm_end``
+the handler adds ``system_fingerprint``, ``gen_ai.request.seed``,
+``seedlock.request_hash`` and ``seedlock.output_hash`` to the tracer's `Run`
+for this run id, before the tracer's own ``on_llm_end`` posts it (handlers
+run in list order; tracers enabled by environment variables are appended
+after the callbacks you pass). Two paths reach that `Run`:
+
+1. The ``metadata`` dict LangChain passes to ``on_chat_model_start`` is the
+   very dict a `BaseTracer` keeps as ``run.extra["metadata"]``
+   (`_TracerCore._create_chat_model_run`): updating it updates the run of
+   the run collector, ``astream_events``, the console tracer and most
+   custom tracers.
+2. `LangChainTracer` replaces that dict with a copy when it posts the run
+   start (``_patch_missing_metadata``), so the handler also looks the run up
+   in the ``run_map`` of the tracers of the enclosing runnable's callback
+   manager (``var_child_runnable_config``: every chain, graph node and agent
+   step) and calls ``run.add_metadata``. A chat model invoked on its own,
+   outside any runnable, has no enclosing manager: LangSmith then gets the
+   keys only from a locked model, which stamps its own run (and always has
+   the fingerprint in the run's outputs).
 """
 
 from __future__ import annotations
@@ -33,9 +44,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.messages import BaseMessage, get_buffer_string
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
+from langchain_core.runnables.config import var_child_runnable_config
+from langchain_core.tracers.core import _TracerCore
 
 from langchain_seedlock import _events as ev
 from langchain_seedlock._drift import DriftMonitor
@@ -73,7 +86,7 @@ class _Run:
     context: dict[str, Any]
     parent_run_id: str | None
     chunk_fingerprint: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    tracers: list[Any] = field(default_factory=list)
 
 
 class SeedLockCallbackHandler(BaseCallbackHandler):
@@ -131,7 +144,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             raise ValueError("pass either store= or monitor= (the monitor owns its store)")
         if monitor is None:
             if isinstance(store, str):
-                from langchain_seedlock._store import open_store  # noqa: PLC0415 - sqlite on demand
+                from langchain_seedlock._store import open_store
 
                 store = open_store(store)
             monitor = DriftMonitor(store, capture_content=capture_content)
@@ -208,6 +221,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             metadata=metadata,
             context={k: meta[k] for k in ev.CONTEXT_KEYS if k in meta},
             parent_run_id=str(parent_run_id) if parent_run_id is not None else None,
+            tracers=_enclosing_tracers(),
         )
         if self.lock is not None:
             violations = find_violations(self.lock, params, require_all=True)
@@ -362,16 +376,17 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             prompt_text=get_buffer_string(run.messages) if self.capture_content else None,
         )
         # Metadata first: the tracers after this handler post the run next.
-        if run.metadata is not None and metadata_alone:
-            run.metadata.update(
-                {
-                    RUN_META_FINGERPRINT: fingerprint,
-                    RUN_META_SEED: record.seed,
-                    RUN_META_REQUEST_HASH: req_hash,
-                    RUN_META_OUTPUT_HASH: out_hash,
-                    **({RUN_META_LOCK_HASH: lock_hash} if lock_hash else {}),
-                }
-            )
+        run_meta: dict[str, Any] = {
+            RUN_META_FINGERPRINT: fingerprint,
+            RUN_META_SEED: record.seed,
+            RUN_META_REQUEST_HASH: req_hash,
+            RUN_META_OUTPUT_HASH: out_hash,
+        }
+        if lock_hash:
+            run_meta[RUN_META_LOCK_HASH] = lock_hash
+        add_run_metadata(
+            run_id, run_meta, metadata=run.metadata if metadata_alone else None, tracers=run.tracers
+        )
         self.monitor.observe(record)
 
     # -- errors ------------------------------------------------------------------
@@ -396,6 +411,51 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             self.monitor.report_failure(fields, error)
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
             ev.log_internal_error("SeedLockCallbackHandler.on_llm_error", exc)
+
+
+def add_run_metadata(
+    run_id: UUID,
+    fields: Mapping[str, Any],
+    *,
+    metadata: dict[str, Any] | None = None,
+    tracers: Sequence[Any] = (),
+) -> None:
+    """Add ``fields`` to the metadata of the tracers' `Run` for ``run_id``.
+
+    ``metadata`` is the run's metadata dict as given to the callbacks (shared
+    with `BaseTracer` runs); ``tracers`` are tracer objects whose
+    ``run_map`` may hold the run (for `LangChainTracer`, which copies the
+    dict). The locked models can call this with ``run_manager.handlers``.
+    """
+    if metadata is not None:
+        metadata.update(fields)
+    for tracer in tracers:
+        run_map = getattr(tracer, "run_map", None)
+        run = run_map.get(str(run_id)) if isinstance(run_map, Mapping) else None
+        if run is None:
+            continue
+        current = run.extra.get("metadata") if isinstance(run.extra, dict) else None
+        if current is not None and current is metadata:
+            continue  # already updated through the shared dict
+        if hasattr(run, "add_metadata"):
+            run.add_metadata(dict(fields))
+        else:  # pragma: no cover - every Run is a langsmith RunTree in langchain-core 1.x
+            run.extra.setdefault("metadata", {}).update(fields)
+
+
+def _enclosing_tracers() -> list[Any]:
+    """Tracers of the enclosing runnable's callback manager (see the module docstring)."""
+    config = var_child_runnable_config.get()
+    if not config:
+        return []
+    callbacks = config.get("callbacks")
+    if isinstance(callbacks, BaseCallbackManager):
+        handlers: Sequence[Any] = callbacks.handlers
+    elif isinstance(callbacks, list):
+        handlers = callbacks
+    else:
+        return []
+    return [h for h in handlers if isinstance(h, _TracerCore)]
 
 
 def _str(value: UUID | None) -> str | None:
