@@ -17,6 +17,7 @@ from langchain_seedlock._errors import (
     UnsupportedModelError,
 )
 from langchain_seedlock._lock import SeedLock
+from langchain_seedlock._store import BaselineStore, open_store
 
 try:
     __version__ = metadata.version(__package__ or "langchain-seedlock")
@@ -24,6 +25,7 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a sourc
     __version__ = "0.0.0"
 
 __all__ = [
+    "BaselineStore",
     "InvalidLockError",
     "LockViolationError",
     "LockedAzureChatOpenAI",
@@ -36,4 +38,5 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "lock_model",
+    "open_store",
 ]

@@ -48,7 +48,7 @@ from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.messages import BaseMessage, get_buffer_string
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
 from langchain_core.runnables.config import var_child_runnable_config
-from langchain_core.tracers.core import _TracerCore
+from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 
 from langchain_seedlock import _events as ev
 from langchain_seedlock._drift import DriftMonitor
@@ -455,7 +455,7 @@ def _enclosing_tracers() -> list[Any]:
         handlers = callbacks
     else:
         return []
-    return [h for h in handlers if isinstance(h, _TracerCore)]
+    return [h for h in handlers if isinstance(h, BaseTracer | AsyncBaseTracer)]
 
 
 def _str(value: UUID | None) -> str | None:

@@ -15,6 +15,8 @@ EXPECTED_ALL = [
     "UnsupportedModelError",
     "__version__",
     "lock_model",
+    "BaselineStore",
+    "open_store",
 ]
 
 
