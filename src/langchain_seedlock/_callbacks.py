@@ -157,7 +157,8 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         self._enforce_lock = lock.replace(on_violation="raise") if lock is not None else None
         self._max_runs = max_runs
         self._runs: OrderedDict[UUID, _Run] = OrderedDict()
-        self._meta_users: dict[int, int] = {}  # id(metadata dict) -> runs using it
+        # id(metadata dict) -> [live runs using it, ever shared by two live runs]
+        self._meta_users: dict[int, list[int]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -239,8 +240,10 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         with self._lock:
             self._runs[run_id] = run
             if metadata is not None:
-                key = id(metadata)
-                self._meta_users[key] = self._meta_users.get(key, 0) + 1
+                users = self._meta_users.setdefault(id(metadata), [0, 0])
+                users[0] += 1
+                if users[0] > 1:
+                    users[1] = 1  # e.g. generate() with several prompts: one dict
             while len(self._runs) > self._max_runs:
                 _, old = self._runs.popitem(last=False)
                 self._release_metadata_locked(old)
@@ -257,16 +260,18 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         return fields
 
     def _release_metadata_locked(self, run: _Run) -> bool:
-        """Forget one user of the run's metadata dict; True if it was the only one."""
+        """Forget one user of the run's metadata dict; True if no other run ever
+        shared it while this one was live (then it is this run's own)."""
         if run.metadata is None:
             return False
         key = id(run.metadata)
-        users = self._meta_users.get(key, 0)
-        if users <= 1:
-            self._meta_users.pop(key, None)
-            return True
-        self._meta_users[key] = users - 1
-        return False
+        users = self._meta_users.get(key)
+        if users is None:
+            return False
+        users[0] -= 1
+        if users[0] <= 0:
+            del self._meta_users[key]
+        return not users[1]
 
     def _pop(self, run_id: UUID) -> tuple[_Run | None, bool]:
         with self._lock:

@@ -1,0 +1,169 @@
+"""The probe and ``seedlock serve`` on the real llama.cpp server with SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from langchain_seedlock._local_server import LocalServer
+from langchain_seedlock._probe import run_probe
+from langchain_seedlock.cli import main
+
+pytestmark = pytest.mark.llama
+
+MAX_TOKENS = 32
+SEEDLOCK = (
+    "import sys; from langchain_seedlock.cli import main; "
+    "sys.argv[0] = 'seedlock'; sys.exit(main())"
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "SEEDLOCK_STORE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_seeded_runs_reproduce_and_unseeded_differ(llama_server: LocalServer) -> None:
+    result = run_probe(
+        model="SmolLM2-135M-Instruct",
+        base_url=llama_server.base_url,
+        runs=4,
+        max_tokens=MAX_TOKENS,
+        store="memory://",
+    )
+    seeded, unseeded = result.seeded, result.unseeded
+    assert seeded.exact_match_rate == 1.0
+    assert seeded.distinct_outputs == 1
+    assert seeded.first_divergence is None
+    assert unseeded.distinct_outputs > 1
+    assert unseeded.mean_pairwise_distance > 0.0
+    build = llama_server.props()["build_info"]
+    assert seeded.fingerprints == unseeded.fingerprints == (build,)
+    for run in (*seeded.runs, *unseeded.runs):
+        assert run.prompt_tokens and run.prompt_tokens > 10
+        assert 0 < (run.completion_tokens or 0) <= MAX_TOKENS
+    assert len({r.request_hash for r in seeded.runs}) == 1
+    assert len({r.output_hash for r in seeded.runs}) == 1
+
+
+def test_probe_command_json_html_and_exit_codes(
+    llama_server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    json_file, html_file = tmp_path / "p.json", tmp_path / "p.html"
+    store = f"sqlite:///{tmp_path / 'baselines.db'}"
+    args = [
+        "probe", "--base-url", llama_server.base_url, "--model", "SmolLM2-135M-Instruct",
+        "--runs", "3", "--max-tokens", str(MAX_TOKENS), "--store", store,
+        "--json", str(json_file), "--html", str(html_file), "--fail-under", "1.0",
+    ]  # fmt: skip
+    assert main(args) == 0
+    data = json.loads(json_file.read_text())
+    assert data["arms"]["seeded"]["exact_match_rate"] == 1.0
+    assert data["arms"]["seeded"]["fingerprints"] == [llama_server.props()["build_info"]]
+    assert data["settings"]["max_tokens"] == MAX_TOKENS
+    page = html_file.read_text()
+    assert "<svg" in page
+    assert "seeded" in page
+    assert "exact-match rate" in capsys.readouterr().out
+    # the seeded arm wrote its baselines: a second probe finds them and no drift
+    from langchain_seedlock._store import open_store
+
+    with open_store(store) as opened:
+        summaries = opened.requests()
+    assert len(summaries) == 1
+    assert summaries[0].calls == 3
+    assert summaries[0].distinct_outputs == 1
+
+
+def test_probe_command_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
+    server = LocalServer(slots=1, threads=1).start()
+    url = server.base_url
+    server.stop()  # a real address where nothing listens any more
+    assert main(["probe", "--base-url", url, "--runs", "1", "--store", "memory://"]) == 4
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("seedlock probe: error:")
+    assert "\n" not in err
+
+
+def test_probe_command_starts_and_stops_the_embedded_server(
+    llama_server: LocalServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # llama_server only ensures the package is installed; the command starts its own.
+    before = _llama_pids()
+    code = main([
+        "probe", "--runs", "2", "--max-tokens", "16", "--store", "memory://",
+        "--no-cache-prompt", "--threads", "1", "--json", "-",
+    ])  # fmt: skip
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["backend"]["kind"] == "local llama-server"
+    assert data["model"] == "SmolLM2-135M-Instruct"
+    assert data["arms"]["seeded"]["exact_match_rate"] == 1.0
+    assert _wait(lambda: _llama_pids() <= before)
+
+
+# -- seedlock serve -------------------------------------------------------------------
+def _llama_pids() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
+        if name.startswith("llama-server") and state != "Z":
+            pids.add(int(entry.name))
+    return pids
+
+
+def _wait(condition: object, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_starts_and_stops_cleanly(llama_server: LocalServer, sig: signal.Signals) -> None:
+    before = _llama_pids()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SEEDLOCK, "serve", "--threads", "1", "--no-cache-prompt"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:")
+        started = _llama_pids() - before
+        assert len(started) == 1
+        root = base_url.removesuffix("/v1")
+        with urllib.request.urlopen(f"{root}/health", timeout=5) as resp:
+            assert resp.status == 200
+        with urllib.request.urlopen(f"{root}/props", timeout=5) as resp:
+            props = json.loads(resp.read())
+        assert props["total_slots"] == 1
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "stopped" in err
+    assert _wait(lambda: not (_llama_pids() & started)), "llama-server left behind"
