@@ -11,6 +11,7 @@ from langchain_seedlock._chat_models import (
 from langchain_seedlock._errors import (
     InvalidLockError,
     LockViolationError,
+    MalformedResponseError,
     ParamDroppedError,
     SeedLockError,
     StoreError,
@@ -28,6 +29,7 @@ __all__ = [
     "BaselineStore",
     "InvalidLockError",
     "LockViolationError",
+    "MalformedResponseError",
     "LockedAzureChatOpenAI",
     "LockedChatModel",
     "LockedChatOpenAI",

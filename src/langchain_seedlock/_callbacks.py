@@ -152,8 +152,10 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         self.lock = lock
         self.enforce = enforce
         self.capture_content = monitor.capture_content
-        # Only an enforcing handler may stop a call; every other failure is swallowed.
-        self.raise_error = bool(enforce and lock is not None)
+        # Only an enforcing handler may stop a call; every other failure is
+        # swallowed, except under SEEDLOCK_RAISE_INTERNAL_ERRORS=1 (tests), where
+        # LangChain must let the handler's own bugs through instead of a warning.
+        self.raise_error = bool(enforce and lock is not None) or ev.raise_internal_errors()
         self._enforce_lock = lock.replace(on_violation="raise") if lock is not None else None
         self._max_runs = max_runs
         self._runs: OrderedDict[UUID, _Run] = OrderedDict()

@@ -33,9 +33,14 @@ from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from langchain_seedlock._enforce import apply_policy, find_violations, report_dropped
-from langchain_seedlock._errors import LockViolationError, UnsupportedModelError
+from langchain_seedlock._errors import (
+    LockViolationError,
+    MalformedResponseError,
+    UnsupportedModelError,
+)
 from langchain_seedlock._hashing import output_hash, request_hash, request_hash_from_messages
 from langchain_seedlock._lock import SeedLock
+from langchain_seedlock._record import clean_fingerprint
 
 # Keys added to each AIMessage's response_metadata (and the ChatResult's llm_output).
 META_FINGERPRINT = "system_fingerprint"
@@ -78,6 +83,11 @@ def _stamp_metadata(
     lock: SeedLock, messages: Sequence[BaseMessage], fingerprint: str | None, req_hash: str | None
 ) -> dict[str, Any]:
     """Write the record keys into each message; return the call-level keys."""
+    if not messages:
+        raise MalformedResponseError(
+            "the model server answered with no choices: there is no output to record "
+            "(an OpenAI-compatible server must return at least one choice)"
+        )
     for message in messages:
         message.response_metadata.update(
             {
@@ -123,11 +133,12 @@ def _absorb_chunk(call: _Call, chunk: ChatGenerationChunk) -> None:
     info = chunk.generation_info
     if not info:
         return
-    raw = info.pop(_RAW_FINGERPRINT, None)
+    raw = clean_fingerprint(info.pop(_RAW_FINGERPRINT, None))
     if raw and call.fingerprint is None:
         call.fingerprint = raw
     if info.get(META_FINGERPRINT):
-        call.fingerprint = info[META_FINGERPRINT]
+        # langchain-openai copied it into this (finish) chunk's metadata as is.
+        call.fingerprint = clean_fingerprint(info[META_FINGERPRINT])
         call.fingerprint_in_chunks = True
 
 
@@ -274,7 +285,7 @@ class _LockedOpenAIMixin(_OpenAIBase):
     # -- stamping results ---------------------------------------------------
     def _stamp(self, result: ChatResult, call: _Call) -> ChatResult:
         llm_output = result.llm_output or {}
-        fingerprint = llm_output.get(META_FINGERPRINT) or None
+        fingerprint = clean_fingerprint(llm_output.get(META_FINGERPRINT))
         call_meta = _stamp_metadata(
             self.lock, [g.message for g in result.generations], fingerprint, call.request_hash
         )
@@ -553,25 +564,13 @@ class LockedChatModel(BaseChatModel):
 
     def _stamp(self, result: ChatResult, req_hash: str) -> ChatResult:
         llm_output = result.llm_output or {}
-        fingerprint = (
-            llm_output.get(META_FINGERPRINT)
-            or next(
-                (
-                    g.generation_info.get(META_FINGERPRINT)
-                    for g in result.generations
-                    if g.generation_info and g.generation_info.get(META_FINGERPRINT)
-                ),
-                None,
-            )
-            or next(
-                (
-                    g.message.response_metadata.get(META_FINGERPRINT)
-                    for g in result.generations
-                    if g.message.response_metadata.get(META_FINGERPRINT)
-                ),
-                None,
-            )
-        )
+        # Integrations put it in llm_output, generation_info or the message.
+        candidates = [
+            llm_output.get(META_FINGERPRINT),
+            *((g.generation_info or {}).get(META_FINGERPRINT) for g in result.generations),
+            *(g.message.response_metadata.get(META_FINGERPRINT) for g in result.generations),
+        ]
+        fingerprint = next((c for c in map(clean_fingerprint, candidates) if c), None)
         call_meta = _stamp_metadata(
             self.lock, [g.message for g in result.generations], fingerprint, req_hash
         )

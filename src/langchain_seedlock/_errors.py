@@ -54,6 +54,10 @@ class UnsupportedModelError(SeedLockError, TypeError):
     """The model cannot be locked (no seed parameter, or an API without seeds)."""
 
 
+class MalformedResponseError(SeedLockError, ValueError):
+    """The server's answer cannot be recorded (for example: no choices at all)."""
+
+
 class StoreError(SeedLockError):
     """The baseline store could not be opened or used."""
 

@@ -11,7 +11,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_seedlock._hashing import backend_id
+from langchain_seedlock._hashing import backend_id, canonical_json, sha256_hex
+
+# A fingerprint is a short build label ("fp_44709d6fcb", "b4273-0c1bd2b"); a
+# longer one is kept recognisable but bounded, so a broken server cannot
+# bloat every log line and stored row.
+MAX_FINGERPRINT_CHARS = 128
+
+
+def clean_fingerprint(value: Any) -> str | None:
+    """The fingerprint as a short string, or None when the server sent none.
+
+    Empty strings count as none (langchain-openai writes ``""`` when the key
+    is absent); a non-string value is kept as its JSON text; an over-long one
+    is cut and suffixed with a hash of the whole value so distinct values stay
+    distinct.
+    """
+    if value is None or value == "":
+        return None
+    text = value if isinstance(value, str) else canonical_json(value)
+    if len(text) <= MAX_FINGERPRINT_CHARS:
+        return text
+    return f"{text[:64]}...sha256:{sha256_hex(text)[:16]}"
 
 
 @dataclass(frozen=True, slots=True)

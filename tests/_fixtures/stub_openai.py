@@ -10,7 +10,8 @@ production. Its behaviour is set per test through attributes:
   default is deterministic for a seeded request and random without a seed;
 - ``tool_calls``: a list of ``{"name": ..., "arguments": {...}}`` to answer with,
   or a function of the request body returning such a list (or None);
-- ``delay``: seconds to wait before answering.
+- ``delay``: seconds to wait before answering;
+- ``raw_response`` / ``raw_sse``: bytes sent as is (malformed-response tests).
 
 Every request body is appended to ``requests`` (thread-safe).
 """
@@ -54,6 +55,7 @@ class StubOpenAI:
         self.delay = 0.0
         self.status = 200
         self.raw_response: bytes | None = None
+        self.raw_sse: bytes | None = None
         self.requests: list[Body] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -86,6 +88,7 @@ class StubOpenAI:
         self.delay = 0.0
         self.status = 200
         self.raw_response = None
+        self.raw_sse = None
         with self._lock:
             self.requests.clear()
 
@@ -266,7 +269,10 @@ def _make_handler(stub: StubOpenAI) -> type[BaseHTTPRequestHandler]:
                     stub.status, {"error": {"message": "stub error", "type": "server_error"}}
                 )
                 return
-            if stub.raw_response is not None:
+            if body.get("stream") and stub.raw_sse is not None:
+                self._raw(stub.raw_sse, "text/event-stream")
+                return
+            if stub.raw_response is not None and not body.get("stream"):
                 self._raw(stub.raw_response)
                 return
             if body.get("stream"):
@@ -274,9 +280,9 @@ def _make_handler(stub: StubOpenAI) -> type[BaseHTTPRequestHandler]:
             else:
                 self._json(200, stub.completion(body))
 
-        def _raw(self, data: bytes) -> None:
+        def _raw(self, data: bytes, content_type: str = "application/json") -> None:
             self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

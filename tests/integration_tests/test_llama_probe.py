@@ -95,10 +95,21 @@ def test_probe_command_unreachable_server(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_probe_command_starts_and_stops_the_embedded_server(
-    llama_server: LocalServer, capsys: pytest.CaptureFixture[str]
+    llama_server: LocalServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # llama_server only ensures the package is installed; the command starts its own.
-    before = _llama_pids()
+    started: list[int] = []
+    real_start = LocalServer.start
+
+    def recording_start(self: LocalServer) -> LocalServer:
+        server = real_start(self)
+        assert server.pid is not None
+        started.append(server.pid)
+        return server
+
+    monkeypatch.setattr(LocalServer, "start", recording_start)
     code = main([
         "probe", "--runs", "2", "--max-tokens", "16", "--store", "memory://",
         "--no-cache-prompt", "--threads", "1", "--json", "-",
@@ -108,12 +119,22 @@ def test_probe_command_starts_and_stops_the_embedded_server(
     assert data["backend"]["kind"] == "local llama-server"
     assert data["model"] == "SmolLM2-135M-Instruct"
     assert data["arms"]["seeded"]["exact_match_rate"] == 1.0
-    assert _wait(lambda: _llama_pids() <= before)
+    assert len(started) == 1
+    assert _wait(lambda: not _alive(started[0])), "llama-server left behind"
 
 
 # -- seedlock serve -------------------------------------------------------------------
-def _llama_pids() -> set[int]:
-    pids = set()
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"  # a zombie has exited
+
+
+def _children(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid`` (other tests may run servers too)."""
+    found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -121,10 +142,10 @@ def _llama_pids() -> set[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        name, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
-        if name.startswith("llama-server") and state != "Z":
-            pids.add(int(entry.name))
-    return pids
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
 
 
 def _wait(condition: object, timeout: float = 15.0) -> bool:
@@ -138,7 +159,6 @@ def _wait(condition: object, timeout: float = 15.0) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_starts_and_stops_cleanly(llama_server: LocalServer, sig: signal.Signals) -> None:
-    before = _llama_pids()
     proc = subprocess.Popen(
         [sys.executable, "-c", SEEDLOCK, "serve", "--threads", "1", "--no-cache-prompt"],
         stdout=subprocess.PIPE,
@@ -150,7 +170,7 @@ def test_serve_starts_and_stops_cleanly(llama_server: LocalServer, sig: signal.S
         assert proc.stdout is not None
         base_url = proc.stdout.readline().strip()
         assert base_url.startswith("http://127.0.0.1:")
-        started = _llama_pids() - before
+        started = _children(proc.pid)
         assert len(started) == 1
         root = base_url.removesuffix("/v1")
         with urllib.request.urlopen(f"{root}/health", timeout=5) as resp:
@@ -166,4 +186,4 @@ def test_serve_starts_and_stops_cleanly(llama_server: LocalServer, sig: signal.S
             proc.communicate()
     assert proc.returncode == 0, err
     assert "stopped" in err
-    assert _wait(lambda: not (_llama_pids() & started)), "llama-server left behind"
+    assert _wait(lambda: not any(_alive(p) for p in started)), "llama-server left behind"

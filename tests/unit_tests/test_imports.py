@@ -5,6 +5,7 @@ import langchain_seedlock
 EXPECTED_ALL = [
     "InvalidLockError",
     "LockViolationError",
+    "MalformedResponseError",
     "LockedAzureChatOpenAI",
     "LockedChatModel",
     "LockedChatOpenAI",
