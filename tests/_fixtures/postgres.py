@@ -74,7 +74,7 @@ class PostgresServer:
 
     def create_database(self) -> str:
         """A new empty database owned by the test role; returns its URL."""
-        import psycopg  # noqa: PLC0415 - optional extra, checked by the fixture
+        import psycopg
 
         name = "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(self.admin_url(), autocommit=True) as conn:
@@ -111,7 +111,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         f.write("max_connections = 200\n")
     server.start()
     try:
-        import psycopg  # noqa: PLC0415 - optional extra, checked by the fixture
+        import psycopg
 
         deadline = time.monotonic() + 30
         while True:

@@ -96,9 +96,13 @@ def test_broken_sse_stream_raises_and_yields_no_record(stub: StubOpenAI) -> None
     }
     stub.raw_sse = f"data: {json.dumps(first)}\n\ndata: {{not json\n\n".encode()
     seen: list[Any] = []
-    with pytest.raises((openai.APIError, json.JSONDecodeError, ValueError)):
+
+    def consume() -> None:
         for chunk in model(stub).stream("hi"):
             seen.append(chunk)
+
+    with pytest.raises((openai.APIError, json.JSONDecodeError, ValueError)):
+        consume()
     # The record chunk comes only after a complete stream: nothing half-recorded.
     assert all("seedlock_output_hash" not in c.response_metadata for c in seen)
 

@@ -231,7 +231,11 @@ async def test_200_concurrent_ainvoke_one_handler_one_sqlite_store(
 ) -> None:
     store = open_store(sqlite_url)
     handler = SeedLockCallbackHandler(store=store)
-    model = make_model(stub)
+    # The stub's listen backlog is small: a refused connection is retried by the
+    # client, inside the same run (the handler sees one run per ainvoke).
+    model = ChatOpenAI(
+        model="gpt-4o-mini", base_url=stub.base_url, api_key="sk-test", seed=1, max_retries=20
+    )
     prompts = [f"question {i}" for i in range(10)]
     with capture_logs() as logs:
         await asyncio.gather(

@@ -33,7 +33,7 @@ class MistralLike(BaseChatModel):
 
     random_seed: int | None = None
     temperature: float | None = None
-    calls: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []  # noqa: RUF012 - a pydantic field: copied per instance
 
     @property
     def _llm_type(self) -> str:
