@@ -142,11 +142,12 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             )
         if monitor is not None and store is not None:
             raise ValueError("pass either store= or monitor= (the monitor owns its store)")
+        self._owned_store: BaselineStore | None = None
         if monitor is None:
             if isinstance(store, str):
-                from langchain_seedlock._store import open_store
+                from langchain_seedlock._store import open_store  # SQLite code on demand
 
-                store = open_store(store)
+                store = self._owned_store = open_store(store)
             monitor = DriftMonitor(store, capture_content=capture_content)
         self.monitor = monitor
         self.lock = lock
@@ -175,8 +176,12 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         return self.monitor.flush(timeout)
 
     def close(self, timeout: float | None = 30.0) -> bool:
-        """Flush and stop the monitor's writer thread."""
-        return self.monitor.close(timeout)
+        """Flush and stop the monitor's writer thread; close the store if the
+        handler opened it from a URL. Returns False if records were left unwritten."""
+        done = self.monitor.close(timeout)
+        if self._owned_store is not None:
+            self._owned_store.close()
+        return done
 
     # -- start -----------------------------------------------------------------
     def on_chat_model_start(

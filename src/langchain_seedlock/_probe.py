@@ -368,8 +368,8 @@ class ProbeResult:
 
     # -- rich ----------------------------------------------------------------
     def __rich__(self) -> RenderableType:
-        from rich.console import Group  # noqa: PLC0415 - only needed when rendering
-        from rich.table import Table  # noqa: PLC0415
+        from rich.console import Group
+        from rich.table import Table
 
         runs = Table(title=f"seedlock probe — {self.model}", show_lines=False)
         for col in ("arm", "#", "response", "system_fingerprint", "prompt tok", "compl. tok"):
@@ -433,13 +433,13 @@ def _text(message: BaseMessage) -> str:
 
 def _is_connection_error(exc: BaseException) -> bool:
     try:
-        import openai  # noqa: PLC0415 - a dependency, but only needed on failure
+        import openai
     except ImportError:  # pragma: no cover
         return False
     return isinstance(exc, openai.APIConnectionError | openai.APITimeoutError)
 
 
-def _build_models(
+def build_models(
     *,
     model: str,
     base_url: str | None,
@@ -450,7 +450,7 @@ def _build_models(
     timeout: float,
 ) -> tuple[BaseChatModel, BaseChatModel]:
     """The unseeded arm's plain model and the seeded arm's locked model."""
-    from langchain_openai import ChatOpenAI  # noqa: PLC0415 - keep import time low
+    from langchain_openai import ChatOpenAI
 
     common: dict[str, Any] = {
         "model": model,
@@ -462,8 +462,8 @@ def _build_models(
         "max_retries": 0,  # a retry would hide the backend being down
     }
     unseeded = ChatOpenAI(**common)
-    from langchain_seedlock._chat_models import LockedChatOpenAI  # noqa: PLC0415
-    from langchain_seedlock._lock import SeedLock  # noqa: PLC0415
+    from langchain_seedlock._chat_models import LockedChatOpenAI
+    from langchain_seedlock._lock import SeedLock
 
     lock = SeedLock(seed, temperature=temperature, max_tokens=max_tokens)
     locked_args = {k: v for k, v in common.items() if k not in ("temperature", "max_tokens")}
@@ -472,7 +472,7 @@ def _build_models(
 
 def make_handler(store: BaselineStore | str | None) -> BaseCallbackHandler:
     """The package's callback handler on ``store`` (a store or a URL; None: memory)."""
-    from langchain_seedlock._callbacks import SeedLockCallbackHandler  # noqa: PLC0415
+    from langchain_seedlock._callbacks import SeedLockCallbackHandler
 
     return SeedLockCallbackHandler(store=store)
 
@@ -587,7 +587,7 @@ def run_probe(
     if chat_models is None:
         if model is None:
             raise ProbeError("give a model name (or chat_models=(unseeded, seeded))")
-        unseeded_model, seeded_model = _build_models(
+        unseeded_model, seeded_model = build_models(
             model=model,
             base_url=base_url,
             api_key=api_key,

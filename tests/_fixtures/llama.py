@@ -59,3 +59,23 @@ def llama_server_factory() -> Iterator[ServerFactory]:
     yield start
     for server in started:
         server.stop()
+
+
+# -- measurements ------------------------------------------------------------------------
+# Tests on the real model report what they measured (how many outputs changed,
+# tokens/s...) through `llama_report`; the lines are printed in pytest's
+# terminal summary, so a CI log documents the numbers of that machine.
+_MEASUREMENTS: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def llama_report() -> Callable[[str], None]:
+    """``llama_report("...")``: a line for the terminal summary."""
+    return _MEASUREMENTS.append
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _MEASUREMENTS:
+        terminalreporter.section("llama.cpp measurements")
+        for line in _MEASUREMENTS:
+            terminalreporter.write_line(line)

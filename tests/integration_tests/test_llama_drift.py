@@ -7,8 +7,11 @@ cache (``-np 1 --no-cache-prompt``), which reproduces exactly. Then the same
 
 - flash attention off (``-fa off``);
 - a q8_0 KV cache (``-ctk q8_0 -ctv q8_0``);
-- the default setup (4 slots, prompt cache on) with the 8 requests sent
-  concurrently: batching and the shared prefix in the cache change outputs.
+- llama-server's default setup ("auto" slots: 4 sharing one unified KV
+  cache, prompt cache on) with the 8 requests sent concurrently: batched
+  decoding in the shared cache changes outputs. (Measured on this build: an
+  explicit ``-np 4``, whose slots have separate caches, changed none; the
+  unified cache with sequential requests changed none either.)
 
 For each, the drift handler must report as unexplained ``seedlock.output_drift``
 exactly the requests whose output changed, and nothing on the stable setup.
@@ -28,6 +31,7 @@ from structlog.testing import capture_logs
 
 from langchain_seedlock._callbacks import SeedLockCallbackHandler
 from langchain_seedlock._chat_models import LockedChatOpenAI
+from langchain_seedlock._events import K_EXPLAINED
 from langchain_seedlock._local_server import MODEL_NAME, LocalServer
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._store import open_store
@@ -38,10 +42,6 @@ PROMPT = "Write a short story about a robot who learns to paint, in three senten
 SEEDS = tuple(range(1, 9))
 MAX_TOKENS = 32
 TEMPERATURE = 0.7
-
-# The measurements (which of 8 changed under each setting), printed in the
-# terminal summary so a run of this file documents them.
-MEASURED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ def check_drift_reports(
     base_url: str,
     handler: SeedLockCallbackHandler,
     baseline: dict[int, Answer],
+    report: Callable[[str], None],
     *,
     concurrent: bool = False,
 ) -> set[int]:
@@ -123,8 +124,11 @@ def check_drift_reports(
     assert not [e for e in logs if e["event"] == "seedlock.fingerprint_changed"]
     reported = [e["seedlock.request_hash"] for e in drift]
     assert sorted(reported) == sorted(answers[s].request_hash for s in changed)
-    assert all(e["seedlock.drift_explained"] is False for e in drift)
-    MEASURED[name] = f"{len(changed)}/{len(SEEDS)} seeded outputs changed (seeds {sorted(changed)})"
+    assert all(e[K_EXPLAINED] is False for e in drift)
+    report(
+        f"drift {name}: {len(changed)}/{len(SEEDS)} seeded outputs changed "
+        f"(seeds {sorted(changed)}), {len(drift)} unexplained output_drift events"
+    )
     return changed
 
 
@@ -132,11 +136,12 @@ def test_stable_setup_reports_nothing(
     llama_server_factory: Callable[..., LocalServer],
     handler_with_baseline: SeedLockCallbackHandler,
     baseline: dict[int, Answer],
+    llama_report: Callable[[str], None],
 ) -> None:
     # a restart of the reproducible setup: a new process, same settings
     server = llama_server_factory(slots=1, cache_prompt=False)
     changed = check_drift_reports("restart -np 1 --no-cache-prompt", server.base_url,
-                                  handler_with_baseline, baseline)  # fmt: skip
+                                  handler_with_baseline, baseline, llama_report)  # fmt: skip
     assert changed == set()
 
 
@@ -153,9 +158,12 @@ def test_restart_with_other_numerics_drifts_unexplained(
     llama_server_factory: Callable[..., LocalServer],
     handler_with_baseline: SeedLockCallbackHandler,
     baseline: dict[int, Answer],
+    llama_report: Callable[[str], None],
 ) -> None:
     server = llama_server_factory(slots=1, cache_prompt=False, **settings)
-    changed = check_drift_reports(name, server.base_url, handler_with_baseline, baseline)
+    changed = check_drift_reports(
+        name, server.base_url, handler_with_baseline, baseline, llama_report
+    )
     # measured here: 8 of 8; any change at all proves the point
     assert changed, f"{name} changed no output: the experiment shows nothing"
 
@@ -164,22 +172,10 @@ def test_concurrent_seeds_on_default_server_drift_unexplained(
     llama_server_factory: Callable[..., LocalServer],
     handler_with_baseline: SeedLockCallbackHandler,
     baseline: dict[int, Answer],
+    llama_report: Callable[[str], None],
 ) -> None:
-    server = llama_server_factory(slots=4, cache_prompt=True)
-    check_drift_reports("-np 4, prompt cache on, 8 concurrent", server.base_url,
-                        handler_with_baseline, baseline, concurrent=True)  # fmt: skip
-
-
-def pytest_terminal_summary_lines() -> list[str]:
-    return [f"{k}: {v}" for k, v in MEASURED.items()]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report_measurements(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if MEASURED:
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line("")
-            for line in pytest_terminal_summary_lines():
-                reporter.write_line(f"llama drift: {line}")
+    # llama-server's defaults: "auto" slots (4) sharing one unified KV cache,
+    # prompt cache on. (An explicit -np 4 has separate KV caches: no drift.)
+    server = llama_server_factory(slots=None, cache_prompt=True)
+    check_drift_reports("default server (4 slots, unified KV), 8 concurrent", server.base_url,
+                        handler_with_baseline, baseline, llama_report, concurrent=True)  # fmt: skip

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,9 @@ def _no_ambient_backend(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_seeded_runs_reproduce_and_unseeded_differ(llama_server: LocalServer) -> None:
+def test_seeded_runs_reproduce_and_unseeded_differ(
+    llama_server: LocalServer, llama_report: Callable[[str], None]
+) -> None:
     result = run_probe(
         model="SmolLM2-135M-Instruct",
         base_url=llama_server.base_url,
@@ -49,10 +52,18 @@ def test_seeded_runs_reproduce_and_unseeded_differ(llama_server: LocalServer) ->
     build = llama_server.props()["build_info"]
     assert seeded.fingerprints == unseeded.fingerprints == (build,)
     for run in (*seeded.runs, *unseeded.runs):
-        assert run.prompt_tokens and run.prompt_tokens > 10
+        assert (run.prompt_tokens or 0) > 10
         assert 0 < (run.completion_tokens or 0) <= MAX_TOKENS
     assert len({r.request_hash for r in seeded.runs}) == 1
     assert len({r.output_hash for r in seeded.runs}) == 1
+    llama_report(
+        f"server start {llama_server.startup_seconds:.2f} s (threads={llama_server.threads}); "
+        f"probe 4 runs x {MAX_TOKENS} tokens: seeded exact-match {seeded.exact_match_rate:.0%} "
+        f"({seeded.distinct_outputs} distinct), unseeded {unseeded.exact_match_rate:.0%} "
+        f"({unseeded.distinct_outputs} distinct, distance {unseeded.mean_pairwise_distance:.3f}, "
+        f"diverge at char {unseeded.first_divergence}); "
+        f"{seeded.tokens_per_second or 0:.0f} tokens/s per request"
+    )
 
 
 def test_probe_command_json_html_and_exit_codes(

@@ -239,10 +239,7 @@ async def test_200_concurrent_ainvoke_one_handler_one_sqlite_store(
     prompts = [f"question {i}" for i in range(10)]
     with capture_logs() as logs:
         await asyncio.gather(
-            *(
-                model.ainvoke(prompts[i % 10], config={"callbacks": [handler]})
-                for i in range(200)
-            )
+            *(model.ainvoke(prompts[i % 10], config={"callbacks": [handler]}) for i in range(200))
         )
     assert handler.flush(timeout=60)
     calls = named(logs, CALL)
@@ -422,3 +419,24 @@ def test_store_error_on_read_then_call_still_recorded(
     assert (err["seedlock.operation"], err["error.type"]) == ("read", "OSError")
     assert sum(s.calls for s in store.requests()) == 1
 
+
+# -- locked models ------------------------------------------------------------------
+def test_locked_model_hashes_are_preferred(stub: StubOpenAI) -> None:
+    from langchain_seedlock._chat_models import LockedChatOpenAI
+
+    lock = SeedLock(seed=3, temperature=0.5)
+    model = LockedChatOpenAI(
+        model="gpt-4o-mini", base_url=stub.base_url, api_key="sk-test", lock=lock
+    )
+    handler = SeedLockCallbackHandler(lock=lock, enforce=True)
+    with capture_logs() as logs:
+        msg = model.invoke("hi", config={"callbacks": [handler]})
+        streamed = list(model.stream("hi", config={"callbacks": [handler]}))
+    assert streamed
+    invoked, stream_call = named(logs, CALL)
+    meta = msg.response_metadata
+    assert invoked["seedlock.request_hash"] == meta["seedlock_request_hash"]
+    assert invoked["seedlock.output_hash"] == meta["seedlock_output_hash"]
+    assert invoked["seedlock.lock_hash"] == lock.lock_hash
+    assert stream_call["seedlock.request_hash"] == meta["seedlock_request_hash"]
+    assert stream_call["openai.response.system_fingerprint"] == "fp_stub_1"

@@ -321,3 +321,23 @@ def test_first_difference_and_similarity_helpers() -> None:
 def test_monitor_call_level_is_configurable() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         DriftMonitor(call_level="chatty")
+
+
+async def test_aobserve_reads_the_store_asynchronously() -> None:
+    from langchain_seedlock._record import CallRecord
+
+    store = open_store("memory://")
+    first = DriftMonitor(store)
+    base: dict[str, Any] = {
+        "provider": "openai",
+        "request_model": "m",
+        "request_hash": "r",
+        "seed": 1,
+        "system_fingerprint": "fp",
+    }
+    assert await first.aobserve(CallRecord(output_hash="a", **base)) == [CALL]
+    first.close()
+    second = DriftMonitor(store)  # knows nothing in memory: reads the baseline
+    names = await second.aobserve(CallRecord(output_hash="b", **base))
+    assert names == [CALL, OUTPUT_DRIFT]
+    second.close()

@@ -66,9 +66,7 @@ def test_probe_unreachable_backend_exit_code(capsys: pytest.CaptureFixture[str])
     assert len(err.strip().splitlines()) == 1  # one line, no traceback
 
 
-def test_probe_base_url_from_environment(
-    stub: StubOpenAI, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_probe_base_url_from_environment(stub: StubOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", stub.base_url)
     assert main(["probe", "--runs", "1", "--store", "memory://", "-q"]) == 0
     assert len(stub.requests) == 2
@@ -166,6 +164,18 @@ def test_local_server_passes_settings_and_stops_its_group(fake_llama: Path) -> N
     assert _wait_gone(pids), "server or its child left behind"
 
 
+def test_local_server_default_slots_and_unified_kv(fake_llama: Path) -> None:
+    cmd = LocalServer(slots=None, kv_unified=True).command(8080)
+    assert "-np" not in cmd  # llama-server's own default: auto (4 slots)
+    assert "-kvu" in cmd
+    cmd = LocalServer(slots=2, kv_unified=False, cache_prompt=True).command(8080)
+    assert cmd[cmd.index("-np") + 1] == "2"
+    assert "-no-kvu" in cmd
+    assert "--no-cache-prompt" not in cmd
+    with pytest.raises(ValueError, match="slots"):
+        LocalServer(slots=0)
+
+
 def test_local_server_startup_failure_includes_log_tail(
     fake_llama: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,7 +195,10 @@ def test_local_server_missing_pieces_name_the_install_command(
         find_model()
 
 
-SEEDLOCK = "import sys; from langchain_seedlock.cli import main; sys.argv[0] = 'seedlock'; sys.exit(main())"
+SEEDLOCK = (
+    "import sys; from langchain_seedlock.cli import main; "
+    "sys.argv[0] = 'seedlock'; sys.exit(main())"
+)
 
 
 def test_serve_command_stops_cleanly_on_sigint_and_sigterm(fake_llama: Path) -> None:
@@ -211,3 +224,41 @@ def test_serve_command_stops_cleanly_on_sigint_and_sigterm(fake_llama: Path) -> 
         assert proc.returncode == 0, err
         assert "stopped" in err
         assert _wait_gone(pids), f"left behind after {sig!r}"
+
+
+# -- seedlock verify ------------------------------------------------------------------
+def test_verify_against_the_probe_baseline(
+    stub: StubOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = f"sqlite:///{tmp_path / 'b.db'}"
+    verify = ["verify", "--base-url", stub.base_url, "--store", store]
+    assert main(verify) == 1  # no baseline yet: nothing to verify against
+    assert "NO BASELINE" in capsys.readouterr().out
+    assert main(["probe", "--base-url", stub.base_url, "--store", store, "--runs", "2", "-q"]) == 0
+    assert main(verify) == 0
+    assert capsys.readouterr().out.startswith("OK")
+    stub.reply = "the backend changed its mind"
+    assert main(verify) == 3
+    out = capsys.readouterr().out
+    assert out.startswith("DRIFT")
+    assert "fingerprint then fp_stub_1, now fp_stub_1" in out
+    # verify only reads: the baseline did not move
+    stub.reply = "the backend changed its mind"
+    assert main(verify) == 3
+
+
+def test_verify_prompt_file(stub: StubOpenAI, tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'b.db'}"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("first prompt\n\nsecond prompt\n")
+    for prompt in ("first prompt", "second prompt"):
+        base = ["probe", "--base-url", stub.base_url, "--store", store, "--runs", "1", "-q"]
+        assert main([*base, "--prompt", prompt]) == 0
+    args = ["verify", "--base-url", stub.base_url, "--store", store, "--prompt-file", str(prompts)]
+    assert main(args) == 0
+    assert sum(1 for body in stub.requests if body.get("seed") == 123) == 4
+
+
+def test_verify_unreachable_backend(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'b.db'}"
+    assert main(["verify", "--base-url", "http://127.0.0.1:9/v1", "--store", store]) == 4

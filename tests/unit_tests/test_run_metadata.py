@@ -22,7 +22,12 @@ from langsmith import Client
 from langchain_seedlock._callbacks import SeedLockCallbackHandler
 from tests._fixtures.stub_openai import StubOpenAI
 
-KEYS = ("system_fingerprint", "gen_ai.request.seed", "seedlock.request_hash", "seedlock.output_hash")
+KEYS = (
+    "system_fingerprint",
+    "gen_ai.request.seed",
+    "seedlock.request_hash",
+    "seedlock.output_hash",
+)
 
 
 @pytest.fixture(autouse=True)

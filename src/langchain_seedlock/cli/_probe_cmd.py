@@ -56,15 +56,8 @@ def _positive(text: str) -> int:
     return value
 
 
-def add_parser(subparsers: Any) -> None:
-    from langchain_seedlock._probe import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT  # noqa: PLC0415
-
-    parser = subparsers.add_parser(
-        "probe",
-        help="measure how reproducible a model is with and without a seed",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--base-url``, ``--model``, ``--local`` (shared with ``seedlock verify``)."""
     backend = parser.add_argument_group("backend")
     backend.add_argument("--base-url", default=None, help="OpenAI-compatible base URL (.../v1)")
     backend.add_argument("--model", default=None, help="model name (Azure: deployment name)")
@@ -72,6 +65,18 @@ def add_parser(subparsers: Any) -> None:
         "--local", action="store_true",
         help="use the embedded llama-server even if OpenAI/Azure settings are present",
     )  # fmt: skip
+
+
+def add_parser(subparsers: Any) -> None:
+    from langchain_seedlock._probe import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT
+
+    parser = subparsers.add_parser(
+        "probe",
+        help="measure how reproducible a model is with and without a seed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_backend_arguments(parser)
     exp = parser.add_argument_group("experiment")
     exp.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt sent in every run")
     exp.add_argument("--runs", type=_positive, default=5, help="runs per arm (default: 5)")
@@ -112,9 +117,9 @@ def _fail(message: str, code: int) -> int:
 def _azure_models(
     args: argparse.Namespace, endpoint: str
 ) -> tuple[BaseChatModel, BaseChatModel, str]:
-    from langchain_openai import AzureChatOpenAI  # noqa: PLC0415
+    from langchain_openai import AzureChatOpenAI
 
-    from langchain_seedlock._lock import SeedLock  # noqa: PLC0415
+    from langchain_seedlock._lock import SeedLock
 
     deployment = args.model or os.environ.get("AZURE_OPENAI_DEPLOYMENT")
     if not deployment:
@@ -127,9 +132,11 @@ def _azure_models(
         or "2024-10-21",
         "max_retries": 0,
     }
-    unseeded = AzureChatOpenAI(**common, temperature=args.temperature, max_tokens=args.max_tokens)
+    # `max_tokens` is a pydantic alias, which the type checker does not see.
+    sampling: dict[str, Any] = {"temperature": args.temperature, "max_tokens": args.max_tokens}
+    unseeded = AzureChatOpenAI(**common, **sampling)
     lock = SeedLock(args.seed, temperature=args.temperature, max_tokens=args.max_tokens)
-    from langchain_seedlock._chat_models import LockedAzureChatOpenAI  # noqa: PLC0415
+    from langchain_seedlock._chat_models import LockedAzureChatOpenAI
 
     seeded = LockedAzureChatOpenAI(**common, lock=lock)
     return unseeded, seeded, deployment
@@ -139,8 +146,8 @@ class _Progress:
     """A rich progress bar over both arms (stderr, terminals only)."""
 
     def __init__(self, runs: int, stack: ExitStack) -> None:
-        from rich.console import Console  # noqa: PLC0415
-        from rich.progress import Progress  # noqa: PLC0415
+        from rich.console import Console
+        from rich.progress import Progress
 
         self._progress = stack.enter_context(Progress(console=Console(stderr=True), transient=True))
         self._runs = runs
@@ -151,56 +158,69 @@ class _Progress:
         self._progress.update(self._task, completed=offset + done, description=f"{arm} arm")
 
 
-def run(args: argparse.Namespace) -> int:
-    from langchain_seedlock._probe import run_probe  # noqa: PLC0415
-    from langchain_seedlock._store import default_store_url  # noqa: PLC0415
+def open_backend(
+    args: argparse.Namespace, stack: ExitStack, *, announce: bool = False
+) -> dict[str, Any]:
+    """Pick the backend from the options and environment (see the module docstring).
 
-    # The CLI configures structlog for itself (the library never does): drift
-    # and fingerprint events go to stderr, the per-call debug line does not.
-    configure_logging(json=not sys.stderr.isatty(), level="warning")
+    Returns `run_probe` keyword arguments (``model``, ``base_url``,
+    ``api_key`` or ``chat_models``) plus ``backend`` (facts for the report).
+    An embedded server is entered into ``stack``: it stops when the stack closes.
+    """
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
     azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT")
-    use_local = args.local or not (base_url or azure_endpoint or os.environ.get("OPENAI_API_KEY"))
+    has_remote = base_url or azure_endpoint or os.environ.get("OPENAI_API_KEY")
+    if args.local or not has_remote:
+        from langchain_seedlock._local_server import MODEL_NAME, LocalServer
+
+        if announce:
+            print("seedlock: starting llama-server…", file=sys.stderr, flush=True)
+        server = stack.enter_context(LocalServer(**server_kwargs(args)))
+        props = server.props()
+        backend = {
+            "kind": "local llama-server",
+            "build_info": props.get("build_info"),
+            "total_slots": props.get("total_slots"),
+            "cache_prompt": server.cache_prompt,
+            "flash_attn": server.flash_attn,
+            "cache_type_k": server.cache_type_k,
+            "cache_type_v": server.cache_type_v,
+            "kv_unified": server.kv_unified,
+            "startup_s": server.startup_seconds,
+        }
+        return {"model": args.model or MODEL_NAME, "base_url": server.base_url, "backend": backend}
+    if base_url:
+        return {
+            "model": args.model or DEFAULT_OPENAI_MODEL,
+            "base_url": base_url,
+            "api_key": os.environ.get("OPENAI_API_KEY"),
+            "backend": {"kind": "openai-compatible"},
+        }
+    if azure_endpoint:
+        unseeded, seeded, deployment = _azure_models(args, azure_endpoint)
+        return {
+            "model": deployment,
+            "chat_models": (unseeded, seeded),
+            "backend": {"kind": "azure-openai"},
+        }
+    return {"model": args.model or DEFAULT_OPENAI_MODEL, "backend": {"kind": "openai"}}
+
+
+def configure_cli_logging() -> None:
+    """The CLI configures structlog for itself (the library never does): drift
+    and fingerprint events go to stderr, the per-call debug line does not."""
+    configure_logging(json=not sys.stderr.isatty(), level="warning")
+
+
+def run(args: argparse.Namespace) -> int:
+    from langchain_seedlock._probe import run_probe
+    from langchain_seedlock._store import default_store_url
+
+    configure_cli_logging()
     interactive = sys.stderr.isatty() and not args.quiet
     with ExitStack() as stack:
         try:
-            probe_kwargs: dict[str, Any] = {}
-            backend: dict[str, Any] = {}
-            if use_local:
-                from langchain_seedlock._local_server import (  # noqa: PLC0415
-                    MODEL_NAME,
-                    LocalServer,
-                )
-
-                if interactive:
-                    print("seedlock probe: starting llama-server…", file=sys.stderr, flush=True)
-                server = stack.enter_context(LocalServer(**server_kwargs(args)))
-                props = server.props()
-                backend = {
-                    "kind": "local llama-server",
-                    "build_info": props.get("build_info"),
-                    "total_slots": props.get("total_slots"),
-                    "cache_prompt": server.cache_prompt,
-                    "flash_attn": server.flash_attn,
-                    "cache_type_k": server.cache_type_k,
-                    "cache_type_v": server.cache_type_v,
-                    "startup_s": server.startup_seconds,
-                }
-                probe_kwargs.update(model=args.model or MODEL_NAME, base_url=server.base_url)
-            elif base_url:
-                backend = {"kind": "openai-compatible"}
-                probe_kwargs.update(
-                    model=args.model or DEFAULT_OPENAI_MODEL,
-                    base_url=base_url,
-                    api_key=os.environ.get("OPENAI_API_KEY"),
-                )
-            elif azure_endpoint:
-                unseeded, seeded, deployment = _azure_models(args, azure_endpoint)
-                backend = {"kind": "azure-openai"}
-                probe_kwargs.update(model=deployment, chat_models=(unseeded, seeded))
-            else:
-                backend = {"kind": "openai"}
-                probe_kwargs.update(model=args.model or DEFAULT_OPENAI_MODEL)
+            probe_kwargs = open_backend(args, stack, announce=interactive)
             progress = _Progress(args.runs, stack) if interactive else None
             result = run_probe(
                 prompt=args.prompt,
@@ -211,7 +231,6 @@ def run(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 store=args.store or default_store_url(),
                 progress=progress,
-                backend=backend,
                 **probe_kwargs,
             )
         except BackendUnavailableError as exc:
@@ -239,7 +258,7 @@ def _report(result: ProbeResult, args: argparse.Namespace) -> int:
         return _fail(f"cannot write the report: {exc}", EXIT_ERROR)
     if not args.quiet and args.json_file != "-":
         if sys.stdout.isatty():
-            from rich.console import Console  # noqa: PLC0415
+            from rich.console import Console
 
             Console().print(result)
         else:

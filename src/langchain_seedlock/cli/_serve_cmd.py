@@ -6,9 +6,10 @@ so scripts can read it) and details on stderr, then waits. Ctrl-C (SIGINT)
 or SIGTERM stops the server and its process group; nothing is left behind.
 
 The server settings are the ones that decide whether seeded outputs
-reproduce: ``--slots 1 --no-cache-prompt`` is the reproducible setup; the
-default llama.cpp setup is ``--slots 4`` with the prompt cache on, and
-``--flash-attn``/``--cache-type-k``/``--cache-type-v`` change the numerics.
+reproduce: ``--slots 1 --no-cache-prompt`` is the reproducible setup;
+llama-server's own default (``--slots auto``: 4 slots, one unified KV cache,
+prompt cache on) changes seeded outputs when requests arrive concurrently,
+and ``--flash-attn``/``--cache-type-k``/``--cache-type-v`` change the numerics.
 Point ``seedlock probe --base-url URL`` at it to measure each setup.
 """
 
@@ -27,12 +28,22 @@ EXIT_OK = 0
 EXIT_BACKEND = 4
 
 
+def _slots(text: str) -> int | None:
+    if text == "auto":
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 or 'auto' (got {text})")
+    return value
+
+
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """The embedded server's settings (shared with ``seedlock probe``)."""
     group = parser.add_argument_group("embedded llama-server")
     group.add_argument(
-        "--slots", type=int, default=1, metavar="N",
-        help="parallel decoding slots, llama-server -np (default: 1, the reproducible setup)",
+        "--slots", type=_slots, default=1, metavar="N|auto",
+        help="parallel decoding slots, llama-server -np (default: 1, the reproducible setup; "
+        "auto: llama-server's default, 4 slots sharing a unified KV cache)",
     )  # fmt: skip
     group.add_argument(
         "--threads", type=int, default=2, metavar="N", help="CPU threads (default: 2)"
@@ -48,6 +59,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cache-type-k", default=None, metavar="TYPE", help="KV cache type for K")
     group.add_argument("--cache-type-v", default=None, metavar="TYPE", help="KV cache type for V")
     group.add_argument(
+        "--kv-unified", action=argparse.BooleanOptionalAction, default=None,
+        help="one KV buffer shared by all slots (default: on only with --slots auto)",
+    )  # fmt: skip
+    group.add_argument(
         "--startup-timeout", type=float, default=60.0, metavar="S",
         help="seconds to wait for the server to answer (default: 60)",
     )  # fmt: skip
@@ -62,6 +77,7 @@ def server_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "flash_attn": args.flash_attn,
         "cache_type_k": args.cache_type_k,
         "cache_type_v": args.cache_type_v,
+        "kv_unified": args.kv_unified,
         "startup_timeout": args.startup_timeout,
     }
 
@@ -87,7 +103,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langchain_seedlock._local_server import LocalServer  # noqa: PLC0415 - lazy CLI import
+    from langchain_seedlock._local_server import LocalServer
 
     server = LocalServer(port=args.port, **server_kwargs(args))
     # SIGTERM (docker stop, systemd, kill) must stop the server like Ctrl-C
@@ -98,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             print(server.base_url, flush=True)
             print(
                 f"seedlock serve: llama-server ready in {server.startup_seconds or 0:.2f} s "
-                f"(pid {server.pid}, slots={server.slots}, threads={server.threads}, "
+                f"(pid {server.pid}, slots={server.slots or 'auto'}, threads={server.threads}, "
                 f"cache_prompt={server.cache_prompt}); Ctrl-C to stop.\n"
                 f"  try: seedlock probe --base-url {server.base_url}",
                 file=sys.stderr,

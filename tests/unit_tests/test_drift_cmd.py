@@ -1,0 +1,100 @@
+"""``seedlock drift``: what the store knows, as tables or JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from langchain_openai import ChatOpenAI
+
+from langchain_seedlock._callbacks import SeedLockCallbackHandler
+from langchain_seedlock.cli import main
+from tests._fixtures.stub_openai import StubOpenAI
+
+
+@pytest.fixture(autouse=True)
+def _raise_internal_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEEDLOCK_RAISE_INTERNAL_ERRORS", "1")
+
+
+@pytest.fixture
+def recorded(stub: StubOpenAI, tmp_path: Path) -> str:
+    """A SQLite store after a real sequence: a stable request, a drifting one, a new build."""
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    handler = SeedLockCallbackHandler(store=url)
+    mini = ChatOpenAI(model="gpt-4o-mini", base_url=stub.base_url, api_key="sk-test", seed=1)
+    big = ChatOpenAI(model="gpt-4o", base_url=stub.base_url, api_key="sk-test", seed=1)
+    config = {"callbacks": [handler]}
+    mini.invoke("stable", config=config)
+    mini.invoke("stable", config=config)
+    stub.reply = "one"
+    mini.invoke("drifting", config=config)
+    stub.reply = "two"
+    mini.invoke("drifting", config=config)  # unexplained drift
+    stub.fingerprint = "fp_stub_2"
+    stub.reply = "three"
+    mini.invoke("drifting", config=config)  # explained drift
+    big.invoke("other model", config=config)
+    handler.close()
+    assert handler.monitor.store is not None
+    handler.monitor.store.close()
+    return url
+
+
+def test_json_report(recorded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drift", "--store", recorded, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["store"] == recorded
+    fps = {(m["model"], m["system_fingerprint"]): m["calls"] for m in report["models"]}
+    assert fps == {
+        ("openai:gpt-4o-mini", "fp_stub_1"): 4,
+        ("openai:gpt-4o-mini", "fp_stub_2"): 1,
+        ("openai:gpt-4o", "fp_stub_2"): 1,
+    }
+    by_calls = sorted(
+        (r["model"], r["calls"], r["distinct_outputs"], r["distinct_backends"],
+         r["drift_events"], r["unexplained_drift_events"], r["reproducible"])
+        for r in report["requests"]
+    )  # fmt: skip
+    assert by_calls == [
+        ("openai:gpt-4o", 1, 1, 1, 0, 0, True),
+        ("openai:gpt-4o-mini", 2, 1, 1, 0, 0, True),
+        ("openai:gpt-4o-mini", 3, 3, 2, 2, 1, False),
+    ]
+    assert report["requests"][0]["model"] == "openai:gpt-4o"  # most recent first
+
+
+def test_filter_by_model_and_limit(recorded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drift", "--store", recorded, "--json", "--model", "gpt-4o"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {m["model"] for m in report["models"]} == {"openai:gpt-4o"}
+    assert [r["model"] for r in report["requests"]] == ["openai:gpt-4o"]
+    assert main(["drift", "--store", recorded, "--json", "--model", "openai:gpt-4o-mini"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["requests"]) == 2
+    assert main(["drift", "--store", recorded, "--json", "--limit", "1"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["requests"]) == 1
+
+
+def test_tables(recorded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drift", "--store", recorded]) == 0
+    out = capsys.readouterr().out
+    assert "Fingerprints per model" in out
+    assert "fp_stub_2" in out
+    assert "2 (1 unexplained)" in out
+
+
+def test_missing_store_is_an_error_not_a_new_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "nope.db"
+    assert main(["drift", "--store", f"sqlite:///{path}"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not path.exists()
+
+
+def test_bad_limit_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["drift", "--limit", "0"])
+    assert info.value.code == 2
