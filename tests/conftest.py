@@ -20,3 +20,9 @@ def _reset_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _raise_internal_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Instrumentation swallows its own bugs in production; in tests they must surface.
+    monkeypatch.setenv("SEEDLOCK_RAISE_INTERNAL_ERRORS", "1")

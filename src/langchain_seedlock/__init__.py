@@ -1,44 +1,86 @@
-"""Reproducible, drift-aware LLM calls for LangChain."""
+"""Reproducible, drift-aware LLM calls for LangChain.
+
+Lock every model call to a seed and sampling parameters, record the
+``system_fingerprint`` and request/output hashes, and log drift events.
+"""
 
 from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
+# Importing _autoattach registers LangChain's configure hook (SEEDLOCK_AUTO_ATTACH).
+from langchain_seedlock._autoattach import (
+    auto_attached_handler,
+    disable_auto_attach,
+    enable_auto_attach,
+)
+from langchain_seedlock._callbacks import SeedLockCallbackHandler
 from langchain_seedlock._chat_models import (
     LockedAzureChatOpenAI,
     LockedChatModel,
     LockedChatOpenAI,
     lock_model,
 )
+from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._errors import (
+    BackendUnavailableError,
     InvalidLockError,
     LockViolationError,
     MalformedResponseError,
     ParamDroppedError,
+    ProbeError,
     SeedLockError,
     StoreError,
+    StoreVersionError,
     UnsupportedModelError,
 )
+from langchain_seedlock._events import configure_logging
+from langchain_seedlock._local_server import LocalServer
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._store import BaselineStore, open_store
+
+if TYPE_CHECKING:
+    from langchain_seedlock._middleware import SeedLockMiddleware
 
 try:
     __version__ = metadata.version(__package__ or "langchain-seedlock")
 except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
+
+def __getattr__(name: str) -> Any:
+    # The middleware needs the `agents` extra (langchain); import it on first use.
+    if name == "SeedLockMiddleware":
+        from langchain_seedlock._middleware import SeedLockMiddleware
+
+        return SeedLockMiddleware
+    raise AttributeError(f"module 'langchain_seedlock' has no attribute {name!r}")
+
+
 __all__ = [
+    "BackendUnavailableError",
     "BaselineStore",
+    "DriftMonitor",
     "InvalidLockError",
+    "LocalServer",
     "LockViolationError",
-    "MalformedResponseError",
     "LockedAzureChatOpenAI",
     "LockedChatModel",
     "LockedChatOpenAI",
+    "MalformedResponseError",
     "ParamDroppedError",
+    "ProbeError",
     "SeedLock",
+    "SeedLockCallbackHandler",
     "SeedLockError",
+    "SeedLockMiddleware",
     "StoreError",
+    "StoreVersionError",
     "UnsupportedModelError",
     "__version__",
+    "auto_attached_handler",
+    "configure_logging",
+    "disable_auto_attach",
+    "enable_auto_attach",
     "lock_model",
     "open_store",
 ]

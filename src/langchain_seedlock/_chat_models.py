@@ -32,6 +32,7 @@ from langchain_openai import AzureChatOpenAI, ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from langchain_seedlock._callbacks import add_run_metadata
 from langchain_seedlock._enforce import apply_policy, find_violations, report_dropped
 from langchain_seedlock._errors import (
     LockViolationError,
@@ -105,6 +106,23 @@ def _stamp_metadata(
         META_REQUEST_HASH: req_hash,
         META_OUTPUT_HASH: output_hash(messages),
     }
+
+
+def _record_on_run(run_manager: Any, call_meta: Mapping[str, Any]) -> None:
+    """Put the record into the tracers' run metadata (LangSmith shows it on the run)."""
+    if run_manager is None:
+        return
+    add_run_metadata(
+        run_manager.run_id,
+        {
+            "system_fingerprint": call_meta[META_FINGERPRINT],
+            "gen_ai.request.seed": call_meta[META_SEED],
+            "seedlock.lock_hash": call_meta[META_LOCK_HASH],
+            "seedlock.request_hash": call_meta[META_REQUEST_HASH],
+            "seedlock.output_hash": call_meta[META_OUTPUT_HASH],
+        },
+        tracers=run_manager.handlers,
+    )
 
 
 def _final_chunk(lock: SeedLock, call: _Call, chunks: list[AIMessageChunk]) -> ChatGenerationChunk:
@@ -283,13 +301,14 @@ class _LockedOpenAIMixin(_OpenAIBase):
         return generation_chunk
 
     # -- stamping results ---------------------------------------------------
-    def _stamp(self, result: ChatResult, call: _Call) -> ChatResult:
+    def _stamp(self, result: ChatResult, call: _Call, run_manager: Any) -> ChatResult:
         llm_output = result.llm_output or {}
         fingerprint = clean_fingerprint(llm_output.get(META_FINGERPRINT))
         call_meta = _stamp_metadata(
             self.lock, [g.message for g in result.generations], fingerprint, call.request_hash
         )
         result.llm_output = {**llm_output, **call_meta}
+        _record_on_run(run_manager, call_meta)
         return result
 
     def _generate(
@@ -303,7 +322,7 @@ class _LockedOpenAIMixin(_OpenAIBase):
         result = super()._generate(
             messages, stop=stop, run_manager=run_manager, **{**kwargs, _CALL_KWARG: call}
         )
-        return self._stamp(result, call)
+        return self._stamp(result, call, run_manager)
 
     async def _agenerate(
         self,
@@ -316,7 +335,7 @@ class _LockedOpenAIMixin(_OpenAIBase):
         result = await super()._agenerate(
             messages, stop=stop, run_manager=run_manager, **{**kwargs, _CALL_KWARG: call}
         )
-        return self._stamp(result, call)
+        return self._stamp(result, call, run_manager)
 
     def _stream(
         self,
@@ -562,7 +581,7 @@ class LockedChatModel(BaseChatModel):
         }
         return stop, kwargs, request_hash_from_messages(self.model._llm_type, messages, params)
 
-    def _stamp(self, result: ChatResult, req_hash: str) -> ChatResult:
+    def _stamp(self, result: ChatResult, req_hash: str, run_manager: Any = None) -> ChatResult:
         llm_output = result.llm_output or {}
         # Integrations put it in llm_output, generation_info or the message.
         candidates = [
@@ -575,6 +594,7 @@ class LockedChatModel(BaseChatModel):
             self.lock, [g.message for g in result.generations], fingerprint, req_hash
         )
         result.llm_output = {**llm_output, **call_meta}
+        _record_on_run(run_manager, call_meta)
         return result
 
     def _generate(
@@ -586,7 +606,7 @@ class LockedChatModel(BaseChatModel):
     ) -> ChatResult:
         stop, kwargs, req_hash = self._locked_call(messages, stop, kwargs)
         result = self.model._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-        return self._stamp(result, req_hash)
+        return self._stamp(result, req_hash, run_manager)
 
     async def _agenerate(
         self,
@@ -597,7 +617,7 @@ class LockedChatModel(BaseChatModel):
     ) -> ChatResult:
         stop, kwargs, req_hash = self._locked_call(messages, stop, kwargs)
         result = await self.model._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
-        return self._stamp(result, req_hash)
+        return self._stamp(result, req_hash, run_manager)
 
     def _stream(
         self,

@@ -95,8 +95,40 @@ def request_hash(provider: str, payload: Mapping[str, Any]) -> str:
     models) or the equivalent built by `request_hash_from_messages`.
     """
     body = {k: v for k, v in normalize_params(payload).items() if k not in TRANSPORT_KEYS}
+    if isinstance(body.get("messages"), list):
+        body["messages"] = _positional_tool_call_ids(body["messages"])
     body["provider"] = provider
     return sha256_hex(body)
+
+
+def _positional_tool_call_ids(messages: list[Any]) -> list[Any]:
+    """Replace tool call ids by their position (``call_0``, ``call_1``...).
+
+    Providers make the ids random, so without this every agent step after a
+    tool call would be a new request and could never be compared.
+    """
+    ids: dict[str, str] = {}
+
+    def rename(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return ids.setdefault(value, f"call_{len(ids)}")
+
+    out: list[Any] = []
+    for original in messages:
+        if not isinstance(original, Mapping):
+            out.append(original)
+            continue
+        message = dict(original)
+        if isinstance(message.get("tool_calls"), list):
+            message["tool_calls"] = [
+                {**call, "id": rename(call.get("id"))} if isinstance(call, Mapping) else call
+                for call in message["tool_calls"]
+            ]
+        if "tool_call_id" in message:
+            message["tool_call_id"] = rename(message["tool_call_id"])
+        out.append(message)
+    return out
 
 
 def messages_to_wire(messages: Iterable[BaseMessage]) -> list[dict[str, Any]]:

@@ -390,9 +390,14 @@ class LocalServer:
             self._finalizer.detach()
             self._finalizer = None
         self._proc = None
+        # The log only matters while the server runs or fails to start, and
+        # an error message already carries its tail.
+        if self.log_path is not None:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
-        """The last lines of the server's log (stdout and stderr)."""
+        """The last lines of the server's log (stdout and stderr), while it runs."""
         if self.log_path is None or not self.log_path.exists():
             return ""
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -414,9 +419,6 @@ class LocalServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-        if self.log_path is not None:
-            with contextlib.suppress(OSError):
-                self.log_path.unlink()
 
     def __repr__(self) -> str:
         state = f"running on {self.base_url}" if self.running else "stopped"

@@ -50,7 +50,7 @@ from langchain_seedlock import _events as ev
 from langchain_seedlock._chat_models import LockedChatModel, lock_model
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._enforce import apply_policy, find_violations
-from langchain_seedlock._errors import UnsupportedModelError
+from langchain_seedlock._errors import LockViolationError, UnsupportedModelError
 from langchain_seedlock._hashing import (
     PARAM_ALIASES,
     normalize_params,
@@ -270,20 +270,26 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         model = request.model
         provider, model_name = _provider(model), _model_name(model)
         log_fields = {ev.K_PROVIDER: provider, ev.K_REQUEST_MODEL: model_name, **context}
-        # 1. What earlier middleware put into model_settings, against the lock.
+        # What earlier middleware put into model_settings, against the lock; then
+        # the model itself, so that later overrides are checked on the wire.
         given = dict(request.model_settings or {})
-        apply_policy(
-            lock, find_violations(lock, given), source=_SOURCE_SETTINGS, log_fields=log_fields
-        )
+        try:
+            apply_policy(
+                lock, find_violations(lock, given), source=_SOURCE_SETTINGS, log_fields=log_fields
+            )
+            if self.lock_models:
+                model = self._locked_model(model, lock, log_fields)
+        except LockViolationError as exc:  # refused: logged like a call that failed
+            self.monitor.report_failure(
+                {**log_fields, ev.K_SEED: lock.seed, ev.K_LOCK_HASH: lock.lock_hash}, exc
+            )
+            raise
         wire = lock.wire_params()
         if _seed_field(model) == "random_seed":
             wire["random_seed"] = wire.pop("seed")
         locked_names = set(normalize_params(wire))
         settings = {k: v for k, v in given.items() if PARAM_ALIASES.get(k, k) not in locked_names}
         settings.update(wire)
-        # 2. The model itself, so that later overrides are checked on the wire.
-        if self.lock_models:
-            model = self._locked_model(model, lock, log_fields)
         return _Call(
             request=request.override(model=model, model_settings=settings),
             lock=lock,

@@ -373,7 +373,10 @@ class ProbeResult:
 
         runs = Table(title=f"seedlock probe — {self.model}", show_lines=False)
         for col in ("arm", "#", "response", "system_fingerprint", "prompt tok", "compl. tok"):
-            runs.add_column(col, overflow="fold" if col == "response" else "ellipsis")
+            if col == "response":  # the only column that may wrap; it takes the room left
+                runs.add_column(col, ratio=1, min_width=24, overflow="fold")
+            else:
+                runs.add_column(col, no_wrap=True)
         for stats in self.arms:
             for r in stats.runs:
                 runs.add_row(

@@ -198,3 +198,24 @@ def test_serve_starts_and_stops_cleanly(llama_server: LocalServer, sig: signal.S
     assert proc.returncode == 0, err
     assert "stopped" in err
     assert _wait(lambda: not any(_alive(p) for p in started)), "llama-server left behind"
+
+
+def test_verify_passes_on_the_same_setup_and_fails_after_drift(
+    llama_server: LocalServer,
+    llama_server_factory: Callable[..., LocalServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store = f"sqlite:///{tmp_path / 'baselines.db'}"
+    common = ["--model", "SmolLM2-135M-Instruct", "--max-tokens", str(MAX_TOKENS), "--store", store]
+    probe = ["probe", "--base-url", llama_server.base_url, "--runs", "2", "-q", *common]
+    assert main(probe) == 0
+    assert main(["verify", "--base-url", llama_server.base_url, *common]) == 0
+    assert capsys.readouterr().out.startswith("OK")
+    # same build, same fingerprint, other numerics: verify catches it
+    drifted = llama_server_factory(slots=1, cache_prompt=False, flash_attn="off")
+    assert main(["verify", "--base-url", drifted.base_url, *common]) == 3
+    out = capsys.readouterr().out
+    assert out.startswith("DRIFT")
+    build = llama_server.props()["build_info"]
+    assert f"fingerprint then {build}, now {build}" in out

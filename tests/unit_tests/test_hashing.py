@@ -101,3 +101,32 @@ def test_hash_is_the_same_in_another_process() -> None:
     assert out.stdout.strip() == sha256_hex(value)
     # Pinned value: changing canonicalization breaks every stored baseline.
     assert sha256_hex(value) == "b000838cb92f73c0f8de1571e5d5147d941228a5f4422e2e0b7a20c85fa7a2a6"
+
+
+def test_request_hash_ignores_random_tool_call_ids() -> None:
+    def conversation(call_id: str, args: str = '{"q": 1}') -> dict[str, object]:
+        return {
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": call_id,
+                            "type": "function",
+                            "function": {"name": "f", "arguments": args},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": call_id, "content": "42"},
+            ],
+        }
+
+    assert request_hash("openai", conversation("call_abc")) == request_hash(
+        "openai", conversation("call_xyz")
+    )
+    assert request_hash("openai", conversation("call_abc")) != request_hash(
+        "openai", conversation("call_abc", '{"q": 2}')
+    )

@@ -3,20 +3,31 @@ from __future__ import annotations
 import langchain_seedlock
 
 EXPECTED_ALL = [
+    "BackendUnavailableError",
+    "BaselineStore",
+    "DriftMonitor",
     "InvalidLockError",
+    "LocalServer",
     "LockViolationError",
-    "MalformedResponseError",
     "LockedAzureChatOpenAI",
     "LockedChatModel",
     "LockedChatOpenAI",
+    "MalformedResponseError",
     "ParamDroppedError",
+    "ProbeError",
     "SeedLock",
+    "SeedLockCallbackHandler",
     "SeedLockError",
+    "SeedLockMiddleware",
     "StoreError",
+    "StoreVersionError",
     "UnsupportedModelError",
     "__version__",
+    "auto_attached_handler",
+    "configure_logging",
+    "disable_auto_attach",
+    "enable_auto_attach",
     "lock_model",
-    "BaselineStore",
     "open_store",
 ]
 

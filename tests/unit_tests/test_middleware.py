@@ -217,8 +217,9 @@ def test_an_override_by_another_middleware_is_refused(stub: StubOpenAI, position
     assert err.value.field == "temperature"
     assert err.value.attempted == 1.5
     assert stub.requests == []  # nothing was sent
-    failed = named(logs, CALL_FAILED)
-    assert [line["error.type"] for line in failed] == ["LockViolationError"] * (position == "after")
+    [failed] = named(logs, CALL_FAILED)  # refused calls are logged too
+    assert failed["error.type"] == "LockViolationError"
+    assert (failed["agent_step"], failed["thread_id"]) == (1, "t-1")
 
 
 @pytest.mark.parametrize("position", ["before", "after"])
@@ -451,9 +452,12 @@ def test_with_summarization_middleware(stub: StubOpenAI, position: str) -> None:
     order: list[AgentMiddleware[Any, Any, Any]] = (
         [summary, seedlock] if position == "before" else [seedlock, summary]
     )
+    plan = iter([[{"name": "get_weather", "arguments": {"city": "Oslo"}}]] * 2)
+    # The summary removes tool results from the request: script by call count instead.
+    stub.tool_calls = lambda body: next(plan, None) if body["model"] == "gpt-4o-mini" else None
     agent = make_agent(stub, order)
     with capture_logs() as logs:
-        agent.invoke(QUESTION, config())
+        agent.invoke(QUESTION, {**config(), "recursion_limit": 20})
     by_model: dict[str, list[dict[str, Any]]] = {}
     for body in stub.requests:
         by_model.setdefault(body["model"], []).append(body)
@@ -506,3 +510,31 @@ def test_any_chat_model_gets_the_lock_through_model_settings() -> None:
     assert len({line["seedlock.request_hash"] for line in calls}) == 3  # hashed here
     # The provider name LangChain reports for the model (its ls_provider), as the handler does.
     assert {line["gen_ai.provider.name"] for line in calls} == {"scriptedchatmodel"}
+
+
+# -- construction ----------------------------------------------------------------------
+def test_store_url_and_content_capture(stub: StubOpenAI, tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/agent.db"
+    seedlock = SeedLockMiddleware(LOCK, store=url, capture_content=True)
+    with capture_logs() as logs:
+        make_agent(stub, [seedlock]).invoke(QUESTION, config())
+    assert seedlock.close(timeout=10)
+    last = named(logs, CALL)[-1]
+    assert "Weather and time in Paris?" in last["seedlock.prompt_text"]
+    assert last["seedlock.output_text"].startswith("seed=123")
+    with open_store(url) as reopened:
+        assert len(reopened.requests()) == 3
+
+
+def test_content_is_not_logged_by_default(stub: StubOpenAI) -> None:
+    with capture_logs() as logs:
+        make_agent(stub, [SeedLockMiddleware(LOCK)]).invoke(QUESTION, config())
+    assert all("seedlock.prompt_text" not in line for line in logs)
+    assert all("Paris" not in repr(line) for line in named(logs, CALL))
+
+
+def test_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="either store= or monitor="):
+        SeedLockMiddleware(LOCK, store="memory://", monitor=SeedLockMiddleware(LOCK).monitor)
+    with pytest.raises(TypeError, match="SeedLock"):
+        SeedLockMiddleware({"seed": 1})  # type: ignore[arg-type]

@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM (docker stop, systemd, kill) must stop the server like Ctrl-C
     # does: turn it into an exception so the `with` block cleans up.
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # A shell starts background jobs (`seedlock serve &`) with SIGINT ignored,
+    # and Python then keeps it ignored: restore Ctrl-C / `kill -INT` explicitly.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with server:
             print(server.base_url, flush=True)
@@ -138,3 +141,4 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BACKEND
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
