@@ -6,6 +6,7 @@ import json
 import random
 import re
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from langchain_core.embeddings import Embeddings
@@ -219,6 +220,8 @@ def test_html_is_self_contained_with_chart(stub: StubOpenAI) -> None:
     assert not re.search(r"""(src|href)=["']?https?:""", page)  # no external assets
     assert "exact-match rate" in page
     assert result._repr_html_() in page
+    svg = ElementTree.fromstring(result.to_svg())  # well-formed, standalone SVG
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
 
 
 def test_rich_and_text_rendering(stub: StubOpenAI) -> None:

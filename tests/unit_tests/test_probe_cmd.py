@@ -184,6 +184,17 @@ def test_local_server_startup_failure_includes_log_tail(
         LocalServer(startup_timeout=10).start()
 
 
+def test_probe_embedded_server_fails_to_start_one_line(
+    fake_llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    assert main(["probe", "--store", "memory://"]) == 4
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "exited with code 1 during startup" in err
+    assert err.endswith("error: couldn't load model")
+
+
 def test_local_server_missing_pieces_name_the_install_command(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import os
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -233,18 +234,26 @@ def test_sqlite_read_only_option_raises_on_write(tmp_path: Path) -> None:
             s.write([rec()])
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores file modes")
+def _make_read_only(path: Path) -> Callable[[], None]:
+    """Make a file read-only even for root (which ignores file modes): chattr +i."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+        return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
+    path.chmod(0o444)
+    return lambda: path.chmod(0o644)
+
+
 def test_sqlite_read_only_file_raises(tmp_path: Path) -> None:
     path = tmp_path / "ro.db"
     open_store(f"sqlite:///{path}").close()
-    path.chmod(0o444)
+    restore = _make_read_only(path)
     try:
         s = open_store(f"sqlite:///{path}")
         with pytest.raises(StoreError, match=str(path)):
             s.write([rec()])
         s.close()
     finally:
-        path.chmod(0o644)
+        restore()
 
 
 def test_sqlite_many_threads(tmp_path: Path) -> None:

@@ -108,9 +108,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _fail(message: str, code: int) -> int:
-    # One line, no traceback: this is what a CI log shows.
-    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
-    print(f"seedlock probe: error: {first}", file=sys.stderr)
+    # One line, no traceback: this is what a CI log shows. A server that
+    # failed to start appends its log tail: keep the last line, the error.
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    text = lines[0] if lines else "unknown error"
+    if len(lines) > 1:
+        text = f"{text} {lines[-1]}"
+    print(f"seedlock probe: error: {text}", file=sys.stderr)
     return code
 
 
