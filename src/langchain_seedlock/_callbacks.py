@@ -53,10 +53,10 @@ from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 from langchain_seedlock import _events as ev
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._enforce import apply_policy, find_violations
-from langchain_seedlock._errors import LockViolationError
+from langchain_seedlock._errors import LockViolationError, MalformedResponseError
 from langchain_seedlock._hashing import normalize_params, output_hash, request_hash_from_messages
 from langchain_seedlock._lock import SeedLock
-from langchain_seedlock._record import CallRecord
+from langchain_seedlock._record import CallRecord, clean_fingerprint
 from langchain_seedlock._store._base import BaselineStore
 
 # Keys this handler adds to a run's metadata (what tracers show).
@@ -136,6 +136,8 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         max_runs: int = 10_000,
     ) -> None:
         super().__init__()
+        if lock is not None and not isinstance(lock, SeedLock):
+            raise TypeError(f"lock must be a SeedLock, got {type(lock).__name__}")
         if enforce and lock is None:
             raise ValueError(
                 "enforce=True needs a lock: SeedLockCallbackHandler(lock=..., enforce=True)"
@@ -333,20 +335,34 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
 
     def _end(self, response: LLMResult, run_id: UUID, parent_run_id: UUID | None) -> None:
         run, metadata_alone = self._pop(run_id)
+        known = run is not None
         if run is None:  # attached mid-run, or evicted: record what the end tells
             run = _Run("unknown", None, {}, [], None, {}, _str(parent_run_id))
         generations = response.generations[0] if response.generations else []
         out_messages = [g.message for g in generations if isinstance(g, ChatGeneration)]
         if not out_messages:
-            return  # a text-completion LLM: nothing this package hashes
+            if known and not generations:
+                # A chat run that ended with no choices at all: nothing to record,
+                # but say so (LangChain then fails the call on its own).
+                self.monitor.report_failure(
+                    self._start_fields(run, run_id),
+                    MalformedResponseError("the model server answered with no choices"),
+                )
+            return  # else a text-completion LLM: nothing this package hashes
         first = out_messages[0]
         meta = first.response_metadata or {}
         llm_output = response.llm_output or {}
         info = generations[0].generation_info or {}
 
-        fingerprint = _first_str(
-            llm_output.get(_FINGERPRINT), run.chunk_fingerprint,
-            info.get(_FINGERPRINT), meta.get(_FINGERPRINT),
+        # Bounded and stringified as the locked models do: a server sending a
+        # non-string or huge fingerprint must not bloat every event and row.
+        fingerprint = clean_fingerprint(
+            next(
+                (v for v in (llm_output.get(_FINGERPRINT), run.chunk_fingerprint,
+                             info.get(_FINGERPRINT), meta.get(_FINGERPRINT))
+                 if v is not None and v != ""),
+                None,
+            )
         )  # fmt: skip
         req_hash = _first_str(meta.get(_LOCKED_REQUEST_HASH), llm_output.get(_LOCKED_REQUEST_HASH))
         if req_hash is None:

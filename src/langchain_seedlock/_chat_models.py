@@ -273,6 +273,14 @@ class _LockedOpenAIMixin(_OpenAIBase):
                 else v.field
             )
             payload[key] = v.locked
+        # 3. An equal value of another type (seed=5.0 for a locked 5) is sent as
+        # the locked integer: providers refuse a float seed or max_tokens.
+        for name, locked in lock.canonical().items():
+            key = name
+            if name == "max_tokens" and "max_completion_tokens" in payload:
+                key = "max_completion_tokens"
+            if isinstance(locked, int) and isinstance(payload.get(key), float):
+                payload[key] = locked
         if call is not None:
             call.request_hash = request_hash(self._seedlock_provider, payload)
         return payload

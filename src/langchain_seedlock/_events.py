@@ -105,9 +105,24 @@ _LEVELS: Final = {
 
 
 def get_logger() -> Any:
-    """The package's structlog logger (resolved lazily, so configuration made
-    after import applies)."""
-    return structlog.get_logger(LOGGER_NAME)
+    """The package's structlog logger (resolved per call, so configuration made
+    after import applies).
+
+    Unconfigured, structlog prints every level to stdout, which would mix the
+    debug ``seedlock.call`` lines into a program's own output. So until the
+    application configures structlog (or calls `configure_logging`), the
+    package writes only warnings and above, to stderr.
+    """
+    if structlog.is_configured():
+        return structlog.get_logger(LOGGER_NAME)
+    return structlog.wrap_logger(
+        structlog.PrintLogger(file=sys.stderr),
+        wrapper_class=_UNCONFIGURED_WRAPPER,
+        logger_name=LOGGER_NAME,
+    )
+
+
+_UNCONFIGURED_WRAPPER = structlog.make_filtering_bound_logger(30)  # warning
 
 
 def level_number(level: str | int) -> int:

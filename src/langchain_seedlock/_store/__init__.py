@@ -47,6 +47,8 @@ def open_store(url: str | None = None, **options: Any) -> BaselineStore:
     """
     if url is None:
         url = default_store_url()
+    if not isinstance(url, str):
+        raise StoreError(f"store URL must be a string, got {type(url).__name__}")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "memory":
         if options:

@@ -154,7 +154,12 @@ def _secrets_of(url: str) -> list[str]:
             secrets += [parts.password, unquote(parts.password)]
         secrets += [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_PARAMS and v]
     except ValueError:
-        pass
+        # Malformed URL (e.g. an unclosed IPv6 bracket): libpq quotes the whole
+        # URI in its error, so find the password the way redact_url does.
+        match = re.match(r"^[^:/]*://([^/@]*)@", url)
+        if match and ":" in match.group(1):
+            password = match.group(1).split(":", 1)[1]
+            secrets += [password, unquote(password)]
     # Longest first so a secret containing another is replaced whole.
     return sorted({s for s in secrets if s}, key=len, reverse=True)
 

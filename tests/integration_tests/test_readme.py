@@ -1,0 +1,40 @@
+"""The README's quickstart runs as written, on the real local model."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from langchain_seedlock._local_server import local_backend_installed
+from tests._fixtures.llama import SKIP_REASON
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.llama
+def test_readme_quickstart_runs(tmp_path: Path) -> None:
+    if not local_backend_installed():
+        pytest.skip(SKIP_REASON)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    assert blocks, "README.md has no python block"
+    script = tmp_path / "quickstart.py"
+    script.write_text(blocks[0], encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "True"  # same seed, same backend: the same answer twice
+    assert lines[1]  # the fingerprint llama.cpp reports
+    assert re.fullmatch(r"[0-9a-f]{64}", lines[2])
+    assert (tmp_path / "baselines.db").exists()
