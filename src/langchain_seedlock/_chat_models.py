@@ -89,14 +89,15 @@ def _stamp_metadata(
             "the model server answered with no choices: there is no output to record "
             "(an OpenAI-compatible server must return at least one choice)"
         )
-    for message in messages:
+    hashes = [output_hash([message]) for message in messages]
+    for message, message_hash in zip(messages, hashes, strict=True):
         message.response_metadata.update(
             {
                 META_FINGERPRINT: fingerprint,
                 META_SEED: lock.seed,
                 META_LOCK_HASH: lock.lock_hash,
                 META_REQUEST_HASH: req_hash,
-                META_OUTPUT_HASH: output_hash([message]),
+                META_OUTPUT_HASH: message_hash,
             }
         )
     return {
@@ -104,7 +105,8 @@ def _stamp_metadata(
         META_SEED: lock.seed,
         META_LOCK_HASH: lock.lock_hash,
         META_REQUEST_HASH: req_hash,
-        META_OUTPUT_HASH: output_hash(messages),
+        # One message hashes as itself (see output_hash): not computed twice.
+        META_OUTPUT_HASH: hashes[0] if len(messages) == 1 else output_hash(messages),
     }
 
 
@@ -243,7 +245,8 @@ class _LockedOpenAIMixin(_OpenAIBase):
         # 1. Call-time and bind-time values that differ from the lock.
         given = {**kwargs, **({"stop": stop} if stop is not None else {})}
         overrides = find_violations(lock, given)
-        apply_policy(lock, overrides, source="call argument", log_fields=self._log_fields())
+        if overrides:  # log fields only built when there is something to report
+            apply_policy(lock, overrides, source="call argument", log_fields=self._log_fields())
         for v in overrides:  # warn / ignore: the lock wins
             if v.field == "stop":
                 stop = list(v.locked)
@@ -258,14 +261,15 @@ class _LockedOpenAIMixin(_OpenAIBase):
         payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
         # 2. What will really be sent, against the lock.
         final = find_violations(lock, payload, require_all=True)
-        report_dropped(
-            lock,
-            [v for v in final if v.kind == "missing"],
-            model=self.model_name,
-            log_fields=self._log_fields(),
-        )
         rewritten = [v for v in final if v.kind == "override"]
-        apply_policy(lock, rewritten, source="request payload", log_fields=self._log_fields())
+        if final:
+            report_dropped(
+                lock,
+                [v for v in final if v.kind == "missing"],
+                model=self.model_name,
+                log_fields=self._log_fields(),
+            )
+            apply_policy(lock, rewritten, source="request payload", log_fields=self._log_fields())
         for v in rewritten:
             key = (
                 "max_completion_tokens"
@@ -301,6 +305,15 @@ class _LockedOpenAIMixin(_OpenAIBase):
             chunk, default_chunk_class, base_generation_info
         )
         raw = chunk.get(META_FINGERPRINT) or (chunk.get("chunk") or {}).get(META_FINGERPRINT)
+        if generation_chunk is not None:
+            # langchain-openai copies the finish chunk's fingerprint as is: bound it
+            # like the non-streamed record (a huge one would reach every consumer).
+            for meta in (
+                generation_chunk.generation_info,
+                generation_chunk.message.response_metadata,
+            ):
+                if meta and meta.get(META_FINGERPRINT):
+                    meta[META_FINGERPRINT] = clean_fingerprint(meta[META_FINGERPRINT])
         if generation_chunk is not None and raw:
             generation_chunk.generation_info = {
                 **(generation_chunk.generation_info or {}),

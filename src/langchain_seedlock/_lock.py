@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from langchain_seedlock._errors import InvalidLockError
-from langchain_seedlock._hashing import canonical_json, normalize_params, sha256_hex
+from langchain_seedlock._hashing import PARAM_ALIASES, canonical_json, normalize_params, sha256_hex
 
 OnViolation = Literal["raise", "warn", "ignore"]
 ON_VIOLATION_CHOICES: tuple[OnViolation, ...] = ("raise", "warn", "ignore")
@@ -121,12 +121,13 @@ class SeedLock:
         ```
     """
 
-    __slots__ = ("_hash", "_params", "on_violation", "seed")
+    __slots__ = ("_canonical", "_hash", "_params", "on_violation", "seed")
 
     seed: int
     on_violation: OnViolation
     _params: Mapping[str, Any]
     _hash: str
+    _canonical: Mapping[str, Any]  # seed + params, built once: checked on every call
 
     def __init__(self, seed: int, *, on_violation: OnViolation = "raise", **params: Any) -> None:
         checked: dict[str, Any] = {}
@@ -147,6 +148,8 @@ class SeedLock:
         object.__setattr__(self, "seed", validate_seed(seed))
         object.__setattr__(self, "on_violation", on_violation)
         object.__setattr__(self, "_params", MappingProxyType(dict(sorted(checked.items()))))
+        # Immutable values (tuples, read-only mappings): safe to share.
+        object.__setattr__(self, "_canonical", MappingProxyType({"seed": self.seed, **self._params}))
         object.__setattr__(self, "_hash", sha256_hex(self.canonical()))
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -168,10 +171,16 @@ class SeedLock:
     def canonical(self) -> dict[str, Any]:
         """Seed and parameters as plain JSON-able values (``on_violation`` excluded:
         it decides what happens to a call, not what the call asks for)."""
-        out: dict[str, Any] = {"seed": self.seed}
-        for name, value in self._params.items():
-            out[name] = _plain(value)
-        return out
+        # A fresh copy every time: callers may change it.
+        return {name: _plain(value) for name, value in self._canonical.items()}
+
+    @property
+    def canonical_items(self) -> Mapping[str, Any]:
+        """Seed and parameters, read-only, built once (for the per-call checks).
+
+        Values are immutable (``stop`` a tuple, mappings read-only); use
+        `canonical` for plain JSON-able values."""
+        return self._canonical
 
     def wire_params(self) -> dict[str, Any]:
         """Seed and parameters as they go into a request body."""
@@ -195,8 +204,12 @@ class SeedLock:
 
     def equals_locked(self, name: str, value: Any) -> bool:
         """Whether ``value`` is the locked value of ``name`` (1 and 1.0 are equal)."""
-        name = normalize_params({name: None}).popitem()[0]
+        name = PARAM_ALIASES.get(name, name)
         locked = self.seed if name == "seed" else self._params.get(name)
+        # Fast path (every call): the same type and value canonicalize alike.
+        kind = type(value)
+        if kind is type(locked) and kind in _SCALARS and value == locked:
+            return True
         return canonical_json(normalize_params({name: _plain(value)})) == canonical_json(
             {name: _plain(locked)}
         )
@@ -219,6 +232,10 @@ class SeedLock:
 
 def _rebuild(data: dict[str, Any]) -> SeedLock:
     return SeedLock.from_dict(data)
+
+
+# Types whose equal values (same type) always have the same canonical JSON.
+_SCALARS = frozenset({int, float, str})
 
 
 def _plain(value: Any) -> Any:

