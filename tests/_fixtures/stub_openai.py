@@ -13,6 +13,8 @@ production. Its behaviour is set per test through attributes:
 - ``delay``: seconds to wait before answering;
 - ``raw_response`` / ``raw_sse``: bytes sent as is (malformed-response tests).
 
+``POST .../embeddings`` answers deterministic vectors (for the probe's embedding distance).
+
 Every request body is appended to ``requests`` (thread-safe).
 """
 
@@ -239,6 +241,24 @@ def _auto_tool_call(body: Body) -> list[dict[str, Any]] | None:
     ]
 
 
+def _embeddings(body: Body) -> Body:
+    """Deterministic 8-dimensional vectors derived from each input's bytes."""
+    import hashlib
+
+    inputs = body.get("input")
+    texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    data = []
+    for i, text in enumerate(texts):
+        digest = hashlib.sha256(str(text).encode()).digest()
+        data.append({"object": "embedding", "index": i, "embedding": [b / 255 for b in digest[:8]]})
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.get("model"),
+        "usage": {"prompt_tokens": 1, "total_tokens": 1},
+    }
+
+
 def _tokens(text: str) -> list[str]:
     words = text.split(" ")
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
@@ -264,6 +284,9 @@ def _make_handler(stub: StubOpenAI) -> type[BaseHTTPRequestHandler]:
                 stub.requests.append(body)
             if stub.delay:
                 time.sleep(stub.delay)
+            if self.path.rstrip("/").endswith("/embeddings"):
+                self._json(200, _embeddings(body))
+                return
             if stub.status != 200:
                 self._json(
                     stub.status, {"error": {"message": "stub error", "type": "server_error"}}

@@ -273,3 +273,15 @@ def test_verify_prompt_file(stub: StubOpenAI, tmp_path: Path) -> None:
 def test_verify_unreachable_backend(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'b.db'}"
     assert main(["verify", "--base-url", "http://127.0.0.1:9/v1", "--store", store]) == 4
+
+
+def test_probe_embedding_distance(stub: StubOpenAI, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(_probe_args(stub, "--embeddings-model", "text-embedding-3-small", "--json", "-")) == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    seeded, unseeded = data["arms"]["seeded"], data["arms"]["unseeded"]
+    assert seeded["distance_kind"] == unseeded["distance_kind"] == "cosine"
+    assert seeded["mean_pairwise_distance"] == 0  # identical outputs, identical vectors
+    assert unseeded["mean_pairwise_distance"] > 0
+    assert any(r.get("model") == "text-embedding-3-small" for r in stub.requests)

@@ -90,6 +90,12 @@ def add_parser(subparsers: Any) -> None:
         "--concurrency", type=_positive, default=1,
         help="requests in flight per arm (default: 1, sequential)",
     )  # fmt: skip
+    exp.add_argument(
+        "--embeddings-model", default=os.environ.get("SEEDLOCK_EMBEDDINGS_MODEL"), metavar="NAME",
+        help="measure pairwise distance as the cosine distance of embeddings from this model "
+        "on the same OpenAI-compatible endpoint, as OpenAI's cookbook does "
+        "(default: $SEEDLOCK_EMBEDDINGS_MODEL, else a text distance)",
+    )  # fmt: skip
     out = parser.add_argument_group("output")
     out.add_argument("--json", dest="json_file", metavar="FILE", help="write the result as JSON")
     out.add_argument("--html", dest="html_file", metavar="FILE", help="write an HTML report")
@@ -210,6 +216,23 @@ def open_backend(
     return {"model": args.model or DEFAULT_OPENAI_MODEL, "backend": {"kind": "openai"}}
 
 
+def _embeddings(name: str, probe_kwargs: dict[str, Any]) -> Any:
+    """OpenAI-compatible embeddings on the probe's endpoint."""
+    if str(probe_kwargs.get("backend", {}).get("kind")) == "local llama-server":
+        raise ValueError(
+            "the embedded SmolLM2 server serves no embeddings; drop --embeddings-model "
+            "or point --base-url at an endpoint that has that model"
+        )
+    from langchain_openai import OpenAIEmbeddings
+
+    return OpenAIEmbeddings(
+        model=name,
+        base_url=probe_kwargs.get("base_url"),
+        api_key=probe_kwargs.get("api_key") or os.environ.get("OPENAI_API_KEY") or "none",
+        check_embedding_ctx_length=False,
+    )
+
+
 def configure_cli_logging() -> None:
     """The CLI configures structlog for itself (the library never does): drift
     and fingerprint events go to stderr, the per-call debug line does not."""
@@ -225,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         try:
             probe_kwargs = open_backend(args, stack, announce=interactive)
+            if args.embeddings_model:
+                probe_kwargs["embeddings"] = _embeddings(args.embeddings_model, probe_kwargs)
             progress = _Progress(args.runs, stack) if interactive else None
             result = run_probe(
                 prompt=args.prompt,
