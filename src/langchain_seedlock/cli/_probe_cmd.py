@@ -224,11 +224,13 @@ def _embeddings(name: str, probe_kwargs: dict[str, Any]) -> Any:
             "or point --base-url at an endpoint that has that model"
         )
     from langchain_openai import OpenAIEmbeddings
+    from pydantic import SecretStr
 
+    key = probe_kwargs.get("api_key") or os.environ.get("OPENAI_API_KEY") or "none"
     return OpenAIEmbeddings(
         model=name,
         base_url=probe_kwargs.get("base_url"),
-        api_key=probe_kwargs.get("api_key") or os.environ.get("OPENAI_API_KEY") or "none",
+        api_key=SecretStr(str(key)),
         check_embedding_ctx_length=False,
     )
 
