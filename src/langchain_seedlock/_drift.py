@@ -20,7 +20,7 @@ import difflib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -42,6 +42,10 @@ _T = TypeVar("_T")
 SIMILARITY_EXACT_LIMIT: Final = 4000
 # One store_error line per operation per this many seconds; repeats are counted.
 STORE_ERROR_INTERVAL: Final = 60.0
+# After a failed read, calls stop waiting on the store for this many seconds
+# (they compare with what this process knows) instead of each paying the
+# store's connect timeout while it is down.
+READ_RETRY_INTERVAL: Final = 5.0
 _SAMPLING_KEYS: Final = (
     ("temperature", ev.K_TEMPERATURE),
     ("top_p", ev.K_TOP_P),
@@ -206,6 +210,7 @@ class DriftMonitor:
         self._models: OrderedDict[str, _Model] = OrderedDict()
         self._missing_reported: set[str] = set()
         self._store_errors: dict[str, tuple[float, int]] = {}  # op -> (last logged, suppressed)
+        self._reads_paused_until = 0.0  # monotonic; see READ_RETRY_INTERVAL
         self._closed = False
         self._writer: Any = None
         if store is not None:
@@ -608,16 +613,24 @@ class DriftMonitor:
         self._writer.submit(record, events)
 
     def _read(self, op: str, fn: Callable[[str], list[_T]], key: str) -> list[_T] | None:
+        if time.monotonic() < self._reads_paused_until:
+            return None
         try:
             return fn(key)
         except Exception as exc:  # noqa: BLE001 - a store failure never fails the call
+            self._reads_paused_until = time.monotonic() + READ_RETRY_INTERVAL
             self._store_error(op, exc)
             return None
 
     async def _aread(self, awaitable: Awaitable[list[_T]]) -> list[_T] | None:
+        if time.monotonic() < self._reads_paused_until:
+            if isinstance(awaitable, Coroutine):
+                awaitable.close()  # never awaited: close it so Python does not warn
+            return None
         try:
             return await awaitable
         except Exception as exc:  # noqa: BLE001 - a store failure never fails the call
+            self._reads_paused_until = time.monotonic() + READ_RETRY_INTERVAL
             self._store_error("read", exc)
             return None
 

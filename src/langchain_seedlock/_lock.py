@@ -149,7 +149,8 @@ class SeedLock:
         object.__setattr__(self, "on_violation", on_violation)
         object.__setattr__(self, "_params", MappingProxyType(dict(sorted(checked.items()))))
         # Immutable values (tuples, read-only mappings): safe to share.
-        object.__setattr__(self, "_canonical", MappingProxyType({"seed": self.seed, **self._params}))
+        canonical = MappingProxyType({"seed": self.seed, **self._params})
+        object.__setattr__(self, "_canonical", canonical)
         object.__setattr__(self, "_hash", sha256_hex(self.canonical()))
 
     def __setattr__(self, name: str, value: Any) -> None:
