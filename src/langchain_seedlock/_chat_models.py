@@ -279,7 +279,7 @@ class _LockedOpenAIMixin(_OpenAIBase):
             payload[key] = v.locked
         # 3. An equal value of another type (seed=5.0 for a locked 5) is sent as
         # the locked integer: providers refuse a float seed or max_tokens.
-        for name, locked in lock.canonical().items():
+        for name, locked in lock.canonical_items.items():
             key = name
             if name == "max_tokens" and "max_completion_tokens" in payload:
                 key = "max_completion_tokens"

@@ -84,7 +84,7 @@ def test_first_use_by_many_workers_migrates_once(fresh_postgres_url: str) -> Non
 
 
 def test_newer_schema_is_refused(fresh_postgres_url: str) -> None:
-    import psycopg  # noqa: PLC0415 - optional extra
+    import psycopg
 
     open_store(fresh_postgres_url).close()
     with psycopg.connect(fresh_postgres_url, autocommit=True) as conn:

@@ -30,7 +30,7 @@ def default_store_url() -> str:
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
         return env
-    import platformdirs  # noqa: PLC0415 - only needed for the default URL
+    import platformdirs
 
     path = Path(platformdirs.user_state_dir("langchain-seedlock")) / "baselines.db"
     return "sqlite:///" + path.as_posix()
@@ -55,11 +55,11 @@ def open_store(url: str | None = None, **options: Any) -> BaselineStore:
             raise StoreError(f"memory:// takes no options (got {sorted(options)})")
         return MemoryStore(url)
     if scheme == "sqlite":
-        from langchain_seedlock._store._sqlite import SQLiteStore  # noqa: PLC0415 - lazy
+        from langchain_seedlock._store._sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url, **options)
     if scheme in ("postgresql", "postgres"):
-        from langchain_seedlock._store._postgres import PostgresStore  # noqa: PLC0415 - lazy
+        from langchain_seedlock._store._postgres import PostgresStore
 
         return PostgresStore(url, **options)
     shown = scheme or "(none)"

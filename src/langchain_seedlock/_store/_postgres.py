@@ -136,8 +136,8 @@ Q_FINGERPRINTS = (
 def _import_psycopg() -> Any:
     try:
         # Lazy: the driver is an optional extra.
-        import psycopg  # noqa: PLC0415
-        import psycopg_pool  # noqa: PLC0415
+        import psycopg
+        import psycopg_pool
     except ImportError as exc:
         raise StoreError(
             "the PostgreSQL store needs psycopg 3 and psycopg-pool: "

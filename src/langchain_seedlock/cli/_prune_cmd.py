@@ -60,9 +60,9 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Prune the store; print how many rows were deleted."""
     # Lazy, as every subcommand: keeps `seedlock --help` fast.
-    from langchain_seedlock._errors import StoreError  # noqa: PLC0415
-    from langchain_seedlock._store import open_store  # noqa: PLC0415
-    from langchain_seedlock.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE  # noqa: PLC0415
+    from langchain_seedlock._errors import StoreError
+    from langchain_seedlock._store import open_store
+    from langchain_seedlock.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 
     if args.older_than is None and args.keep_last is None:
         print("seedlock prune: give --older-than AGE and/or --keep-last N", file=sys.stderr)
