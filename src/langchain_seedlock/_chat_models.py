@@ -127,39 +127,55 @@ def _record_on_run(run_manager: Any, call_meta: Mapping[str, Any]) -> None:
     )
 
 
-def _final_chunk(lock: SeedLock, call: _Call, chunks: list[AIMessageChunk]) -> ChatGenerationChunk:
-    """The empty last chunk of a stream, carrying the record keys.
+class _StreamRecorder:
+    """Follows a stream: the fingerprint wherever it was sent, and the chunks
+    whose merge is hashed into the record carried by the last chunk."""
 
-    Streamed response_metadata is merged by concatenating strings, so a key
-    already sent by an earlier chunk (the finish chunk's fingerprint) is not
-    repeated here.
-    """
-    merged = add_ai_message_chunks(chunks[0], *chunks[1:]) if chunks else AIMessageChunk(content="")
-    meta: dict[str, Any] = {
-        META_SEED: lock.seed,
-        META_LOCK_HASH: lock.lock_hash,
-        META_REQUEST_HASH: call.request_hash,
-        META_OUTPUT_HASH: output_hash([merged]),
-    }
-    if not call.fingerprint_in_chunks:
-        meta[META_FINGERPRINT] = call.fingerprint
-    content: str | list[str | dict[str, Any]] = "" if isinstance(merged.content, str) else []
-    return ChatGenerationChunk(
-        message=AIMessageChunk(content=content, response_metadata=meta, chunk_position="last")
-    )
+    def __init__(self, lock: SeedLock, request_hash: str | None = None) -> None:
+        self.lock = lock
+        self.call = _Call(request_hash=request_hash)
+        self._chunks: list[AIMessageChunk] = []
 
+    def see(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
+        call = self.call
+        info = chunk.generation_info or {}
+        raw = clean_fingerprint(info.pop(_RAW_FINGERPRINT, None))
+        if raw and call.fingerprint is None:
+            call.fingerprint = raw
+        # langchain-openai copies it into the finish chunk's generation_info;
+        # other integrations may put it straight into the message metadata.
+        message = chunk.message
+        sent = info.get(META_FINGERPRINT) or message.response_metadata.get(META_FINGERPRINT)
+        if sent:
+            call.fingerprint = clean_fingerprint(sent)
+            call.fingerprint_in_chunks = True
+        if isinstance(message, AIMessageChunk):
+            self._chunks.append(message)
+        return chunk
 
-def _absorb_chunk(call: _Call, chunk: ChatGenerationChunk) -> None:
-    info = chunk.generation_info
-    if not info:
-        return
-    raw = clean_fingerprint(info.pop(_RAW_FINGERPRINT, None))
-    if raw and call.fingerprint is None:
-        call.fingerprint = raw
-    if info.get(META_FINGERPRINT):
-        # langchain-openai copied it into this (finish) chunk's metadata as is.
-        call.fingerprint = clean_fingerprint(info[META_FINGERPRINT])
-        call.fingerprint_in_chunks = True
+    def final(self) -> ChatGenerationChunk:
+        """The empty last chunk of the stream, carrying the record keys.
+
+        Streamed response_metadata is merged by concatenating strings, so a
+        key already sent by an earlier chunk (the finish chunk's fingerprint)
+        is not repeated here.
+        """
+        chunks, call, lock = self._chunks, self.call, self.lock
+        merged = (
+            add_ai_message_chunks(chunks[0], *chunks[1:]) if chunks else AIMessageChunk(content="")
+        )
+        meta: dict[str, Any] = {
+            META_SEED: lock.seed,
+            META_LOCK_HASH: lock.lock_hash,
+            META_REQUEST_HASH: call.request_hash,
+            META_OUTPUT_HASH: output_hash([merged]),
+        }
+        if not call.fingerprint_in_chunks:
+            meta[META_FINGERPRINT] = call.fingerprint
+        content: str | list[str | dict[str, Any]] = "" if isinstance(merged.content, str) else []
+        return ChatGenerationChunk(
+            message=AIMessageChunk(content=content, response_metadata=meta, chunk_position="last")
+        )
 
 
 def _serialize_lock(data: Any, lock: SeedLock) -> Any:
@@ -365,16 +381,12 @@ class _LockedOpenAIMixin(_OpenAIBase):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        call = _Call()
-        chunks: list[AIMessageChunk] = []
+        recorder = _StreamRecorder(self.lock)
         for chunk in super()._stream(
-            messages, stop=stop, run_manager=run_manager, **{**kwargs, _CALL_KWARG: call}
+            messages, stop=stop, run_manager=run_manager, **{**kwargs, _CALL_KWARG: recorder.call}
         ):
-            _absorb_chunk(call, chunk)
-            if isinstance(chunk.message, AIMessageChunk):
-                chunks.append(chunk.message)
-            yield chunk
-        yield _final_chunk(self.lock, call, chunks)
+            yield recorder.see(chunk)
+        yield recorder.final()
 
     async def _astream(
         self,
@@ -383,16 +395,12 @@ class _LockedOpenAIMixin(_OpenAIBase):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        call = _Call()
-        chunks: list[AIMessageChunk] = []
+        recorder = _StreamRecorder(self.lock)
         async for chunk in super()._astream(
-            messages, stop=stop, run_manager=run_manager, **{**kwargs, _CALL_KWARG: call}
+            messages, stop=stop, run_manager=run_manager, **{**kwargs, _CALL_KWARG: recorder.call}
         ):
-            _absorb_chunk(call, chunk)
-            if isinstance(chunk.message, AIMessageChunk):
-                chunks.append(chunk.message)
-            yield chunk
-        yield _final_chunk(self.lock, call, chunks)
+            yield recorder.see(chunk)
+        yield recorder.final()
 
     def _combine_llm_outputs(self, llm_outputs: list[dict[str, Any] | None]) -> dict[str, Any]:
         combined: dict[str, Any] = super()._combine_llm_outputs(llm_outputs)
@@ -648,8 +656,6 @@ class LockedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         stop, kwargs, req_hash = self._locked_call(messages, stop, kwargs)
-        call = _Call(request_hash=req_hash)
-        chunks: list[AIMessageChunk] = []
         if type(self.model)._stream is BaseChatModel._stream:  # no native streaming
             result = self._stamp(
                 self.model._generate(messages, stop=stop, run_manager=run_manager, **kwargs),
@@ -674,15 +680,10 @@ class LockedChatModel(BaseChatModel):
                 )
             )
             return
+        recorder = _StreamRecorder(self.lock, req_hash)
         for chunk in self.model._stream(messages, stop=stop, run_manager=run_manager, **kwargs):
-            _absorb_chunk(call, chunk)
-            if isinstance(chunk.message, AIMessageChunk):
-                chunks.append(chunk.message)
-                fp = chunk.message.response_metadata.get(META_FINGERPRINT)
-                if fp:
-                    call.fingerprint, call.fingerprint_in_chunks = fp, True
-            yield chunk
-        yield _final_chunk(self.lock, call, chunks)
+            yield recorder.see(chunk)
+        yield recorder.final()
 
     async def _astream(
         self,
@@ -699,19 +700,12 @@ class LockedChatModel(BaseChatModel):
                 yield chunk
             return
         stop, kwargs, req_hash = self._locked_call(messages, stop, kwargs)
-        call = _Call(request_hash=req_hash)
-        chunks: list[AIMessageChunk] = []
+        recorder = _StreamRecorder(self.lock, req_hash)
         async for chunk in self.model._astream(
             messages, stop=stop, run_manager=run_manager, **kwargs
         ):
-            _absorb_chunk(call, chunk)
-            if isinstance(chunk.message, AIMessageChunk):
-                chunks.append(chunk.message)
-                fp = chunk.message.response_metadata.get(META_FINGERPRINT)
-                if fp:
-                    call.fingerprint, call.fingerprint_in_chunks = fp, True
-            yield chunk
-        yield _final_chunk(self.lock, call, chunks)
+            yield recorder.see(chunk)
+        yield recorder.final()
 
     # -- keep the lock across the inner model's helpers -----------------------
     def bind_tools(
