@@ -114,7 +114,8 @@ class Backend:
 
 
 @contextlib.contextmanager
-def backend(kind: str) -> Iterator[Backend]:
+def backend(kind: str, delay: float = 0.0) -> Iterator[Backend]:
+    """``delay``: seconds the http stub waits before answering (a model's latency)."""
     if kind == "inproc":
         yield Backend("inproc", "http://stub.invalid/v1", lambda: None)
         return
@@ -122,7 +123,12 @@ def backend(kind: str) -> Iterator[Backend]:
         raise ValueError(f"unknown backend {kind!r}; use inproc or http")
     from tests._fixtures.stub_openai import StubOpenAI
 
-    stub = StubOpenAI().start()
+    stub = StubOpenAI()
+    # The stub writes headers and body in separate sends: with Nagle's algorithm
+    # on, the client's delayed ACK adds ~40 ms per call. Off, as in real servers.
+    stub._server.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
+    stub.delay = delay
+    stub.start()
     stub.fingerprint = FINGERPRINT
     stub.reply = "Mars is the fourth planet from the Sun."
     stub.requests = _NoList()  # do not keep every request body
@@ -309,8 +315,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         "|" + "|".join("-" * (w + 2) for w in widths) + "|",
     ]
     lines += [
-        "| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |"
-        for r in cells
+        "| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells
     ]
     return "\n".join(lines)
 
@@ -336,7 +341,9 @@ def machine_info() -> str:
     virt = ""
     if shutil.which("lscpu"):
         with contextlib.suppress(Exception):
-            out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+            out = subprocess.run(
+                ["lscpu"], check=False, capture_output=True, text=True, timeout=5
+            ).stdout
             for line in out.splitlines():
                 if line.startswith("Hypervisor vendor:"):
                     virt = f", VM ({line.split(':', 1)[1].strip()})"

@@ -28,11 +28,48 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_seedlock._hashing import request_hash, request_hash_from_messages
 
 BUDGET_MS = 1.0
-WORDS = (
-    "the orbit of each planet follows an ellipse with the sun at one focus while "
-    "its period squared grows with the cube of the semi major axis and observers "
-    "record transit times spectra albedo and temperature for every measured body "
-).split()
+WORDS = [
+    "the",
+    "orbit",
+    "of",
+    "each",
+    "planet",
+    "follows",
+    "an",
+    "ellipse",
+    "with",
+    "the",
+    "sun",
+    "at",
+    "one",
+    "focus",
+    "while",
+    "its",
+    "period",
+    "squared",
+    "grows",
+    "with",
+    "the",
+    "cube",
+    "of",
+    "the",
+    "semi",
+    "major",
+    "axis",
+    "and",
+    "observers",
+    "record",
+    "transit",
+    "times",
+    "spectra",
+    "albedo",
+    "and",
+    "temperature",
+    "for",
+    "every",
+    "measured",
+    "body",
+]
 
 
 def text(n_chars: int, salt: int) -> str:
@@ -133,7 +170,11 @@ def main() -> int:
     )
     params = {k: v for k, v in locked_payload.items() if k != "messages"}
     cases: list[tuple[str, Callable[[], Any], bool]] = [
-        ("request_hash(wire payload) [locked model]", lambda: request_hash("openai", payload), True),
+        (
+            "request_hash(wire payload) [locked model]",
+            lambda: request_hash("openai", payload),
+            True,
+        ),
         (
             "request_hash_from_messages [handler, unlocked model]",
             lambda: request_hash_from_messages("openai", messages, params),
@@ -155,9 +196,13 @@ def main() -> int:
     for name, fn, budgeted in cases:
         ms = time_ms(fn, args.repeat)
         med = median(ms)
-        rows.append([name, med, percentile(ms, 90), min(ms), verdict(med <= BUDGET_MS) if budgeted else ""])
+        rows.append(
+            [name, med, percentile(ms, 90), min(ms), verdict(med <= BUDGET_MS) if budgeted else ""]
+        )
         if budgeted:
-            verdicts.append(f"{verdict(med <= BUDGET_MS)}  {name}: median {med:.3f} ms <= {BUDGET_MS} ms")
+            verdicts.append(
+                f"{verdict(med <= BUDGET_MS)}  {name}: median {med:.3f} ms <= {BUDGET_MS} ms"
+            )
     print(table(["path", "median ms", "p90 ms", "min ms", f"<= {BUDGET_MS} ms"], rows))
     print()
     print("\n".join(verdicts))

@@ -91,7 +91,9 @@ def build_variants(
     return variants
 
 
-def run_sync(variants: list[Variant], texts: list[str], calls: int, warmup: int, rounds: int) -> None:
+def run_sync(
+    variants: list[Variant], texts: list[str], calls: int, warmup: int, rounds: int
+) -> None:
     for v in variants:
         for i in range(warmup):
             v.call(texts[i % len(texts)])
@@ -190,13 +192,16 @@ def report(title: str, variants: list[Variant]) -> list[tuple[str, str, bool]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=1500, help="timed calls per variant")
+    parser.add_argument("--calls", type=int, default=1000, help="timed calls per variant")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--prompts", type=int, default=100, help="distinct prompts cycled")
     parser.add_argument("--backend", choices=["inproc", "http", "both"], default="both")
     parser.add_argument("--mode", choices=["sync", "async", "both"], default="both")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="http stub: seconds before each answer"
+    )
     parser.add_argument(
         "--bare-handler", action="store_true", help="also: the handler on an unlocked ChatOpenAI"
     )
@@ -206,16 +211,17 @@ def main() -> int:
     texts = prompts(args.prompts)
     kinds = ["inproc", "http"] if args.backend == "both" else [args.backend]
     modes = ["sync", "async"] if args.mode == "both" else [args.mode]
-    with tempfile.TemporaryDirectory() as tmp_s, (
-        postgres_url() if not args.no_postgres else _none()
-    ) as pg_url:
+    with (
+        tempfile.TemporaryDirectory() as tmp_s,
+        postgres_url() if not args.no_postgres else _Nothing() as pg_url,
+    ):
         if pg_url is None and not args.no_postgres:
             print("(PostgreSQL not available: its variant is skipped)\n")
         for kind in kinds:
             for mode in modes:
                 tmp = Path(tmp_s) / f"{kind}-{mode}"
                 tmp.mkdir()
-                with backend(kind) as b:
+                with backend(kind, args.delay) as b:
                     variants = build_variants(b, tmp, pg_url, bare_handler=args.bare_handler)
                     if mode == "sync":
                         run_sync(variants, texts, args.calls, args.warmup, args.rounds)
@@ -223,7 +229,8 @@ def main() -> int:
                         asyncio.run(
                             run_async(variants, texts, args.calls, args.warmup, args.rounds)
                         )
-                    report(f"{kind} stub, {mode}", variants)
+                    delay = f", {args.delay * 1000:g} ms latency" if args.delay else ""
+                    report(f"{kind} stub{delay}, {mode}", variants)
                     for v in variants:
                         if v.handler:
                             v.handler.close()
@@ -231,7 +238,7 @@ def main() -> int:
     return 0
 
 
-class _none:
+class _Nothing:
     def __enter__(self) -> None:
         return None
 

@@ -108,9 +108,10 @@ def main() -> int:
     n = args.records
     rows = []
     target_ok = None
-    with tempfile.TemporaryDirectory() as tmp, (
-        postgres_url() if not args.no_postgres else _Nothing()
-    ) as pg:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        postgres_url() if not args.no_postgres else _Nothing() as pg,
+    ):
         urls = [("SQLite", f"sqlite:///{Path(tmp) / 'one.db'}")]
         if pg is not None:
             urls.append(("PostgreSQL", pg))

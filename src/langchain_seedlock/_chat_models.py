@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -199,7 +199,9 @@ class _LockedOpenAIMixin(_OpenAIBase):
     lock: SeedLock = Field(...)
     """The seed and sampling parameters every request is sent with."""
 
-    _seedlock_provider = "openai"
+    # A class variable, not a pydantic private attribute: read on every call,
+    # and private attributes go through pydantic's slower ``__getattr__``.
+    _seedlock_provider: ClassVar[str] = "openai"
 
     def __init__(self, **kwargs: Any) -> None:
         # Keep the lock as a plain dict in lc_kwargs so dumpd/loads round-trip.

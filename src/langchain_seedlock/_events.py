@@ -114,15 +114,25 @@ def get_logger() -> Any:
     package writes only warnings and above, to stderr.
     """
     if structlog.is_configured():
-        return structlog.get_logger(LOGGER_NAME)
-    return structlog.wrap_logger(
-        structlog.PrintLogger(file=sys.stderr),
-        wrapper_class=_UNCONFIGURED_WRAPPER,
-        logger_name=LOGGER_NAME,
-    )
+        # One lazy proxy, reused: it still resolves the configuration on each
+        # use unless the application set ``cache_logger_on_first_use=True``,
+        # which a new proxy per call would defeat (a logger built per call).
+        return _PROXY
+    stream = sys.stderr  # looked up per call: tests and programs swap it
+    cached = _UNCONFIGURED[0]
+    if cached is None or cached[0] is not stream:
+        logger = structlog.wrap_logger(
+            structlog.PrintLogger(file=stream),
+            wrapper_class=_UNCONFIGURED_WRAPPER,
+            logger_name=LOGGER_NAME,
+        )
+        cached = _UNCONFIGURED[0] = (stream, logger)
+    return cached[1]
 
 
+_PROXY = structlog.get_logger(LOGGER_NAME)
 _UNCONFIGURED_WRAPPER = structlog.make_filtering_bound_logger(30)  # warning
+_UNCONFIGURED: list[tuple[Any, Any] | None] = [None]  # (stream, logger) last built
 
 
 def level_number(level: str | int) -> int:
