@@ -9,8 +9,8 @@ instrumentation running in-process, in the same run, on the same stub.
   and on the locked model.
 
 All variants are sync ``invoke`` (``--mode async`` for ``ainvoke``), run
-interleaved in rounds. CPU includes every thread of the process (the
-tracers' and our background writers).
+interleaved in rounds. "call CPU" is the calling thread's; "process CPU"
+adds every other thread (the tracers' batching threads, our store writer).
 
     .venv/bin/python bench/peer.py [--calls 1000] [--backend http] [--mode async]
 """
@@ -199,7 +199,7 @@ def main() -> int:
         print(
             table(
                 ["variant", "calls", "wall med µs", "+wall med µs", "+wall p99 µs",
-                 "+CPU med µs", "+CPU mean µs", "wall ratio (med)"],
+                 "+call CPU med µs", "+process CPU mean µs", "wall ratio (med)"],
                 rows,
             )
         )  # fmt: skip

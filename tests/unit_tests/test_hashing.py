@@ -130,3 +130,15 @@ def test_request_hash_ignores_random_tool_call_ids() -> None:
     assert request_hash("openai", conversation("call_abc")) != request_hash(
         "openai", conversation("call_abc", '{"q": 2}')
     )
+
+
+@given(json_values)
+def test_fast_encoder_gives_the_stdlib_bytes(value: object) -> None:
+    # The hashes must not depend on whether orjson is installed.
+    from langchain_seedlock import _hashing
+
+    normalized = _hashing._normalize(value)
+    fast = _hashing._encode_normalized(normalized)
+    fast_text = fast.decode("utf-8") if isinstance(fast, bytes) else fast
+    assert fast_text == _hashing._ENCODER.encode(normalized)
+    assert _hashing._orjson is not None  # the fast path is the one under test here
