@@ -36,13 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMANDS.values():
-        try:
-            module = importlib.import_module(f"langchain_seedlock.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"langchain_seedlock.cli.{module_name}":
-                raise
-            continue  # subcommand not built yet
-        module.add_parser(sub)
+        importlib.import_module(f"langchain_seedlock.cli.{module_name}").add_parser(sub)
     return parser
 
 

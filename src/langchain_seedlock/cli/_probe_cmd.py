@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_seedlock._errors import BackendUnavailableError, ProbeError, SeedLockError
 from langchain_seedlock._events import configure_logging
+from langchain_seedlock.cli import EXIT_ERROR, EXIT_OK
 from langchain_seedlock.cli._serve_cmd import add_server_arguments, server_kwargs
 
 if TYPE_CHECKING:
@@ -34,10 +35,8 @@ if TYPE_CHECKING:
 
     from langchain_seedlock._probe import ProbeResult
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_FAIL_UNDER = 3
-EXIT_BACKEND = 4
+EXIT_FAIL_UNDER = 3  # the seeded arm reproduced less than --fail-under
+EXIT_BACKEND = 4  # the model server could not be reached or started
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 

@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_seedlock._errors import BackendUnavailableError, SeedLockError
+from langchain_seedlock.cli import EXIT_ERROR, EXIT_OK
 from langchain_seedlock.cli._probe_cmd import (
     EXIT_BACKEND,
-    EXIT_ERROR,
     EXIT_FAIL_UNDER,
-    EXIT_OK,
     add_backend_arguments,
     configure_cli_logging,
     open_backend,
