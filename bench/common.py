@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
@@ -23,7 +24,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -168,54 +168,14 @@ def postgres_url() -> Iterator[str | None]:
     from tests._fixtures import postgres as pg
 
     bindir = pg._bindir()
-    try:
-        import psycopg
-    except ImportError:
+    if importlib.util.find_spec("psycopg") is None or bindir is None:
         yield None
         return
-    if bindir is None:
-        yield None
-        return
-    # A benchmark stopped with SIGTERM still stops its server (finally below).
+    # A benchmark stopped with SIGTERM still stops its server (the context exits).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    tmp = Path(tempfile.mkdtemp(prefix="seedlock-bench-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(tmp, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    datadir = tmp / "data"
-    pwfile = tmp / "pw"
-    pwfile.write_text(pg.ADMIN_PASSWORD + "\n")
-    if as_user:
-        shutil.chown(pwfile, "postgres", "postgres")
-    subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres",
-         "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-sync", "-E", "UTF8"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    server = pg.PostgresServer(bindir, datadir, pg._free_port(), as_user)
-    with (datadir / "postgresql.conf").open("a") as f:
-        # Default durability (fsync on, synchronous_commit on) except: a benchmark
-        # cluster, so the numbers are those of a stock server.
-        f.write("max_connections = 200\n")
-    server.start()
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with psycopg.connect(server.admin_url(), autocommit=True) as conn:
-                    conn.execute(f"CREATE ROLE {pg.ROLE} LOGIN PASSWORD '{pg.PASSWORD}'")
-                    conn.execute(f"CREATE DATABASE {pg.ROLE} OWNER {pg.ROLE}")
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    # Stock durability (fsync, synchronous_commit on): the numbers are a real server's.
+    with pg.throwaway_cluster(bindir, durable=True, prefix="seedlock-bench-pg-") as server:
         yield server.url
-    finally:
-        with contextlib.suppress(Exception):
-            server.stop("immediate")
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -- timing -----------------------------------------------------------------------

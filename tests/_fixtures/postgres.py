@@ -82,13 +82,18 @@ class PostgresServer:
         return f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1:{self.port}/{name}"
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    bindir = _bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    pytest.importorskip("psycopg")
-    tmp = Path(tempfile.mkdtemp(prefix="seedlock-pg-"))
+@contextlib.contextmanager
+def throwaway_cluster(
+    bindir: Path, *, durable: bool = False, prefix: str = "seedlock-pg-"
+) -> Iterator[PostgresServer]:
+    """initdb + start a cluster in a temp dir with the test role; stop and delete it after.
+
+    ``durable=False`` (tests) turns fsync and synchronous commit off;
+    ``durable=True`` (benchmarks) keeps a stock server's durability.
+    """
+    import psycopg
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     as_user: list[str] = []
     if os.geteuid() == 0:
         # initdb refuses to run as root: run the cluster as the postgres user.
@@ -106,13 +111,12 @@ def postgres_server() -> Iterator[PostgresServer]:
     )  # fmt: skip
     server = PostgresServer(bindir, datadir, _free_port(), as_user)
     with (datadir / "postgresql.conf").open("a") as f:
-        # Throwaway cluster: durability is not the point, speed is.
-        f.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+        if not durable:
+            # Throwaway cluster: durability is not the point, speed is.
+            f.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
         f.write("max_connections = 200\n")
     server.start()
     try:
-        import psycopg
-
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -129,6 +133,16 @@ def postgres_server() -> Iterator[PostgresServer]:
         with contextlib.suppress(Exception):
             server.stop("immediate")
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    bindir = _bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    pytest.importorskip("psycopg")
+    with throwaway_cluster(bindir) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
