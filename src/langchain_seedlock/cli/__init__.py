@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 # subcommand -> module under langchain_seedlock.cli
 COMMANDS: dict[str, str] = {
@@ -24,6 +24,23 @@ COMMANDS: dict[str, str] = {
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_NOT_REPRODUCED = 3  # probe below --fail-under, or verify found drift
+EXIT_BACKEND = 4  # the model server could not be reached or started
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for integers >= ``minimum``, with a message naming the value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid count {text!r}: not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"invalid count {text!r}: must be >= {minimum}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,15 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: must be >= 1")
-    return value
+from langchain_seedlock.cli import int_at_least
 
 
 def add_parser(subparsers: Any) -> None:
@@ -41,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument(
-        "--limit", metavar="N", type=_positive, default=50,
+        "--limit", metavar="N", type=int_at_least(1), default=50,
         help="at most N requests, most recently seen first (default 50)",
     )  # fmt: skip
     parser.set_defaults(run=run)

@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_seedlock._errors import BackendUnavailableError, ProbeError, SeedLockError
 from langchain_seedlock._events import configure_logging
-from langchain_seedlock.cli import EXIT_ERROR, EXIT_OK
+from langchain_seedlock.cli import (
+    EXIT_BACKEND,
+    EXIT_ERROR,
+    EXIT_NOT_REPRODUCED,
+    EXIT_OK,
+    int_at_least,
+)
 from langchain_seedlock.cli._serve_cmd import add_server_arguments, server_kwargs
 
 if TYPE_CHECKING:
@@ -35,8 +41,6 @@ if TYPE_CHECKING:
 
     from langchain_seedlock._probe import ProbeResult
 
-EXIT_FAIL_UNDER = 3  # the seeded arm reproduced less than --fail-under
-EXIT_BACKEND = 4  # the model server could not be reached or started
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
@@ -45,13 +49,6 @@ def _rate(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (got {text})")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (got {text})")
     return value
 
 
@@ -78,15 +75,15 @@ def add_parser(subparsers: Any) -> None:
     add_backend_arguments(parser)
     exp = parser.add_argument_group("experiment")
     exp.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt sent in every run")
-    exp.add_argument("--runs", type=_positive, default=5, help="runs per arm (default: 5)")
+    exp.add_argument("--runs", type=int_at_least(1), default=5, help="runs per arm (default: 5)")
     exp.add_argument("--seed", type=int, default=123, help="seed of the seeded arm (default: 123)")
     exp.add_argument("--temperature", type=float, default=0.7, help="both arms (default: 0.7)")
     exp.add_argument(
-        "--max-tokens", type=_positive, default=DEFAULT_MAX_TOKENS,
+        "--max-tokens", type=int_at_least(1), default=DEFAULT_MAX_TOKENS,
         help=f"both arms (default: {DEFAULT_MAX_TOKENS})",
     )  # fmt: skip
     exp.add_argument(
-        "--concurrency", type=_positive, default=1,
+        "--concurrency", type=int_at_least(1), default=1,
         help="requests in flight per arm (default: 1, sequential)",
     )  # fmt: skip
     exp.add_argument(
@@ -300,5 +297,5 @@ def _report(result: ProbeResult, args: argparse.Namespace) -> int:
             f"--fail-under {args.fail_under:.0%}",
             file=sys.stderr,
         )
-        return EXIT_FAIL_UNDER
+        return EXIT_NOT_REPRODUCED
     return EXIT_OK

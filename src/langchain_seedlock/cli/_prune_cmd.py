@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from langchain_seedlock.cli import int_at_least
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
@@ -19,16 +21,6 @@ def parse_age(text: str) -> float:
             f"invalid age {text!r}: use a number with a unit s, m, h, d or w (e.g. 30d)"
         )
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: must be >= 0")
-    return value
 
 
 def add_parser(subparsers: Any) -> None:
@@ -51,7 +43,7 @@ def add_parser(subparsers: Any) -> None:
         help="delete what was last seen longer ago than AGE (e.g. 30d, 12h)",
     )  # fmt: skip
     parser.add_argument(
-        "--keep-last", metavar="N", type=_non_negative, default=None,
+        "--keep-last", metavar="N", type=int_at_least(0), default=None,
         help="keep only the N most recently seen requests",
     )  # fmt: skip
     parser.set_defaults(run=run)

@@ -23,9 +23,9 @@ from types import FrameType
 from typing import Any
 
 from langchain_seedlock._errors import BackendUnavailableError
+from langchain_seedlock.cli import EXIT_BACKEND
 
 EXIT_OK = 0
-EXIT_BACKEND = 4
 
 
 def _slots(text: str) -> int | None:

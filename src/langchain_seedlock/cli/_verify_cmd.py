@@ -27,10 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_seedlock._errors import BackendUnavailableError, SeedLockError
-from langchain_seedlock.cli import EXIT_ERROR, EXIT_OK
+from langchain_seedlock.cli import EXIT_BACKEND, EXIT_ERROR, EXIT_NOT_REPRODUCED, EXIT_OK
 from langchain_seedlock.cli._probe_cmd import (
-    EXIT_BACKEND,
-    EXIT_FAIL_UNDER,
     add_backend_arguments,
     configure_cli_logging,
     open_backend,
@@ -41,8 +39,6 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from langchain_seedlock._store._base import BaselineStore, OutputSeen
-
-EXIT_DRIFT = EXIT_FAIL_UNDER  # the same meaning for CI: "does not reproduce"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -153,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     if drifted:
         print(f"seedlock verify: {drifted} output(s) differ from the baseline", file=sys.stderr)
-        return EXIT_DRIFT
+        return EXIT_NOT_REPRODUCED
     if missing:
         print(
             f"seedlock verify: {missing} request(s) have no baseline in the store; "
