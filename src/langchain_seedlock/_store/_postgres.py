@@ -164,7 +164,13 @@ def _secrets_of(url: str) -> list[str]:
     return sorted({s for s in secrets if s}, key=len, reverse=True)
 
 
-def _rows_of(records: Sequence[CallRecord], capture_content: bool) -> tuple[list[Any], list[Any]]:
+def _rows_of(
+    records: Sequence[CallRecord],
+    events: Sequence[StoredEvent],
+    capture_content: bool,
+    jsonb: Any,
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """Parameter rows of one write: outputs, fingerprints, events (sync and async alike)."""
     batch = Batch.of(records, capture_content=capture_content)
     outputs = [
         (rh, bid, oh, d.model_key, d.system_fingerprint, d.count, d.first_seen, d.last_seen,
@@ -175,7 +181,8 @@ def _rows_of(records: Sequence[CallRecord], capture_content: bool) -> tuple[list
         (mk, _NULL_FP if fp is None else "s:" + fp, fp, d.count, d.first_seen, d.last_seen)
         for (mk, fp), d in batch.fingerprints.items()
     ]
-    return outputs, fingerprints
+    event_rows = [(e.name, e.at, jsonb(_jsonable(e.fields))) for e in events]
+    return outputs, fingerprints, event_rows
 
 
 class PostgresStore(BaselineStore):
@@ -377,9 +384,9 @@ class PostgresStore(BaselineStore):
     ) -> None:
         if not records and not events:
             return
-        outputs, fingerprints = _rows_of(records, capture_content)
-        jsonb = self._psycopg.types.json.Jsonb
-        rows = [(e.name, e.at, jsonb(_jsonable(e.fields))) for e in events]
+        outputs, fingerprints, rows = _rows_of(
+            records, events, capture_content, self._psycopg.types.json.Jsonb
+        )
 
         def w(c: psycopg.Connection[Any]) -> None:
             with c.cursor() as cur:
@@ -483,9 +490,9 @@ class PostgresStore(BaselineStore):
     ) -> None:
         if not records and not events:
             return
-        outputs, fingerprints = _rows_of(records, capture_content)
-        jsonb = self._psycopg.types.json.Jsonb
-        rows = [(e.name, e.at, jsonb(_jsonable(e.fields))) for e in events]
+        outputs, fingerprints, rows = _rows_of(
+            records, events, capture_content, self._psycopg.types.json.Jsonb
+        )
 
         async def w(c: Any) -> None:
             async with c.cursor() as cur:
