@@ -192,6 +192,31 @@ class StubOpenAI:
             yield {**base, "choices": [], "usage": usage}
 
 
+def raw_completion(**overrides: Any) -> bytes:
+    """A valid chat completion body (no fingerprint) for ``stub.raw_response``;
+    ``key=...`` removes a key, any other value replaces it."""
+    body: Body = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hello"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+    for key, value in overrides.items():
+        if value is ...:
+            body.pop(key, None)
+        else:
+            body[key] = value
+    return json.dumps(body).encode()
+
+
 def sample_from_schema(
     schema: Any, defs: dict[str, Any] | None = None, text: str = "stub text"
 ) -> Any:

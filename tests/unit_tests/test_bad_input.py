@@ -43,7 +43,7 @@ from langchain_seedlock import (
     open_store,
 )
 from langchain_seedlock._record import MAX_FINGERPRINT_CHARS, clean_fingerprint
-from tests._fixtures.stub_openai import StubOpenAI
+from tests._fixtures.stub_openai import StubOpenAI, raw_completion
 
 LOCK = SeedLock(seed=5, temperature=0.1)
 SECRET = "pw-SEEDLOCK-SECRET-456"  # a store password: must never reach an error message
@@ -170,27 +170,7 @@ def test_float_seed_equal_to_the_lock_hashes_like_the_lock(stub: StubOpenAI) -> 
 # ---------------------------------------------------------------------------
 def completion(**overrides: Any) -> bytes:
     """A valid chat completion with ``system_fingerprint="fp_ok"``; ``...`` removes a key."""
-    body: dict[str, Any] = {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "m",
-        "system_fingerprint": "fp_ok",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "hello"},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
-    for key, value in overrides.items():
-        if value is ...:
-            body.pop(key, None)
-        else:
-            body[key] = value
-    return json.dumps(body).encode()
+    return raw_completion(**{"system_fingerprint": "fp_ok", **overrides})
 
 
 def sse(*chunks: dict[str, Any] | str, done: bool = True) -> bytes:

@@ -11,31 +11,9 @@ import pytest
 from langchain_seedlock import LockedChatOpenAI, MalformedResponseError, SeedLock
 from langchain_seedlock._record import MAX_FINGERPRINT_CHARS
 from tests._fixtures.stub_openai import StubOpenAI
+from tests._fixtures.stub_openai import raw_completion as completion
 
 LOCK = SeedLock(seed=5, temperature=0.1)
-
-
-def completion(**overrides: Any) -> bytes:
-    body: dict[str, Any] = {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "hello"},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
-    for key, value in overrides.items():
-        if value is ...:
-            body.pop(key, None)
-        else:
-            body[key] = value
-    return json.dumps(body).encode()
 
 
 def model(stub: StubOpenAI) -> LockedChatOpenAI:
