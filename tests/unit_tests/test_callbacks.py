@@ -32,11 +32,6 @@ from langchain_seedlock._store import BaselineStore, MemoryStore, StoredEvent, o
 from tests._fixtures.stub_openai import StubOpenAI
 
 
-@pytest.fixture(autouse=True)
-def _raise_internal_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEEDLOCK_RAISE_INTERNAL_ERRORS", "1")
-
-
 def make_model(stub: StubOpenAI, **kwargs: Any) -> ChatOpenAI:
     kwargs.setdefault("seed", 1)
     return ChatOpenAI(

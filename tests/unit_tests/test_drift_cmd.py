@@ -13,11 +13,6 @@ from langchain_seedlock.cli import main
 from tests._fixtures.stub_openai import StubOpenAI
 
 
-@pytest.fixture(autouse=True)
-def _raise_internal_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEEDLOCK_RAISE_INTERNAL_ERRORS", "1")
-
-
 @pytest.fixture
 def recorded(stub: StubOpenAI, tmp_path: Path) -> str:
     """A SQLite store after a real sequence: a stable request, a drifting one, a new build."""

@@ -26,11 +26,6 @@ from langchain_seedlock._store import BaselineStore, open_store
 from tests._fixtures.stub_openai import StubOpenAI
 
 
-@pytest.fixture(autouse=True)
-def _raise_internal_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEEDLOCK_RAISE_INTERNAL_ERRORS", "1")
-
-
 @pytest.fixture
 def store() -> Iterator[BaselineStore]:
     s = open_store("memory://")

@@ -20,11 +20,6 @@ from langchain_seedlock._record import CallRecord
 from tests._fixtures.stub_openai import StubOpenAI
 
 
-@pytest.fixture(autouse=True)
-def _raise_internal_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEEDLOCK_RAISE_INTERNAL_ERRORS", "1")
-
-
 def make_model(stub: StubOpenAI) -> ChatOpenAI:
     return ChatOpenAI(model="gpt-4o-mini", base_url=stub.base_url, api_key="sk-test", seed=1)
 

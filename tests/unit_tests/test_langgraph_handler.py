@@ -24,11 +24,6 @@ from tests._fixtures.stub_openai import StubOpenAI
 LOCK = SeedLock(seed=7, temperature=0.3)
 
 
-@pytest.fixture(autouse=True)
-def _raise_internal_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEEDLOCK_RAISE_INTERNAL_ERRORS", "1")
-
-
 class State(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
 

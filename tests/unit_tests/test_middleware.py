@@ -41,11 +41,6 @@ LOCK = SeedLock(seed=123, temperature=0.2, max_tokens=50)
 QUESTION = {"messages": [{"role": "user", "content": "Weather and time in Paris?"}]}
 
 
-@pytest.fixture(autouse=True)
-def _raise_internal_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEEDLOCK_RAISE_INTERNAL_ERRORS", "1")
-
-
 @tool
 def get_weather(city: str) -> str:
     """Current weather in a city."""

@@ -30,11 +30,6 @@ KEYS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _raise_internal_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEEDLOCK_RAISE_INTERNAL_ERRORS", "1")
-
-
 class RecordingSession(requests.Session):
     """A requests session that records every request and answers 200 {}."""
 
