@@ -185,23 +185,28 @@ def _serialize_lock(data: Any, lock: SeedLock) -> Any:
     return data
 
 
+def _carry_record(combined: dict[str, Any], llm_outputs: list[dict[str, Any] | None]) -> None:
+    """Keep a single call's record keys in the combined llm_output (one call: its
+    record is the run's; several calls have no single record)."""
+    if len(llm_outputs) == 1 and llm_outputs[0]:
+        combined.update({k: v for k, v in llm_outputs[0].items() if k in _RECORD_KEYS})
+
+
 if TYPE_CHECKING:
+    _LockBase = BaseChatModel
     _OpenAIBase = BaseChatOpenAI
 else:
-    _OpenAIBase = BaseModel
+    _LockBase = BaseModel
+    _OpenAIBase = object
 
 
-class _LockedOpenAIMixin(_OpenAIBase):
-    """The lock for langchain-openai models; see `LockedChatOpenAI`."""
+class _LockHolder(_LockBase):
+    """The `lock` field and its serialization, shared by every locked model."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     lock: SeedLock = Field(...)
     """The seed and sampling parameters every request is sent with."""
-
-    # A class variable, not a pydantic private attribute: read on every call,
-    # and private attributes go through pydantic's slower ``__getattr__``.
-    _seedlock_provider: ClassVar[str] = "openai"
 
     def __init__(self, **kwargs: Any) -> None:
         # Keep the lock as a plain dict in lc_kwargs so dumpd/loads round-trip.
@@ -213,6 +218,26 @@ class _LockedOpenAIMixin(_OpenAIBase):
     @classmethod
     def _coerce_lock(cls, value: Any) -> SeedLock:
         return _lock_from(value)
+
+    def to_json(self) -> Any:
+        return _serialize_lock(super().to_json(), self.lock)
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        """``["langchain_seedlock"]``: load with ``valid_namespaces=["langchain_seedlock"]``."""
+        return ["langchain_seedlock"]
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+
+class _LockedOpenAIMixin(_LockHolder, _OpenAIBase):
+    """The lock for langchain-openai models; see `LockedChatOpenAI`."""
+
+    # A class variable, not a pydantic private attribute: read on every call,
+    # and private attributes go through pydantic's slower ``__getattr__``.
+    _seedlock_provider: ClassVar[str] = "openai"
 
     @model_validator(mode="before")
     @classmethod
@@ -406,22 +431,8 @@ class _LockedOpenAIMixin(_OpenAIBase):
 
     def _combine_llm_outputs(self, llm_outputs: list[dict[str, Any] | None]) -> dict[str, Any]:
         combined: dict[str, Any] = super()._combine_llm_outputs(llm_outputs)
-        if len(llm_outputs) == 1 and llm_outputs[0]:  # one call: its record is the run's
-            combined.update({k: v for k, v in llm_outputs[0].items() if k in _RECORD_KEYS})
+        _carry_record(combined, llm_outputs)
         return combined
-
-    # -- serialization ----------------------------------------------------------
-    def to_json(self) -> Any:
-        return _serialize_lock(super().to_json(), self.lock)
-
-    @classmethod
-    def get_lc_namespace(cls) -> list[str]:
-        """``["langchain_seedlock"]``: load with ``valid_namespaces=["langchain_seedlock"]``."""
-        return ["langchain_seedlock"]
-
-    @classmethod
-    def is_lc_serializable(cls) -> bool:
-        return True
 
 
 class LockedChatOpenAI(_LockedOpenAIMixin, ChatOpenAI):
@@ -516,7 +527,7 @@ def _field_for(model: BaseChatModel, name: str) -> str | None:
     return None
 
 
-class LockedChatModel(BaseChatModel):
+class LockedChatModel(_LockHolder, BaseChatModel):
     """A chat model wrapped by `lock_model`: delegates to ``model`` with the lock applied.
 
     The locked values are set on a copy of the inner model's fields; call-time
@@ -524,21 +535,8 @@ class LockedChatModel(BaseChatModel):
     policy, and ``bind_tools`` / ``with_structured_output`` keep the lock.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
     model: BaseChatModel
     """The inner model, with the locked values set on its fields."""
-    lock: SeedLock
-
-    def __init__(self, **kwargs: Any) -> None:
-        if "lock" in kwargs:
-            kwargs["lock"] = _lock_from(kwargs["lock"]).to_dict()
-        super().__init__(**kwargs)
-
-    @field_validator("lock", mode="before")
-    @classmethod
-    def _coerce_lock(cls, value: Any) -> SeedLock:
-        return _lock_from(value)
 
     @model_validator(mode="after")
     def _apply_lock_to_inner(self) -> Any:
@@ -572,20 +570,8 @@ class LockedChatModel(BaseChatModel):
 
     def _combine_llm_outputs(self, llm_outputs: list[dict[str, Any] | None]) -> dict[str, Any]:
         combined: dict[str, Any] = self.model._combine_llm_outputs(llm_outputs)
-        if len(llm_outputs) == 1 and llm_outputs[0]:
-            combined.update({k: v for k, v in llm_outputs[0].items() if k in _RECORD_KEYS})
+        _carry_record(combined, llm_outputs)
         return combined
-
-    def to_json(self) -> Any:
-        return _serialize_lock(super().to_json(), self.lock)
-
-    @classmethod
-    def get_lc_namespace(cls) -> list[str]:
-        return ["langchain_seedlock"]
-
-    @classmethod
-    def is_lc_serializable(cls) -> bool:
-        return True
 
     def _locked_call(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
