@@ -14,7 +14,7 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import BaseMessage, convert_to_openai_messages
@@ -68,6 +68,8 @@ def _normalize_other(value: Any) -> Any:
         if math.isfinite(value):
             return int(value) if value.is_integer() and abs(value) < 2**63 else _Float(value)
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, _Canonical):
+        return _normalize(json.loads(value))  # a memoized value, for the stdlib encoder
     if isinstance(value, Mapping):
         return {str(k): _normalize(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -107,30 +109,44 @@ class _Float(float):
     __slots__ = ()
 
 
+class _Canonical(bytes):
+    """Canonical JSON of a value, embedded as it is (see `_canonical_memo`)."""
+
+    __slots__ = ()
+
+
 def _orjson_default(value: Any) -> Any:
     if isinstance(value, _Float):
         return _orjson.Fragment(float.__repr__(value))
+    if isinstance(value, _Canonical):
+        return _orjson.Fragment(bytes(value))
     raise TypeError(type(value).__name__)  # pragma: no cover - _normalize leaves none
 
 
-def _encode_normalized(normalized: Any) -> bytes | str:
-    """Canonical JSON of `_normalize` output: UTF-8 bytes (orjson) or text (stdlib)."""
+def _encode_normalized(normalized: Any) -> bytes:
+    """Canonical JSON (UTF-8) of `_normalize` output.
+
+    Also takes a structure that is canonical except for dicts whose keys may
+    not be strings (`request_hash` passes plain messages through unwalked):
+    orjson refuses those, and the walk below makes them canonical.
+    """
     if _orjson is not None:
         # Byte-identical to the stdlib text below for everything `_normalize`
         # returns (strings escape alike, UTF-8 byte order is code point order);
-        # what orjson refuses (ints beyond 64 bits, lone surrogates) falls through.
+        # what orjson refuses (ints beyond 64 bits, lone surrogates, non-string
+        # keys) falls through.
         try:
             encoded: bytes = _orjson.dumps(normalized, default=_orjson_default, option=_SORT_KEYS)
             return encoded
         except TypeError:
             pass
-    return _ENCODER.encode(normalized)
+    # Lone surrogates (invalid Unicode a str can still hold) kept, not refused.
+    return _ENCODER.encode(_normalize(normalized)).encode("utf-8", "surrogatepass")
 
 
 def canonical_json(value: Any) -> str:
     """Return the canonical JSON text of ``value`` (see the module docstring)."""
-    text = _encode_normalized(_normalize(value))
-    return text.decode("utf-8") if isinstance(text, bytes) else text
+    return _encode_normalized(_normalize(value)).decode("utf-8", "surrogatepass")
 
 
 def sha256_hex(value: Any) -> str:
@@ -139,8 +155,7 @@ def sha256_hex(value: Any) -> str:
 
 
 def _sha256_normalized(normalized: Any) -> str:
-    text = _encode_normalized(normalized)
-    return hashlib.sha256(text if isinstance(text, bytes) else text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_encode_normalized(normalized)).hexdigest()
 
 
 def normalize_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,75 +173,136 @@ def request_hash(provider: str, payload: Mapping[str, Any]) -> str:
     ``payload`` is the final request body (OpenAI wire format for the OpenAI
     models) or the equivalent built by `request_hash_from_messages`.
     """
-    body = {k: v for k, v in normalize_params(payload).items() if k not in TRANSPORT_KEYS}
+    body: dict[str, Any] = {}
+    for key, value in payload.items():
+        if key in TRANSPORT_KEYS:
+            continue
+        name = PARAM_ALIASES.get(key, key) if type(key) is str else str(key)
+        if name == "messages" and type(value) is list:
+            body[name] = _canonical_messages(value)
+        elif name == "stop" and isinstance(value, str):
+            body[name] = [value]
+        elif type(value) in _LEAVES:
+            body[name] = value
+        else:
+            body[name] = _canonical_memo(value)
     body["provider"] = provider
-    normalized = _normalize(body)  # a fresh copy: renamed in place below
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        _positional_ids_in_place(messages, normalized["messages"])
-    return _sha256_normalized(normalized)
+    return _sha256_normalized(body)
 
 
-def _positional_ids_in_place(messages: list[Any], normalized: list[Any]) -> None:
-    """`_positional_tool_call_ids` on the normalized copy of ``messages``, in
-    place (one walk of a large request instead of a copy, then a walk)."""
+# Raw orjson text -> canonical JSON, for the large values a request repeats
+# call after call (tool schemas, response formats): one C-speed encode and a
+# dict lookup instead of a walk. Bounded; evicted oldest first.
+_MEMO: dict[bytes, Any] = {}
+_MEMO_SIZE = 256
+# Values orjson would encode like a plain dict (dataclasses, datetimes) but
+# `_normalize` does not: sent to the walk.
+_MEMO_OPTIONS = (
+    0 if _orjson is None else _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_PASSTHROUGH_DATETIME
+)
+
+
+def _canonical_memo(value: Any) -> Any:
+    """`_normalize` of ``value``, or its canonical JSON as an orjson Fragment.
+
+    Two values with the same raw orjson text have the same canonical text
+    (orjson and `_normalize` agree on every type orjson accepts here, and
+    both write floats in shortest round-trip form) except NaN and infinities,
+    which orjson writes as ``null``: text containing ``null`` is not memoized.
+    """
+    if _orjson is None:
+        return _normalize(value)
+    try:
+        raw: bytes = _orjson.dumps(value, option=_MEMO_OPTIONS)
+    except TypeError:  # a type orjson refuses (or passes through): the walk decides
+        return _normalize(value)
+    if len(raw) < 256 or b"null" in raw:
+        return _normalize(value)  # small: the walk is as fast as the lookup
+    canonical = _MEMO.get(raw)
+    if canonical is None:
+        canonical = _Canonical(_encode_normalized(_normalize(value)))
+        if len(_MEMO) >= _MEMO_SIZE:
+            del _MEMO[next(iter(_MEMO))]
+        _MEMO[raw] = canonical
+    return canonical
+
+
+def _canonical_messages(messages: list[Any]) -> list[Any]:
+    """`_normalize` of a message list, with tool call ids renumbered by position.
+
+    Providers make tool call ids random, so without the renumbering every
+    agent step after a tool call would be a new request. The bulk of a large
+    request is messages in the plain wire shape (string values, tool calls of
+    string fields): those are already canonical and are passed to the encoder
+    as they are (copied only where an id is renamed), so a long conversation
+    costs a type check per value instead of a deep copy. Anything else takes
+    the general walk.
+    """
     ids: dict[str, str] = {}
 
-    def rename(value: str) -> str:
+    def rename(value: Any) -> Any:
+        if type(value) is not str:
+            return value
         new = ids.get(value)
         if new is None:
             new = ids[value] = f"call_{len(ids)}"
         return new
 
-    for original, message in zip(messages, normalized, strict=True):
-        if not isinstance(original, Mapping) or (
-            "tool_calls" not in original and "tool_call_id" not in original
-        ):
-            continue
-        calls = original.get("tool_calls")
-        if isinstance(calls, list):
-            for call, copy in zip(calls, message["tool_calls"], strict=True):
-                if not isinstance(call, Mapping):
-                    continue
-                call_id = call.get("id")
-                if isinstance(call_id, str):
-                    copy["id"] = rename(call_id)
-                elif "id" not in copy:
-                    copy["id"] = None
-        if "tool_call_id" in original and isinstance(original["tool_call_id"], str):
-            message["tool_call_id"] = rename(original["tool_call_id"])
-
-
-def _positional_tool_call_ids(messages: list[Any]) -> list[Any]:
-    """Replace tool call ids by their position (``call_0``, ``call_1``...).
-
-    Providers make the ids random, so without this every agent step after a
-    tool call would be a new request and could never be compared.
-    """
-    ids: dict[str, str] = {}
-
-    def rename(value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        return ids.setdefault(value, f"call_{len(ids)}")
-
     out: list[Any] = []
-    for original in messages:
-        if not isinstance(original, Mapping) or (
-            "tool_calls" not in original and "tool_call_id" not in original
-        ):
-            out.append(original)  # nothing to rename: no copy
-            continue
-        message = dict(original)
-        if isinstance(message.get("tool_calls"), list):
-            message["tool_calls"] = [
-                {**call, "id": rename(call.get("id"))} if isinstance(call, Mapping) else call
-                for call in message["tool_calls"]
-            ]
-        if "tool_call_id" in message:
-            message["tool_call_id"] = rename(message["tool_call_id"])
-        out.append(message)
+    for message in messages:
+        if type(message) is dict:
+            copy = _plain_message(message, rename)
+            if copy is not None:
+                out.append(copy)
+                continue
+        copy = _normalize(message)
+        if isinstance(message, Mapping):
+            calls = copy.get("tool_calls")
+            if type(calls) is list:
+                copy["tool_calls"] = [
+                    ({**call, "id": rename(call.get("id"))} if type(call) is dict else call)
+                    for call in calls
+                ]
+            if "tool_call_id" in copy:
+                copy["tool_call_id"] = rename(copy["tool_call_id"])
+        out.append(copy)
     return out
+
+
+def _plain_message(message: dict[Any, Any], rename: Callable[[Any], Any]) -> Any:
+    """A message in the plain wire shape, canonical with its ids renamed (the
+    message itself when it has none), or None when it needs the general walk.
+
+    Plain: string (or None) values, and ``tool_calls`` whose calls hold
+    strings, None and dicts of those. Keys are checked by the encoder.
+    """
+    for key, value in message.items():
+        if value is not None and type(value) is not str and key != "tool_calls":
+            return None
+    calls = message.get("tool_calls")
+    if calls is None:
+        if "tool_call_id" not in message:
+            return message
+        return {**message, "tool_call_id": rename(message["tool_call_id"])}
+    if type(calls) is not list:
+        return None
+    renamed = []
+    for call in calls:
+        if type(call) is not dict:
+            return None
+        for field in call.values():
+            if field is None or type(field) is str:
+                continue
+            if type(field) is not dict:
+                return None
+            for leaf in field.values():
+                if leaf is not None and type(leaf) is not str:
+                    return None
+        renamed.append({**call, "id": rename(call.get("id"))})
+    copy = {**message, "tool_calls": renamed}
+    if "tool_call_id" in message:
+        copy["tool_call_id"] = rename(message["tool_call_id"])
+    return copy
 
 
 def messages_to_wire(messages: Iterable[BaseMessage]) -> list[dict[str, Any]]:

@@ -142,3 +142,124 @@ def test_fast_encoder_gives_the_stdlib_bytes(value: object) -> None:
     fast_text = fast.decode("utf-8") if isinstance(fast, bytes) else fast
     assert fast_text == _hashing._ENCODER.encode(normalized)
     assert _hashing._orjson is not None  # the fast path is the one under test here
+
+
+# -- request_hash's fast paths against its definition ------------------------------
+def _reference_request_hash(provider: str, payload: dict[str, object]) -> str:
+    """The definition, written the slow and obvious way: aliases, no transport
+    keys, tool call ids renumbered by position, then the canonical walk."""
+    from langchain_seedlock import _hashing
+
+    body: dict[str, object] = {
+        k: v
+        for k, v in _hashing.normalize_params(payload).items()
+        if k not in _hashing.TRANSPORT_KEYS
+    }
+    body["provider"] = provider
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        ids: dict[str, str] = {}
+
+        def rename(value: object) -> object:
+            return ids.setdefault(value, f"call_{len(ids)}") if isinstance(value, str) else value
+
+        renamed = []
+        for original in messages:
+            message = dict(original) if isinstance(original, dict) else original
+            if isinstance(message, dict):
+                if isinstance(message.get("tool_calls"), list):
+                    message["tool_calls"] = [
+                        {**c, "id": rename(c.get("id"))} if isinstance(c, dict) else c
+                        for c in message["tool_calls"]
+                    ]
+                if "tool_call_id" in message:
+                    message["tool_call_id"] = rename(message["tool_call_id"])
+            renamed.append(message)
+        body["messages"] = renamed
+    return sha256_hex(body)
+
+
+_ids = st.sampled_from(["call_a", "call_b", "call_c"]) | st.none() | st.integers(0, 3)
+_text = st.text(max_size=12) | st.none()
+_tool_calls = st.lists(
+    st.fixed_dictionaries(
+        {
+            "type": st.just("function"),
+            "function": st.fixed_dictionaries({"name": st.text(max_size=5), "arguments": _text}),
+        },
+        optional={"id": _ids},
+    )
+    | json_values,
+    max_size=3,
+)
+_messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "tool", "system"])},
+        optional={
+            "content": _text | json_values,
+            "tool_calls": _tool_calls,
+            "tool_call_id": _ids,
+            "name": _text,
+        },
+    )
+    | json_values,
+    max_size=6,
+)
+# Large enough (> 256 bytes of JSON) to take the memoized path.
+_tools = st.lists(
+    st.fixed_dictionaries(
+        {
+            "type": st.just("function"),
+            "function": st.fixed_dictionaries(
+                {
+                    "name": st.text(min_size=1, max_size=5),
+                    "description": st.text(min_size=300, max_size=310),
+                    "parameters": json_values,
+                }
+            ),
+        }
+    ),
+    max_size=3,
+)
+
+
+@given(
+    _messages,
+    _tools,
+    st.floats(0, 2) | st.integers(0, 2) | st.none(),
+    st.text(max_size=4) | st.lists(st.text(max_size=4), max_size=2),
+)
+def test_request_hash_fast_paths_agree_with_the_definition(
+    messages: list[object], tools: list[object], temperature: object, stop: object
+) -> None:
+    payload = {
+        "model": "m",
+        "messages": messages,
+        "tools": tools,
+        "temperature": temperature,
+        "stop": stop,
+        "max_completion_tokens": 5,
+        "stream": True,
+    }
+    expected = _reference_request_hash("openai", payload)
+    assert request_hash("openai", payload) == expected
+    assert request_hash("openai", payload) == expected  # memoized the second time
+
+
+def test_memoized_values_keep_nan_apart_from_null() -> None:
+    # orjson writes NaN as null: the memo must not make them one value.
+    schema = {"description": "x" * 400, "default": None}
+    with_nan = {**schema, "default": float("nan")}
+    first = request_hash("openai", {"model": "m", "tools": [schema]})
+    assert request_hash("openai", {"model": "m", "tools": [with_nan]}) != first
+    assert request_hash("openai", {"model": "m", "tools": [schema]}) == first
+
+
+def test_memoized_values_survive_the_stdlib_fallback() -> None:
+    # A message with a non-string key sends the whole body to the stdlib
+    # encoder, memoized tools included.
+    tools = [{"description": "y" * 400, "default": 0.5, "n": 2.0}]
+    payload = {"model": "m", "tools": tools, "messages": [{"role": "user", 1: "int key"}]}
+    expected = _reference_request_hash("openai", payload)
+    request_hash("openai", {"model": "m", "tools": tools})  # memoize the tools first
+    assert request_hash("openai", payload) == expected
