@@ -38,14 +38,13 @@ after the callbacks you pass). Two paths reach that `Run`:
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
-from langchain_core.messages import BaseMessage, get_buffer_string
+from langchain_core.messages import AIMessage, BaseMessage, get_buffer_string
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
@@ -54,7 +53,12 @@ from langchain_seedlock import _events as ev
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._enforce import apply_policy, find_violations
 from langchain_seedlock._errors import LockViolationError, MalformedResponseError
-from langchain_seedlock._hashing import normalize_params, output_hash, request_hash_from_messages
+from langchain_seedlock._hashing import (
+    normalize_params,
+    output_hash,
+    param_value,
+    request_hash_from_messages,
+)
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._record import CallRecord, clean_fingerprint
 from langchain_seedlock._store._base import BaselineStore
@@ -76,17 +80,36 @@ _SOURCE = "SeedLockCallbackHandler"
 
 @dataclass(slots=True)
 class _Run:
-    """What the handler remembers between the start and the end of one run."""
+    """What the handler remembers between the start and the end of one run:
+    references only; everything derived from them is computed at the end."""
 
-    provider: str
-    model: str | None
-    params: dict[str, Any]
-    messages: list[BaseMessage]
+    serialized: Mapping[str, Any] | None
+    params: Mapping[str, Any]  # invocation params, as LangChain gave them
+    messages: Sequence[BaseMessage]
     metadata: dict[str, Any] | None
-    context: dict[str, Any]
-    parent_run_id: str | None
+    parent_run_id: UUID | None
+    config: Any = None  # the enclosing runnable's config: its tracers
     chunk_fingerprint: str | None = None
-    tracers: list[Any] = field(default_factory=list)
+
+    @property
+    def provider(self) -> str:
+        meta = self.metadata or {}
+        return str(
+            meta.get("ls_provider") or self.params.get("_type") or _serialized_name(self.serialized)
+        )
+
+    @property
+    def model(self) -> str | None:
+        meta = self.metadata or {}
+        model = (
+            self.params.get("model") or self.params.get("model_name") or meta.get("ls_model_name")
+        )
+        return str(model) if model is not None else None
+
+    @property
+    def context(self) -> dict[str, Any]:
+        meta = self.metadata
+        return {k: meta[k] for k in ev.CONTEXT_KEYS if k in meta} if meta else {}
 
 
 class SeedLockCallbackHandler(BaseCallbackHandler):
@@ -161,7 +184,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         self.raise_error = bool(enforce and lock is not None) or ev.raise_internal_errors()
         self._enforce_lock = lock.replace(on_violation="raise") if lock is not None else None
         self._max_runs = max_runs
-        self._runs: OrderedDict[UUID, _Run] = OrderedDict()
+        self._runs: dict[UUID, _Run] = {}  # insertion order: oldest first
         # id(metadata dict) -> [live runs using it, ever shared by two live runs]
         self._meta_users: dict[int, list[int]] = {}
         self._lock = threading.Lock()
@@ -217,21 +240,14 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None,
         kwargs: Mapping[str, Any],
     ) -> None:
-        params = normalize_params(kwargs.get("invocation_params") or {})
-        meta = metadata if metadata is not None else {}
-        provider = str(
-            meta.get("ls_provider") or params.get("_type") or _serialized_name(serialized)
-        )
-        model = params.get("model") or params.get("model_name") or meta.get("ls_model_name")
+        params = kwargs.get("invocation_params") or {}
         run = _Run(
-            provider=provider,
-            model=str(model) if model is not None else None,
-            params=params,
-            messages=list(messages[0]) if messages else [],
-            metadata=metadata,
-            context={k: meta[k] for k in ev.CONTEXT_KEYS if k in meta},
-            parent_run_id=str(parent_run_id) if parent_run_id is not None else None,
-            tracers=_enclosing_tracers(),
+            serialized,
+            params,
+            messages[0] if messages else (),
+            metadata,
+            parent_run_id,
+            var_child_runnable_config.get(),
         )
         if self.lock is not None:
             violations = find_violations(self.lock, params, require_all=True)
@@ -244,26 +260,28 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
                     self._start_fields(run, run_id), violations,
                     lock_hash=self.lock.lock_hash, source=_SOURCE,
                 )  # fmt: skip
-        elif params.get("seed") is None:
+        elif param_value(params, "seed") is None:
             self.monitor.report_unseeded(self._start_fields(run, run_id), source=_SOURCE)
         with self._lock:
             self._runs[run_id] = run
             if metadata is not None:
-                users = self._meta_users.setdefault(id(metadata), [0, 0])
-                users[0] += 1
-                if users[0] > 1:
+                users = self._meta_users.get(id(metadata))
+                if users is None:
+                    self._meta_users[id(metadata)] = [1, 0]
+                else:
+                    users[0] += 1
                     users[1] = 1  # e.g. generate() with several prompts: one dict
-            while len(self._runs) > self._max_runs:
-                _, old = self._runs.popitem(last=False)
+            if len(self._runs) > self._max_runs:
+                old = self._runs.pop(next(iter(self._runs)))
                 self._release_metadata_locked(old)
 
     def _start_fields(self, run: _Run, run_id: UUID) -> dict[str, Any]:
         fields: dict[str, Any] = {
             ev.K_PROVIDER: run.provider,
             ev.K_REQUEST_MODEL: run.model,
-            ev.K_SEED: run.params.get("seed"),
+            ev.K_SEED: param_value(run.params, "seed"),
             "run_id": str(run_id),
-            "parent_run_id": run.parent_run_id,
+            "parent_run_id": _str(run.parent_run_id),
         }
         fields.update(run.context)
         return fields
@@ -337,7 +355,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         run, metadata_alone = self._pop(run_id)
         known = run is not None
         if run is None:  # attached mid-run, or evicted: record what the end tells
-            run = _Run("unknown", None, {}, [], None, {}, _str(parent_run_id))
+            run = _Run(None, {}, (), None, parent_run_id)
         generations = response.generations[0] if response.generations else []
         out_messages = [g.message for g in generations if isinstance(g, ChatGeneration)]
         if not out_messages:
@@ -350,70 +368,73 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
                 )
             return  # else a text-completion LLM: nothing this package hashes
         first = out_messages[0]
+        single = len(out_messages) == 1
         meta = first.response_metadata or {}
         llm_output = response.llm_output or {}
         info = generations[0].generation_info or {}
+        params = run.params
 
         # Bounded and stringified as the locked models do: a server sending a
         # non-string or huge fingerprint must not bloat every event and row.
         fingerprint = clean_fingerprint(
-            next(
-                (v for v in (llm_output.get(_FINGERPRINT), run.chunk_fingerprint,
-                             info.get(_FINGERPRINT), meta.get(_FINGERPRINT))
-                 if v is not None and v != ""),
-                None,
+            _first_present(
+                llm_output.get(_FINGERPRINT), run.chunk_fingerprint,
+                info.get(_FINGERPRINT), meta.get(_FINGERPRINT),
             )
         )  # fmt: skip
+        # A locked model already hashed the request and the output: reuse them.
         req_hash = _first_str(meta.get(_LOCKED_REQUEST_HASH), llm_output.get(_LOCKED_REQUEST_HASH))
         if req_hash is None:
-            req_hash = request_hash_from_messages(run.provider, run.messages, run.params)
+            req_hash = request_hash_from_messages(
+                run.provider, run.messages, normalize_params(params)
+            )
         out_hash = _first_str(
-            llm_output.get(_LOCKED_OUTPUT_HASH) if len(out_messages) > 1 else None,
-            meta.get(_LOCKED_OUTPUT_HASH) if len(out_messages) == 1 else None,
+            meta.get(_LOCKED_OUTPUT_HASH) if single else llm_output.get(_LOCKED_OUTPUT_HASH)
         )
         if out_hash is None:
             out_hash = output_hash(out_messages)
         lock_hash = _first_str(meta.get(_LOCKED_LOCK_HASH), llm_output.get(_LOCKED_LOCK_HASH))
         if lock_hash is None and self.lock is not None:
             lock_hash = self.lock.lock_hash
-        seed = meta.get("seed", run.params.get("seed"))
-        usage = getattr(first, "usage_metadata", None) or {}
-        response_model = _first_str(meta.get("model_name"), llm_output.get("model_name"))
-        text = first.text if len(out_messages) == 1 else "\n".join(m.text for m in out_messages)
+        seed = meta["seed"] if "seed" in meta else param_value(params, "seed")
+        seed = seed if type(seed) is int else None
+        usage = first.usage_metadata if isinstance(first, AIMessage) else None
+        context = run.context
 
         record = CallRecord(
             provider=run.provider,
             request_model=run.model,
             request_hash=req_hash,
             output_hash=out_hash,
-            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+            seed=seed,
             system_fingerprint=fingerprint,
-            response_model=response_model,
+            response_model=_first_str(meta.get("model_name"), llm_output.get("model_name")),
             service_tier=_first_str(meta.get("service_tier"), llm_output.get("service_tier")),
             lock_hash=lock_hash,
-            params={
-                k: run.params[k] for k in ("temperature", "top_p", "max_tokens") if k in run.params
-            },
-            input_tokens=usage.get("input_tokens"),
-            output_tokens=usage.get("output_tokens"),
+            params=_sampling_params(params),
+            input_tokens=usage.get("input_tokens") if usage else None,
+            output_tokens=usage.get("output_tokens") if usage else None,
             run_id=str(run_id),
-            parent_run_id=run.parent_run_id or _str(parent_run_id),
-            context=run.context,
-            output_text=text,
+            parent_run_id=_str(run.parent_run_id) or _str(parent_run_id),
+            context=context,
+            output_text=first.text if single else "\n".join(m.text for m in out_messages),
             output_token_list=_tokens(meta),
             prompt_text=get_buffer_string(run.messages) if self.capture_content else None,
         )
         # Metadata first: the tracers after this handler post the run next.
         run_meta: dict[str, Any] = {
             RUN_META_FINGERPRINT: fingerprint,
-            RUN_META_SEED: record.seed,
+            RUN_META_SEED: seed,
             RUN_META_REQUEST_HASH: req_hash,
             RUN_META_OUTPUT_HASH: out_hash,
         }
         if lock_hash:
             run_meta[RUN_META_LOCK_HASH] = lock_hash
         add_run_metadata(
-            run_id, run_meta, metadata=run.metadata if metadata_alone else None, tracers=run.tracers
+            run_id,
+            run_meta,
+            metadata=run.metadata if metadata_alone else None,
+            tracers=_tracers_of(run.config),
         )
         self.monitor.observe(record)
 
@@ -430,11 +451,11 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         try:
             run, _ = self._pop(run_id)
             if run is None:
-                run = _Run("unknown", None, {}, [], None, {}, _str(parent_run_id))
+                run = _Run(None, {}, (), None, parent_run_id)
             fields = self._start_fields(run, run_id)
             if run.messages:
                 fields[ev.K_REQUEST_HASH] = request_hash_from_messages(
-                    run.provider, run.messages, run.params
+                    run.provider, run.messages, normalize_params(run.params)
                 )
             self.monitor.report_failure(fields, error)
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
@@ -471,9 +492,9 @@ def add_run_metadata(
             run.extra.setdefault("metadata", {}).update(fields)
 
 
-def _enclosing_tracers() -> list[Any]:
-    """Tracers of the enclosing runnable's callback manager (see the module docstring)."""
-    config = var_child_runnable_config.get()
+def _tracers_of(config: Any) -> list[Any]:
+    """Tracers of the enclosing runnable's callback manager (see the module
+    docstring); ``config`` is ``var_child_runnable_config`` at the run's start."""
     if not config:
         return []
     callbacks = config.get("callbacks")
@@ -484,6 +505,27 @@ def _enclosing_tracers() -> list[Any]:
     else:
         return []
     return [h for h in handlers if isinstance(h, BaseTracer | AsyncBaseTracer)]
+
+
+_SAMPLING = ("temperature", "top_p", "max_tokens")
+
+
+def _sampling_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampling parameters a record keeps, by their canonical names."""
+    out = {}
+    for name in _SAMPLING:
+        value = param_value(params, name)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _first_present(*values: Any) -> Any:
+    """The first value that is neither None nor ``""``."""
+    for value in values:
+        if value is not None and value != "":
+            return value
+    return None
 
 
 def _str(value: UUID | None) -> str | None:

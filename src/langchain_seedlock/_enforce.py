@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from langchain_seedlock import _events
 from langchain_seedlock._errors import LockViolationError, ParamDroppedError
-from langchain_seedlock._hashing import normalize_params
+from langchain_seedlock._hashing import param_value
 from langchain_seedlock._lock import SeedLock, _plain
 
 ViolationKind = Literal["override", "missing"]
@@ -36,11 +36,10 @@ def find_violations(
     With ``require_all``, a locked parameter absent from ``params`` counts too
     (kind ``"missing"``): used on a final payload, where absent means not sent.
     """
-    given = normalize_params(params)
     found: list[Violation] = []
     # canonical_items: built once per lock (this runs on every call).
     for name, locked in lock.canonical_items.items():
-        value = given.get(name)
+        value = param_value(params, name)
         if value is None:
             if require_all:
                 found.append(Violation(name, _plain(locked), None, "missing"))

@@ -14,10 +14,12 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from langchain_core.messages import BaseMessage, convert_to_openai_messages
+from langchain_core.messages import BaseMessage
+
+from langchain_seedlock._wire import messages_to_wire
 
 # Keys of a request payload that change how it travels, not what it asks for.
 # A streamed and an invoked call of the same request must hash alike.
@@ -167,6 +169,23 @@ def normalize_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Canonical name -> its other spelling (the inverse of PARAM_ALIASES).
+_OTHER_SPELLING = {name: alias for alias, name in PARAM_ALIASES.items()}
+
+
+def param_value(params: Mapping[str, Any], name: str) -> Any:
+    """``normalize_params(params).get(name)``, without building the whole dict
+    (the per-call checks read a handful of parameters)."""
+    other = _OTHER_SPELLING.get(name)
+    if other is not None and other in params:
+        if name in params:  # both spellings: the later one wins, as in normalize_params
+            return normalize_params(params).get(name)
+        value = params[other]
+    else:
+        value = params.get(name)
+    return [value] if name == "stop" and isinstance(value, str) else value
+
+
 def request_hash(provider: str, payload: Mapping[str, Any]) -> str:
     """Hash of what a request asks for: provider, model, messages, tools and params.
 
@@ -303,11 +322,6 @@ def _plain_message(message: dict[Any, Any], rename: Callable[[Any], Any]) -> Any
     if "tool_call_id" in message:
         copy["tool_call_id"] = rename(message["tool_call_id"])
     return copy
-
-
-def messages_to_wire(messages: Iterable[BaseMessage]) -> list[dict[str, Any]]:
-    """OpenAI-format dicts for messages, for hashing requests we do not send."""
-    return list(convert_to_openai_messages(list(messages)))
 
 
 def request_hash_from_messages(
