@@ -112,8 +112,8 @@ def _stamp_metadata(
 
 def _record_on_run(run_manager: Any, call_meta: Mapping[str, Any]) -> None:
     """Put the record into the tracers' run metadata (LangSmith shows it on the run)."""
-    if run_manager is None:
-        return
+    if run_manager is None or not run_manager.handlers:
+        return  # nothing traces this run
     add_run_metadata(
         run_manager.run_id,
         {

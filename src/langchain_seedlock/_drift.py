@@ -198,7 +198,7 @@ class DriftMonitor:
         buffer_size: int = 10_000,
         cache_size: int = 4096,
     ) -> None:
-        ev.level_number(call_level)  # validate early
+        self._call_level_number = ev.level_number(call_level)  # validated early
         if cache_size < 1:
             raise ValueError("cache_size must be at least 1")
         self.store = store
@@ -238,18 +238,23 @@ class DriftMonitor:
         Never raises (but see ``SEEDLOCK_RAISE_INTERNAL_ERRORS``).
         """
         try:
-            need_request, need_model = self._misses(record)
+            model_key = record.model_key
+            found = self._decide_cached(record, model_key)
+            if found is not None:  # the common case: one pass under the lock
+                return self._log_and_queue(record, *found)
+            need_request, need_model = self._misses(record, model_key)
+            store = self.store
             outputs = (
-                self._read("read", self.store.outputs_for, record.request_hash)
-                if (need_request and self.store is not None)
+                self._read("read", store.outputs_for, record.request_hash)
+                if (need_request and store is not None)
                 else None
             )
             fingerprints = (
-                self._read("read", self.store.fingerprints_for, record.model_key)
-                if (need_model and self.store is not None)
+                self._read("read", store.fingerprints_for, model_key)
+                if (need_model and store is not None)
                 else None
             )
-            return self._finish(record, outputs, fingerprints)
+            return self._finish(record, model_key, outputs, fingerprints)
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
             ev.log_internal_error("DriftMonitor.observe", exc)
             return []
@@ -257,14 +262,18 @@ class DriftMonitor:
     async def aobserve(self, record: CallRecord) -> list[str]:
         """`observe` for asyncio code: a store read on a cache miss is awaited."""
         try:
-            need_request, need_model = self._misses(record)
+            model_key = record.model_key
+            found = self._decide_cached(record, model_key)
+            if found is not None:
+                return self._log_and_queue(record, *found)
+            need_request, need_model = self._misses(record, model_key)
             store = self.store
             outputs = fingerprints = None
             if store is not None and need_request:
                 outputs = await self._aread(store.aoutputs_for(record.request_hash))
             if store is not None and need_model:
-                fingerprints = await self._aread(store.afingerprints_for(record.model_key))
-            return self._finish(record, outputs, fingerprints)
+                fingerprints = await self._aread(store.afingerprints_for(model_key))
+            return self._finish(record, model_key, outputs, fingerprints)
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
             ev.log_internal_error("DriftMonitor.aobserve", exc)
             return []
@@ -358,42 +367,51 @@ class DriftMonitor:
         return int(getattr(self._writer, "dropped", 0))
 
     # -- the comparison ------------------------------------------------------------
-    def _misses(self, record: CallRecord) -> tuple[bool, bool]:
+    def _misses(self, record: CallRecord, model_key: str) -> tuple[bool, bool]:
         with self._lock:
-            return (
-                record.request_hash not in self._requests,
-                record.model_key not in self._models,
-            )
+            return record.request_hash not in self._requests, model_key not in self._models
+
+    def _decide_cached(
+        self, record: CallRecord, model_key: str
+    ) -> tuple[str, _Decision, list[str]] | None:
+        """`_decide` when the request and the model are both in memory; None
+        when the store must be read first (outside the lock)."""
+        backend = record.backend_id
+        with self._lock:
+            if record.request_hash not in self._requests or model_key not in self._models:
+                return None
+            d = _Decision()
+            names = [ev.CALL]
+            self._decide_model(record, model_key, None, d, names)
+            self._decide_request(record, backend, None, d, names)
+        return backend, d, names
 
     def _finish(
         self,
         record: CallRecord,
+        model_key: str,
         outputs: list[OutputSeen] | None,
         fingerprints: list[FingerprintSeen] | None,
     ) -> list[str]:
         backend = record.backend_id  # a hash: compute once
-        decision, names = self._decide(record, backend, outputs, fingerprints)
-        stored = self._emit(record, backend, decision, names)
-        self._submit(record, stored)
-        return names
-
-    def _decide(
-        self,
-        record: CallRecord,
-        backend: str,
-        outputs: list[OutputSeen] | None,
-        fingerprints: list[FingerprintSeen] | None,
-    ) -> tuple[_Decision, list[str]]:
         d = _Decision()
         names = [ev.CALL]
         with self._lock:
-            self._decide_model(record, fingerprints, d, names)
+            self._decide_model(record, model_key, fingerprints, d, names)
             self._decide_request(record, backend, outputs, d, names)
-        return d, names
+        return self._log_and_queue(record, backend, d, names)
+
+    def _log_and_queue(
+        self, record: CallRecord, backend: str, d: _Decision, names: list[str]
+    ) -> list[str]:
+        stored = self._emit(record, backend, d, names)
+        self._submit(record, stored)
+        return names
 
     def _decide_model(
         self,
         record: CallRecord,
+        model_key: str,
         fingerprints: list[FingerprintSeen] | None,
         d: _Decision,
         names: list[str],
@@ -401,21 +419,21 @@ class DriftMonitor:
         """Fingerprint bookkeeping for the call's model (caller holds the lock)."""
         fp = record.system_fingerprint
         now = record.at
-        model = self._models.get(record.model_key)
+        model = self._models.get(model_key)
         if model is None:
             model = _Model()
             for row in fingerprints or ():  # most recently seen last
                 model.seen[row.system_fingerprint] = (row.first_seen, row.last_seen)
                 if row.system_fingerprint is not None:
                     model.last_fingerprint = row.system_fingerprint
-            self._models[record.model_key] = model
+            self._models[model_key] = model
             if len(self._models) > self.cache_size:
                 self._models.popitem(last=False)
         else:
-            self._models.move_to_end(record.model_key)
+            self._models.move_to_end(model_key)
         if fp is None:
-            if record.model_key not in self._missing_reported:
-                self._missing_reported.add(record.model_key)
+            if model_key not in self._missing_reported:
+                self._missing_reported.add(model_key)
                 d.fingerprint_missing = True
                 names.append(ev.FINGERPRINT_MISSING)
         else:
@@ -524,7 +542,7 @@ class DriftMonitor:
         log = ev.get_logger().bind()  # resolve the lazy proxy once
         stored: list[StoredEvent] = []
         base: dict[str, Any] | None = None
-        if ev.is_enabled(log, self.call_level):
+        if ev.is_enabled(log, self._call_level_number):
             base = self.base_fields(record, backend)
             call = dict(base)
             for name, key in _SAMPLING_KEYS:

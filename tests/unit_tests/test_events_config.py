@@ -107,7 +107,7 @@ def test_internal_error_traceback_has_no_locals(monkeypatch: pytest.MonkeyPatch)
     def broken(*args: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(monitor, "_decide", broken)
+    monkeypatch.setattr(monitor, "_decide_model", broken)
     secret = "the secret output text"
     monitor.observe(CallRecord("openai", "m", "r", "o", seed=1, output_text=secret))
     (line,) = [json.loads(x) for x in out.getvalue().splitlines()]

@@ -263,3 +263,20 @@ def test_memoized_values_survive_the_stdlib_fallback() -> None:
     expected = _reference_request_hash("openai", payload)
     request_hash("openai", {"model": "m", "tools": tools})  # memoize the tools first
     assert request_hash("openai", payload) == expected
+
+
+@given(st.text(), st.sampled_from([None, "x"]))
+def test_output_hash_fast_path_is_the_canonical_hash(text: str, name: str | None) -> None:
+    from langchain_seedlock._hashing import message_output
+
+    message = AIMessage(content=text, name=name)
+    assert output_hash([message]) == sha256_hex(message_output(message))
+
+
+@given(st.binary(max_size=5000))
+def test_small_and_large_inputs_hash_alike(data: bytes) -> None:
+    import hashlib
+
+    from langchain_seedlock._hashing import _sha256_bytes
+
+    assert _sha256_bytes(data) == hashlib.sha256(data).hexdigest()
