@@ -89,6 +89,7 @@ class _Run:
     metadata: dict[str, Any] | None
     parent_run_id: UUID | None
     config: Any = None  # the enclosing runnable's config: its tracers
+    metadata_alone: bool = True
     chunk_fingerprint: str | None = None
 
     @property
@@ -185,8 +186,6 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         self._enforce_lock = lock.replace(on_violation="raise") if lock is not None else None
         self._max_runs = max_runs
         self._runs: dict[UUID, _Run] = {}  # insertion order: oldest first
-        # id(metadata dict) -> [live runs using it, ever shared by two live runs]
-        self._meta_users: dict[int, list[int]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -248,6 +247,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             metadata,
             parent_run_id,
             var_child_runnable_config.get(),
+            # generate() with several prompts gives all their runs one metadata
+            # dict: then it is no run's own to add the record to.
+            metadata_alone=kwargs.get("batch_size", 1) == 1,
         )
         if self.lock is not None:
             violations = find_violations(self.lock, params, require_all=True)
@@ -264,16 +266,8 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             self.monitor.report_unseeded(self._start_fields(run, run_id), source=_SOURCE)
         with self._lock:
             self._runs[run_id] = run
-            if metadata is not None:
-                users = self._meta_users.get(id(metadata))
-                if users is None:
-                    self._meta_users[id(metadata)] = [1, 0]
-                else:
-                    users[0] += 1
-                    users[1] = 1  # e.g. generate() with several prompts: one dict
             if len(self._runs) > self._max_runs:
-                old = self._runs.pop(next(iter(self._runs)))
-                self._release_metadata_locked(old)
+                del self._runs[next(iter(self._runs))]
 
     def _start_fields(self, run: _Run, run_id: UUID) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -286,25 +280,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         fields.update(run.context)
         return fields
 
-    def _release_metadata_locked(self, run: _Run) -> bool:
-        """Forget one user of the run's metadata dict; True if no other run ever
-        shared it while this one was live (then it is this run's own)."""
-        if run.metadata is None:
-            return False
-        key = id(run.metadata)
-        users = self._meta_users.get(key)
-        if users is None:
-            return False
-        users[0] -= 1
-        if users[0] <= 0:
-            del self._meta_users[key]
-        return not users[1]
-
-    def _pop(self, run_id: UUID) -> tuple[_Run | None, bool]:
+    def _pop(self, run_id: UUID) -> _Run | None:
         with self._lock:
-            run = self._runs.pop(run_id, None)
-            alone = self._release_metadata_locked(run) if run is not None else False
-        return run, alone
+            return self._runs.pop(run_id, None)
 
     # -- streaming ---------------------------------------------------------------
     def on_llm_new_token(
@@ -352,7 +330,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             ev.log_internal_error("SeedLockCallbackHandler.on_llm_end", exc)
 
     def _end(self, response: LLMResult, run_id: UUID, parent_run_id: UUID | None) -> None:
-        run, metadata_alone = self._pop(run_id)
+        run = self._pop(run_id)
         known = run is not None
         if run is None:  # attached mid-run, or evicted: record what the end tells
             run = _Run(None, {}, (), None, parent_run_id)
@@ -433,7 +411,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         add_run_metadata(
             run_id,
             run_meta,
-            metadata=run.metadata if metadata_alone else None,
+            metadata=run.metadata if run.metadata_alone else None,
             tracers=_tracers_of(run.config),
         )
         self.monitor.observe(record)
@@ -449,7 +427,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """Log ``seedlock.call_failed`` (a refused call included)."""
         try:
-            run, _ = self._pop(run_id)
+            run = self._pop(run_id)
             if run is None:
                 run = _Run(None, {}, (), None, parent_run_id)
             fields = self._start_fields(run, run_id)

@@ -64,7 +64,8 @@ class BackgroundWriter:
         self._on_error = on_error or _ignore_error
         self._on_overflow = on_overflow or _ignore_overflow
         self._buffer: deque[_Item] = deque()
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # taken directly by submit (on every call)
+        self._cond = threading.Condition(self._mutex)
         self.dropped = 0
         """Records dropped because the buffer was full (total since creation)."""
         self.errors = 0
@@ -98,7 +99,7 @@ class BackgroundWriter:
     def submit(self, record: CallRecord | None, events: Sequence[StoredEvent] = ()) -> bool:
         """Queue a record (and events) for writing; False if it was dropped."""
         try:
-            with self._cond:
+            with self._mutex:  # the Condition's lock, without its Python-level wrapper
                 if self._closing or len(self._buffer) >= self.buffer_size:
                     self.dropped += 1
                     self._cond.notify()
