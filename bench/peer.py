@@ -8,9 +8,22 @@ instrumentation running in-process, in the same run, on the same stub.
 - ours: ``SeedLockCallbackHandler`` with a SQLite store, on the bare model
   and on the locked model.
 
-All variants are sync ``invoke`` (``--mode async`` for ``ainvoke``), run
-interleaved in rounds. "call CPU" is the calling thread's; "process CPU"
-adds every other thread (the tracers' batching threads, our store writer).
+All variants are sync ``invoke`` (``--mode async`` for ``ainvoke``, awaited
+one at a time). Method: paired, interleaved per call, as in
+``overhead.py``: on a shared VM the CPU speed drifts (up to ~1.6x, in phases
+lasting seconds), so every call index i calls every variant once, back to
+back, in an order changing with i, and the "+" columns are statistics over
+i of ``variant_i - bare_i`` (the wall ratio: median of ``variant_i /
+bare_i``). "call CPU" is the calling thread's. Background work runs as in
+an application (LangSmith's batching thread, our store writer: never
+flushed per call) and is attributed by thread: the threads a variant starts
+while it is built and during its first warm-up calls (made alone) are its
+own; "bg CPU" is their CPU over the timed phase (up to an untimed flush
+after it), per call, and "+total CPU" = "+call CPU med" + "bg CPU", what a
+CPU-bound process pays. OpenInference's in-memory exporter is synchronous
+(its spans are exported in the call path). OpenInference patches
+every callback manager process-wide: it is instrumented around each of its
+own calls only (untimed).
 
     .venv/bin/python bench/peer.py [--calls 1000] [--backend http] [--mode async]
 """
@@ -27,19 +40,19 @@ from typing import Any
 
 import requests
 from common import (
-    Samples,
-    atime_calls,
+    Variant,
+    arun_paired,
     backend,
     bare_model,
     configure_structlog,
     header,
     locked_model,
-    median,
-    percentile,
+    model_variant,
+    new_threads,
+    paired_table,
     prompts,
-    settle,
-    table,
-    time_calls,
+    run_paired,
+    thread_lines,
 )
 
 from langchain_seedlock import SeedLockCallbackHandler, open_store
@@ -66,24 +79,7 @@ class RecordingSession(requests.Session):
         return response
 
 
-class Variant:
-    def __init__(
-        self,
-        name: str,
-        model: Any,
-        callbacks: list[Any] | None = None,
-        around: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
-        after: Callable[[], None] | None = None,
-    ) -> None:
-        self.name = name
-        self.model = model
-        self.config: dict[str, Any] = {"callbacks": callbacks} if callbacks else {}
-        self.around = around or contextlib.nullcontext
-        self.after = after or (lambda: None)
-        self.samples = Samples([], [])
-
-
-def openinference() -> tuple[Callable[[], contextlib.AbstractContextManager[Any]], Any] | None:
+def openinference() -> Callable[[], contextlib.AbstractContextManager[None]] | None:
     try:
         from openinference.instrumentation.langchain import LangChainInstrumentor
         from opentelemetry.sdk.trace import TracerProvider
@@ -99,15 +95,15 @@ def openinference() -> tuple[Callable[[], contextlib.AbstractContextManager[Any]
     @contextlib.contextmanager
     def instrumented() -> Iterator[None]:
         # The instrumentor patches every callback manager process-wide: on only
-        # while its variant runs.
-        instrumentor.instrument(tracer_provider=provider)
+        # around its variant's calls (skip_dep_check: no package metadata scan).
+        instrumentor.instrument(tracer_provider=provider, skip_dep_check=True)
         try:
             yield
         finally:
             instrumentor.uninstrument()
             exporter.clear()
 
-    return instrumented, exporter
+    return instrumented
 
 
 def langsmith_tracer() -> tuple[Any, Any, RecordingSession] | None:
@@ -128,33 +124,10 @@ def langsmith_tracer() -> tuple[Any, Any, RecordingSession] | None:
     return tracer, client, session
 
 
-def run(variants: list[Variant], texts: list[str], calls: int, rounds: int, mode: str) -> None:
-    def one(v: Variant, n: int) -> Samples:
-        with v.around():
-            if mode == "sync":
-                s = time_calls(lambda i: v.model.invoke(texts[i % len(texts)], config=v.config), n)
-            else:
-                s = asyncio.run(
-                    atime_calls(
-                        lambda i: v.model.ainvoke(texts[i % len(texts)], config=v.config), n
-                    )
-                )
-            v.after()
-        return s
-
-    for v in variants:
-        one(v, 100)  # warm up
-    block = max(1, calls // rounds)
-    for r in range(rounds):
-        for v in variants[r % len(variants) :] + variants[: r % len(variants)]:
-            settle()
-            v.samples.extend(one(v, block))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--calls", type=int, default=1000, help="timed calls per variant")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed calls per variant")
     parser.add_argument("--backend", choices=["inproc", "http"], default="inproc")
     parser.add_argument("--mode", choices=["sync", "async"], default="sync")
     args = parser.parse_args()
@@ -162,12 +135,13 @@ def main() -> int:
     header(f"Peer instrumentation, per-call overhead ({args.backend} stub, {args.mode})")
     texts = prompts(100)
     with tempfile.TemporaryDirectory() as tmp, backend(args.backend) as b:
-        variants = [Variant("bare ChatOpenAI", bare_model(b))]
+        variants: list[Variant] = [model_variant("bare ChatOpenAI", bare_model(b), texts)]
         oi = openinference()
         if oi is not None:
-            variants.append(Variant("bare + OpenInference (in-memory OTel)", bare_model(b),
-                                    around=oi[0]))  # fmt: skip
-        ls = langsmith_tracer()
+            variants.append(model_variant("bare + OpenInference (in-memory OTel)", bare_model(b),
+                                          texts, around=oi))  # fmt: skip
+        with new_threads() as ls_threads:  # the client's tracing thread
+            ls = langsmith_tracer()
         if ls is not None:
             tracer, client, _ = ls
 
@@ -175,34 +149,30 @@ def main() -> int:
                 tracer.wait_for_futures()
                 client.flush()
 
-            variants.append(Variant("bare + LangSmith tracer (recording client)", bare_model(b),
-                                    callbacks=[tracer], after=drain))  # fmt: skip
+            variants.append(model_variant("bare + LangSmith tracer (recording client)",
+                                          bare_model(b), texts, callbacks=[tracer],
+                                          drain=drain, threads=ls_threads))  # fmt: skip
         handlers = []
         for name, model in (
             ("bare + SeedLock handler (SQLite)", bare_model(b)),
             ("locked + SeedLock handler (SQLite)", locked_model(b)),
         ):
-            h = SeedLockCallbackHandler(store=open_store(f"sqlite:///{Path(tmp) / name[:6]}.db"))
+            with new_threads() as started:  # the handler's store writer thread
+                h = SeedLockCallbackHandler(
+                    store=open_store(f"sqlite:///{Path(tmp) / name[:6]}.db")
+                )
             handlers.append(h)
-            variants.append(Variant(name, model, callbacks=[h], after=h.flush))
-        run(variants, texts, args.calls, args.rounds, args.mode)
-        base = variants[0].samples
-        b_wall, b_cpu, b_p99 = median(base.wall), median(base.cpu), percentile(base.wall, 99)
-        rows = []
-        for v in variants:
-            s = v.samples
-            rows.append([
-                v.name, s.n, median(s.wall) / 1000, (median(s.wall) - b_wall) / 1000,
-                (percentile(s.wall, 99) - b_p99) / 1000, (median(s.cpu) - b_cpu) / 1000,
-                (s.total_cpu / s.n - base.total_cpu / base.n) / 1000, median(s.wall) / b_wall,
-            ])  # fmt: skip
-        print(
-            table(
-                ["variant", "calls", "wall med µs", "+wall med µs", "+wall p99 µs",
-                 "+call CPU med µs", "+process CPU mean µs", "wall ratio (med)"],
-                rows,
-            )
-        )  # fmt: skip
+            variants.append(model_variant(name, model, texts, callbacks=[h], drain=h.flush,
+                                          threads=started,
+                                          dropped=lambda h=h: h.monitor.dropped))  # fmt: skip
+        if args.mode == "sync":
+            samples = run_paired(variants, args.calls, args.warmup)
+        else:
+            samples = asyncio.run(arun_paired(variants, args.calls, args.warmup))
+        names = [v.name for v in variants]
+        print(paired_table(names, samples))
+        print("\n(+ columns and ratios: paired per call index against bare ChatOpenAI)")
+        print(f"\nbackground threads charged:\n{thread_lines(names, samples)}")
         if ls is not None:
             print(f"\nLangSmith client: {ls[2].sent} batched requests recorded, "
                   f"{ls[2].bytes:,} bytes (not sent)")  # fmt: skip
