@@ -60,7 +60,7 @@ from langchain_seedlock._hashing import (
     request_hash_from_messages,
 )
 from langchain_seedlock._lock import SeedLock
-from langchain_seedlock._record import CallRecord, clean_fingerprint
+from langchain_seedlock._record import CallRecord, clean_fingerprint, sampling_params
 from langchain_seedlock._store._base import BaselineStore
 
 # Keys this handler adds to a run's metadata (what tracers show).
@@ -362,10 +362,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         )  # fmt: skip
         # A locked model already hashed the request and the output: reuse them.
         req_hash = _first_str(meta.get(_LOCKED_REQUEST_HASH), llm_output.get(_LOCKED_REQUEST_HASH))
+        provider = run.provider
         if req_hash is None:
-            req_hash = request_hash_from_messages(
-                run.provider, run.messages, normalize_params(params)
-            )
+            req_hash = request_hash_from_messages(provider, run.messages, normalize_params(params))
         out_hash = _first_str(
             meta.get(_LOCKED_OUTPUT_HASH) if single else llm_output.get(_LOCKED_OUTPUT_HASH)
         )
@@ -380,7 +379,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         context = run.context
 
         record = CallRecord(
-            provider=run.provider,
+            provider=provider,
             request_model=run.model,
             request_hash=req_hash,
             output_hash=out_hash,
@@ -389,7 +388,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             response_model=_first_str(meta.get("model_name"), llm_output.get("model_name")),
             service_tier=_first_str(meta.get("service_tier"), llm_output.get("service_tier")),
             lock_hash=lock_hash,
-            params=_sampling_params(params),
+            params=sampling_params(params),
             input_tokens=usage.get("input_tokens") if usage else None,
             output_tokens=usage.get("output_tokens") if usage else None,
             run_id=str(run_id),
@@ -483,19 +482,6 @@ def _tracers_of(config: Any) -> list[Any]:
     else:
         return []
     return [h for h in handlers if isinstance(h, BaseTracer | AsyncBaseTracer)]
-
-
-_SAMPLING = ("temperature", "top_p", "max_tokens")
-
-
-def _sampling_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The sampling parameters a record keeps, by their canonical names."""
-    out = {}
-    for name in _SAMPLING:
-        value = param_value(params, name)
-        if value is not None:
-            out[name] = value
-    return out
 
 
 def _first_present(*values: Any) -> Any:

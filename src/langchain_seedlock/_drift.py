@@ -239,9 +239,9 @@ class DriftMonitor:
         """
         try:
             model_key = record.model_key
-            found = self._decide_cached(record, model_key)
-            if found is not None:  # the common case: one pass under the lock
-                return self._log_and_queue(record, *found)
+            names = self._decide(record, model_key, only_cached=True)
+            if names is not None:
+                return names
             need_request, need_model = self._misses(record, model_key)
             store = self.store
             outputs = (
@@ -254,7 +254,7 @@ class DriftMonitor:
                 if (need_model and store is not None)
                 else None
             )
-            return self._finish(record, model_key, outputs, fingerprints)
+            return self._decide(record, model_key, outputs, fingerprints) or []
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
             ev.log_internal_error("DriftMonitor.observe", exc)
             return []
@@ -263,9 +263,9 @@ class DriftMonitor:
         """`observe` for asyncio code: a store read on a cache miss is awaited."""
         try:
             model_key = record.model_key
-            found = self._decide_cached(record, model_key)
-            if found is not None:
-                return self._log_and_queue(record, *found)
+            names = self._decide(record, model_key, only_cached=True)
+            if names is not None:
+                return names
             need_request, need_model = self._misses(record, model_key)
             store = self.store
             outputs = fingerprints = None
@@ -273,7 +273,7 @@ class DriftMonitor:
                 outputs = await self._aread(store.aoutputs_for(record.request_hash))
             if store is not None and need_model:
                 fingerprints = await self._aread(store.afingerprints_for(model_key))
-            return self._finish(record, model_key, outputs, fingerprints)
+            return self._decide(record, model_key, outputs, fingerprints) or []
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
             ev.log_internal_error("DriftMonitor.aobserve", exc)
             return []
@@ -371,39 +371,31 @@ class DriftMonitor:
         with self._lock:
             return record.request_hash not in self._requests, model_key not in self._models
 
-    def _decide_cached(
-        self, record: CallRecord, model_key: str
-    ) -> tuple[str, _Decision, list[str]] | None:
-        """`_decide` when the request and the model are both in memory; None
-        when the store must be read first (outside the lock)."""
-        backend = record.backend_id
-        with self._lock:
-            if record.request_hash not in self._requests or model_key not in self._models:
-                return None
-            d = _Decision()
-            names = [ev.CALL]
-            self._decide_model(record, model_key, None, d, names)
-            self._decide_request(record, backend, None, d, names)
-        return backend, d, names
-
-    def _finish(
+    def _decide(
         self,
         record: CallRecord,
         model_key: str,
-        outputs: list[OutputSeen] | None,
-        fingerprints: list[FingerprintSeen] | None,
-    ) -> list[str]:
+        outputs: list[OutputSeen] | None = None,
+        fingerprints: list[FingerprintSeen] | None = None,
+        *,
+        only_cached: bool = False,
+    ) -> list[str] | None:
+        """Compare under the lock, then log and queue; the event names.
+
+        ``only_cached``: return None, deciding nothing, unless the request and
+        the model are both in memory (else the store is read first, outside
+        the lock). The common case so takes the lock once.
+        """
         backend = record.backend_id  # a hash: compute once
         d = _Decision()
         names = [ev.CALL]
         with self._lock:
+            if only_cached and (
+                record.request_hash not in self._requests or model_key not in self._models
+            ):
+                return None
             self._decide_model(record, model_key, fingerprints, d, names)
             self._decide_request(record, backend, outputs, d, names)
-        return self._log_and_queue(record, backend, d, names)
-
-    def _log_and_queue(
-        self, record: CallRecord, backend: str, d: _Decision, names: list[str]
-    ) -> list[str]:
         stored = self._emit(record, backend, d, names)
         self._submit(record, stored)
         return names

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from langchain_seedlock import _events
 from langchain_seedlock._errors import LockViolationError, ParamDroppedError
 from langchain_seedlock._hashing import param_value
-from langchain_seedlock._lock import _SCALARS, SeedLock, _plain
+from langchain_seedlock._lock import SeedLock, _plain
 
 ViolationKind = Literal["override", "missing"]
 
@@ -42,9 +42,6 @@ def find_violations(
     # canonical_items: built once per lock (this runs on every call).
     for name, locked in lock.canonical_items.items():
         value = param_value(params, name)
-        kind = type(value)
-        if kind is type(locked) and kind in _SCALARS and value == locked:
-            continue  # the common case, without a call
         if value is None:
             if require_all:
                 found.append(Violation(name, _plain(locked), None, "missing"))

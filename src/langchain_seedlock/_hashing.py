@@ -296,59 +296,51 @@ def _canonical_messages(messages: list[Any]) -> list[Any]:
 
     out: list[Any] = []
     for message in messages:
-        if type(message) is dict:
-            copy = _plain_message(message, rename)
-            if copy is not None:
-                out.append(copy)
+        if _plain_message(message):
+            if message.get("tool_calls") is None and "tool_call_id" not in message:
+                out.append(message)  # keys are checked by the encoder
                 continue
-        copy = _normalize(message)
-        if isinstance(message, Mapping):
-            calls = copy.get("tool_calls")
-            if type(calls) is list:
-                copy["tool_calls"] = [
-                    ({**call, "id": rename(call.get("id"))} if type(call) is dict else call)
-                    for call in calls
-                ]
-            if "tool_call_id" in copy:
-                copy["tool_call_id"] = rename(copy["tool_call_id"])
+            copy = dict(message)  # shallow: the renaming below replaces what it changes
+        elif isinstance(message, Mapping):
+            copy = _normalize(message)
+        else:
+            out.append(_normalize(message))
+            continue
+        calls = copy.get("tool_calls")
+        if type(calls) is list:
+            copy["tool_calls"] = [
+                ({**call, "id": rename(call.get("id"))} if type(call) is dict else call)
+                for call in calls
+            ]
+        if "tool_call_id" in copy:
+            copy["tool_call_id"] = rename(copy["tool_call_id"])
         out.append(copy)
     return out
 
 
-def _plain_message(message: dict[Any, Any], rename: Callable[[Any], Any]) -> Any:
-    """A message in the plain wire shape, canonical with its ids renamed (the
-    message itself when it has none), or None when it needs the general walk.
-
-    Plain: string (or None) values, and ``tool_calls`` whose calls hold
-    strings, None and dicts of those. Keys are checked by the encoder.
-    """
+def _plain_message(message: Any) -> bool:
+    """Whether a message is in the plain wire shape, already canonical: a dict
+    of strings and None whose ``tool_calls`` (if any) are dicts of strings,
+    None and dicts of those. Keys are checked by the encoder."""
+    if type(message) is not dict:
+        return False
     for key, value in message.items():
-        if value is not None and type(value) is not str and key != "tool_calls":
-            return None
-    calls = message.get("tool_calls")
-    if calls is None:
-        if "tool_call_id" not in message:
-            return message
-        return {**message, "tool_call_id": rename(message["tool_call_id"])}
-    if type(calls) is not list:
-        return None
-    renamed = []
-    for call in calls:
-        if type(call) is not dict:
-            return None
-        for field in call.values():
-            if field is None or type(field) is str:
-                continue
-            if type(field) is not dict:
-                return None
-            for leaf in field.values():
-                if leaf is not None and type(leaf) is not str:
-                    return None
-        renamed.append({**call, "id": rename(call.get("id"))})
-    copy = {**message, "tool_calls": renamed}
-    if "tool_call_id" in message:
-        copy["tool_call_id"] = rename(message["tool_call_id"])
-    return copy
+        if value is None or type(value) is str:
+            continue
+        if key != "tool_calls" or type(value) is not list:
+            return False
+        for call in value:
+            if type(call) is not dict:
+                return False
+            for field in call.values():
+                if field is None or type(field) is str:
+                    continue
+                if type(field) is not dict:
+                    return False
+                for leaf in field.values():
+                    if leaf is not None and type(leaf) is not str:
+                        return False
+    return True
 
 
 def request_hash_from_messages(

@@ -58,7 +58,7 @@ from langchain_seedlock._hashing import (
     request_hash_from_messages,
 )
 from langchain_seedlock._lock import SeedLock
-from langchain_seedlock._record import CallRecord
+from langchain_seedlock._record import SAMPLING_PARAMS, CallRecord
 
 if TYPE_CHECKING:
     from langchain_seedlock._store._base import BaselineStore
@@ -377,11 +377,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             response_model=_str(meta.get("model_name")),
             service_tier=_str(meta.get("service_tier")),
             lock_hash=_str(meta.get(_META_LOCK_HASH)) or call.lock.lock_hash,
-            params={
-                k: call.settings[k]
-                for k in ("temperature", "top_p", "max_tokens")
-                if k in call.settings
-            },
+            params={k: call.settings[k] for k in SAMPLING_PARAMS if k in call.settings},
             input_tokens=usage.get("input_tokens"),
             output_tokens=usage.get("output_tokens"),
             run_id=_run_id(ai),

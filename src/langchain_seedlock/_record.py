@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_seedlock._hashing import backend_id, canonical_json, sha256_hex
+from langchain_seedlock._hashing import backend_id, canonical_json, param_value, sha256_hex
 
 # A fingerprint is a short build label ("fp_44709d6fcb", "b4273-0c1bd2b"); a
 # longer one is kept recognisable but bounded, so a broken server cannot
@@ -33,6 +33,20 @@ def clean_fingerprint(value: Any) -> str | None:
     if len(text) <= MAX_FINGERPRINT_CHARS:
         return text
     return f"{text[:64]}...sha256:{sha256_hex(text)[:16]}"
+
+
+# The sampling parameters a record keeps (CallRecord.params), by canonical name.
+SAMPLING_PARAMS = ("temperature", "top_p", "max_tokens")
+
+
+def sampling_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The `SAMPLING_PARAMS` set in ``params`` (any spelling), by canonical name."""
+    out = {}
+    for name in SAMPLING_PARAMS:
+        value = param_value(params, name)
+        if value is not None:
+            out[name] = value
+    return out
 
 
 @dataclass(slots=True)  # not frozen: a frozen init costs 4x, on every call
