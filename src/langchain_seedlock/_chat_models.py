@@ -110,6 +110,21 @@ def _stamp_metadata(
     }
 
 
+def _stamp_result(
+    lock: SeedLock,
+    result: ChatResult,
+    fingerprint: str | None,
+    req_hash: str | None,
+    run_manager: Any,
+) -> ChatResult:
+    """Record keys on each message, in ``llm_output`` and on the traced run."""
+    messages = [g.message for g in result.generations]
+    call_meta = _stamp_metadata(lock, messages, fingerprint, req_hash)
+    result.llm_output = {**(result.llm_output or {}), **call_meta}
+    _record_on_run(run_manager, call_meta)
+    return result
+
+
 def _record_on_run(run_manager: Any, call_meta: Mapping[str, Any]) -> None:
     """Put the record into the tracers' run metadata (LangSmith shows it on the run)."""
     if run_manager is None or not run_manager.handlers:
@@ -368,12 +383,7 @@ class _LockedOpenAIMixin(_LockHolder, _OpenAIBase):
     def _stamp(self, result: ChatResult, call: _Call, run_manager: Any) -> ChatResult:
         llm_output = result.llm_output or {}
         fingerprint = clean_fingerprint(llm_output.get(META_FINGERPRINT))
-        call_meta = _stamp_metadata(
-            self.lock, [g.message for g in result.generations], fingerprint, call.request_hash
-        )
-        result.llm_output = {**llm_output, **call_meta}
-        _record_on_run(run_manager, call_meta)
-        return result
+        return _stamp_result(self.lock, result, fingerprint, call.request_hash, run_manager)
 
     def _generate(
         self,
@@ -607,12 +617,7 @@ class LockedChatModel(_LockHolder, BaseChatModel):
             *(g.message.response_metadata.get(META_FINGERPRINT) for g in result.generations),
         ]
         fingerprint = next((c for c in map(clean_fingerprint, candidates) if c), None)
-        call_meta = _stamp_metadata(
-            self.lock, [g.message for g in result.generations], fingerprint, req_hash
-        )
-        result.llm_output = {**llm_output, **call_meta}
-        _record_on_run(run_manager, call_meta)
-        return result
+        return _stamp_result(self.lock, result, fingerprint, req_hash, run_manager)
 
     def _generate(
         self,

@@ -280,6 +280,21 @@ class PostgresStore(BaselineStore):
                 raise self._error("connecting", exc) from None
             self._schema_ready = True
 
+    def _new_pool(self, pool_class: Any, name: str) -> Any:
+        """A closed pool (sync or asyncio class) with this store's settings."""
+        return pool_class(
+            self._dsn,
+            kwargs=self._kwargs,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            open=False,
+            timeout=self.connect_timeout + 1,
+            # A server restart leaves dead connections in the pool: test
+            # each one before handing it out.
+            check=pool_class.check_connection,
+            name=name,
+        )
+
     def _get_pool(self) -> ConnectionPool[Any]:
         self._ensure_schema()
         pool = self._pool
@@ -287,19 +302,7 @@ class PostgresStore(BaselineStore):
             return pool
         with self._lock:
             if self._pool is None:
-                cp = self._pool_mod.ConnectionPool
-                self._pool = cp(
-                    self._dsn,
-                    kwargs=self._kwargs,
-                    min_size=self._min_size,
-                    max_size=self._max_size,
-                    open=False,
-                    timeout=self.connect_timeout + 1,
-                    # A server restart leaves dead connections in the pool:
-                    # test each one before handing it out.
-                    check=cp.check_connection,
-                    name="langchain-seedlock",
-                )
+                self._pool = self._new_pool(self._pool_mod.ConnectionPool, "langchain-seedlock")
                 self._pool.open(wait=False)
             return self._pool
 
@@ -430,17 +433,7 @@ class PostgresStore(BaselineStore):
         pool = self._apools.get(loop)
         if pool is None:
             # One pool per event loop: an asyncio pool cannot cross loops.
-            acp = self._pool_mod.AsyncConnectionPool
-            pool = acp(
-                self._dsn,
-                kwargs=self._kwargs,
-                min_size=self._min_size,
-                max_size=self._max_size,
-                open=False,
-                timeout=self.connect_timeout + 1,
-                check=acp.check_connection,
-                name="langchain-seedlock-async",
-            )
+            pool = self._new_pool(self._pool_mod.AsyncConnectionPool, "langchain-seedlock-async")
             await pool.open(wait=False)
             self._apools[loop] = pool
         return pool
