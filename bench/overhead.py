@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -169,7 +170,7 @@ def main() -> int:
     modes = ["sync", "async"] if args.mode == "both" else [args.mode]
     with (
         tempfile.TemporaryDirectory() as tmp_s,
-        postgres_url() if not args.no_postgres else _Nothing() as pg_url,
+        postgres_url() if not args.no_postgres else contextlib.nullcontext() as pg_url,
     ):
         if pg_url is None and not args.no_postgres:
             print("(PostgreSQL not available: its variant is skipped)\n")
@@ -191,14 +192,6 @@ def main() -> int:
                         h.close()
                         h.monitor.store.close()  # type: ignore[union-attr]
     return 0
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ count afterwards. Target (issue 7): >= 5,000 writes/s, SQLite, one process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import tempfile
 import time
@@ -110,7 +111,7 @@ def main() -> int:
     target_ok = None
     with (
         tempfile.TemporaryDirectory() as tmp,
-        postgres_url() if not args.no_postgres else _Nothing() as pg,
+        postgres_url() if not args.no_postgres else contextlib.nullcontext() as pg,
     ):
         urls = [("SQLite", f"sqlite:///{Path(tmp) / 'one.db'}")]
         if pg is not None:
@@ -147,14 +148,6 @@ def main() -> int:
         rate = rows[0][4]
         print(f"{verdict(target_ok)}  SQLite, one process: {rate:,.0f} writes/s >= {TARGET:,.0f}")
     return 0
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 if __name__ == "__main__":
