@@ -1,0 +1,267 @@
+"""The drift decision: pure functions of a call and what is known before it.
+
+No I/O, no clock, no globals: the drift monitor gathers the history (from its
+cache or the store), calls `classify`, and acts on the verdict. The rate
+detector `RateCusum` is a small value object updated with one Bernoulli
+observation per repeat call.
+
+Verdicts, for one call of a seeded request under one backend identity:
+
+- ``first``: the request was never seen: the output becomes its baseline.
+- ``reproduced``: the output is the request's usual (most frequent) output
+  under this backend.
+- ``known_variant``: an output seen before for this request under this
+  backend, not the usual one: normal variance of a best-effort seed.
+- ``new_variant``: never seen for this request under this backend: the event
+  worth a warning, unless the backend is known to be noisy.
+- ``explained``: the request was seen only under other backend identities,
+  and this output is new: the backend change explains it.
+- ``incomplete``: the output was cut (no finish reason): never a baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final, Literal
+
+Severity = Literal["debug", "info", "warning"]
+
+
+class Verdict(StrEnum):
+    FIRST = "first"
+    REPRODUCED = "reproduced"
+    KNOWN_VARIANT = "known_variant"
+    NEW_VARIANT = "new_variant"
+    EXPLAINED = "explained"
+    INCOMPLETE = "incomplete"
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One distinct output of a request under one backend, before this call."""
+
+    output_hash: str
+    count: int
+    first_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    severity: Severity
+    usual_output: str | None
+    """The request's most frequent output under this backend (before this call),
+    or, for ``explained``, under the backend it was last seen with."""
+    usual_count: int
+    output_count: int
+    """How often this output was seen before, under this backend."""
+    distinct_outputs: int
+    """Distinct outputs of the request under this backend, this call included."""
+    repeat: bool
+    """The request was seen before under this backend: the call counts for the
+    backend's reproducibility rate (``known`` says how)."""
+    known: bool
+    """For a repeat call: its output was already known under this backend."""
+
+
+def usual(variants: Mapping[str, Variant]) -> Variant | None:
+    """The most frequent variant; the oldest wins a tie (it was the baseline)."""
+    best: Variant | None = None
+    for v in variants.values():
+        if best is None or (v.count, -v.first_seen) > (best.count, -best.first_seen):
+            best = v
+    return best
+
+
+def classify(
+    output_hash: str,
+    backend_id: str,
+    history: Mapping[str, Mapping[str, Variant]],
+    *,
+    complete: bool = True,
+    backend_noisy: bool = False,
+) -> Decision:
+    """Classify one call of a seeded request.
+
+    Args:
+        output_hash: this call's output hash.
+        backend_id: this call's backend identity.
+        history: per backend identity, the request's variants by output hash,
+            as known before this call.
+        complete: False when the output was cut before its finish reason.
+        backend_noisy: the backend's reproducibility rate is low (see
+            `is_noisy`): a new variant there is information, not a warning.
+    """
+    here = history.get(backend_id, {})
+    if not complete:
+        return Decision(Verdict.INCOMPLETE, "info", None, 0, 0, len(here), False, False)
+    seen = here.get(output_hash)
+    base = usual(here)
+    if base is None:
+        # Nothing under this backend yet.
+        others = [usual(v) for k, v in history.items() if k != backend_id and v]
+        others_known = any(output_hash in v for k, v in history.items() if k != backend_id)
+        if not others:
+            return Decision(Verdict.FIRST, "debug", None, 0, 0, 1, False, False)
+        prev = max((o for o in others if o is not None), key=lambda o: o.count)
+        if others_known:
+            # The same output under a new backend identity: it reproduced.
+            return Decision(
+                Verdict.REPRODUCED, "debug", prev.output_hash, prev.count, 0, 1, False, False
+            )
+        return Decision(Verdict.EXPLAINED, "info", prev.output_hash, prev.count, 0, 1, False, False)
+    distinct = len(here) + (0 if seen is not None else 1)
+    if seen is not None and seen.output_hash == base.output_hash:
+        return Decision(
+            Verdict.REPRODUCED, "debug", base.output_hash, base.count, seen.count, distinct,
+            True, True,
+        )  # fmt: skip
+    if seen is not None:
+        return Decision(
+            Verdict.KNOWN_VARIANT, "info", base.output_hash, base.count, seen.count, distinct,
+            True, True,
+        )  # fmt: skip
+    return Decision(
+        Verdict.NEW_VARIANT, "info" if backend_noisy else "warning", base.output_hash,
+        base.count, 0, distinct, True, False,
+    )  # fmt: skip
+
+
+# -- the reproducibility rate -------------------------------------------------------
+
+# A backend is "noisy" when, over at least this many repeat calls, the upper
+# 95 % Wilson bound of its known-output rate is below NOISY_RATE.
+NOISY_MIN_CALLS: Final = 20
+NOISY_RATE: Final = 0.95
+Z95: Final = 1.959964
+
+
+def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (0, 1 for no trials)."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    # Clamped to the rate itself at the ends (k = 0 or n), where rounding
+    # would otherwise put the interval a hair off it.
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+
+
+def is_noisy(known: int, repeats: int) -> bool:
+    """Whether a backend with ``known`` known outputs in ``repeats`` repeat
+    calls is known to vary (a new variant there is not news)."""
+    return repeats >= NOISY_MIN_CALLS and wilson(known, repeats)[1] < NOISY_RATE
+
+
+# RateCusum's settings (see its docstring for how they were chosen).
+REFERENCE_CALLS: Final = 50
+DROP_RATIO: Final = 0.6
+REFERENCE_WINDOW: Final = 1000
+THRESHOLD: Final = 14.0
+P_MIN: Final = 0.05
+P_MAX: Final = 0.99
+
+
+@dataclass(slots=True)
+class RateCusum:
+    """A one-sided Bernoulli CUSUM on the known-output stream of a backend.
+
+    Why CUSUM rather than comparing windows: it is the sequential test with
+    the shortest detection delay for a given false-alarm rate (Page 1954;
+    Moustakides 1986), it needs O(1) state, and its threshold sets the
+    false-alarm rate directly. The in-control rate ``p0`` is estimated from
+    the first `REFERENCE_CALLS` repeat calls; the alternative is a drop to
+    ``p1 = p0 * DROP_RATIO``. The log-likelihood ratio of each observation is
+    added to ``s`` (floored at 0); ``s > THRESHOLD`` is an alarm, after which
+    the detector restarts with the new rate as its reference.
+
+    With p0 = 0.9 (p1 = 0.54) and a drop to 0.5: an observation adds +1.53
+    (unknown output) or -0.51 (known); the mean drift under 0.5 is +0.51 per
+    call, so a threshold of 14 alarms after ~30 calls, while under 0.9 the
+    mean is -0.31 per call and a false alarm needs a run of luck of
+    probability of order e^-14 per excursion. Measured over 30 seeds: 0
+    false alarms in 300,000 calls at a stable 0.9 (threshold 10 gave 1 in
+    50,000); delay after a drop to 0.5: median 29 calls, max 57.
+    """
+
+    reference_known: int = 0
+    reference_calls: int = 0
+    s: float = 0.0
+    run_known: int = 0
+    run_calls: int = 0
+    """Observations since ``s`` last left 0: CUSUM's estimate of the change
+    point, so their rate is the new rate when an alarm fires."""
+
+    @property
+    def p0(self) -> float | None:
+        if self.reference_calls < REFERENCE_CALLS:
+            return None
+        rate = self.reference_known / self.reference_calls
+        return min(P_MAX, max(P_MIN, rate))
+
+    def update(self, known: bool) -> RateChange | None:
+        """Add one repeat call; on an alarm, return the change and restart with
+        the observations since the change point as the new reference."""
+        p0 = self.p0
+        if p0 is None:
+            self.reference_calls += 1
+            self.reference_known += known
+            return None
+        p1 = p0 * DROP_RATIO
+        step = math.log(p1 / p0) if known else math.log((1 - p1) / (1 - p0))
+        self.s = max(0.0, self.s + step)
+        # Every observation refines the reference (halving keeps it weighted
+        # to the recent ~REFERENCE_WINDOW calls), so a warm-up in which
+        # variants were still being discovered is forgotten. Only part of
+        # the reference after a long run: a drop moves it little before the
+        # alarm fires.
+        self.reference_known += known
+        self.reference_calls += 1
+        if self.reference_calls >= REFERENCE_WINDOW:
+            self.reference_known //= 2
+            self.reference_calls //= 2
+        if self.s == 0.0:
+            self.run_known = self.run_calls = 0
+            return None
+        self.run_calls += 1
+        self.run_known += known
+        if self.s <= THRESHOLD:
+            return None
+        change = RateChange(
+            self.reference_known, self.reference_calls, self.run_known, self.run_calls
+        )
+        self.reference_known, self.reference_calls = self.run_known, self.run_calls
+        self.run_known = self.run_calls = 0
+        self.s = 0.0
+        return change
+
+
+@dataclass(frozen=True, slots=True)
+class RateChange:
+    """A significant drop of a backend's reproducibility rate."""
+
+    old_known: int
+    old_calls: int
+    new_known: int
+    new_calls: int
+
+    @property
+    def old_rate(self) -> float:
+        return self.old_known / self.old_calls
+
+    @property
+    def new_rate(self) -> float:
+        return self.new_known / self.new_calls
+
+    @property
+    def old_interval(self) -> tuple[float, float]:
+        return wilson(self.old_known, self.old_calls)
+
+    @property
+    def new_interval(self) -> tuple[float, float]:
+        return wilson(self.new_known, self.new_calls)
