@@ -33,7 +33,12 @@ from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from langchain_seedlock._callbacks import add_run_metadata
-from langchain_seedlock._enforce import apply_policy, find_violations, report_dropped
+from langchain_seedlock._enforce import (
+    apply_policy,
+    find_violations,
+    locked_request,
+    report_dropped,
+)
 from langchain_seedlock._errors import (
     LockViolationError,
     MalformedResponseError,
@@ -267,6 +272,12 @@ class _LockedOpenAIMixin(_LockHolder, _OpenAIBase):
                 "(the default) with a SeedLock."
             )
         model_kwargs = dict(values.get("model_kwargs") or {})
+        # What model_kwargs and extra_body would send (as `_default_params` and
+        # the openai SDK merge them); the fields themselves are checked below.
+        nested = find_violations(lock, {"extra_body": values.get("extra_body"), **model_kwargs})
+        if nested:
+            v = nested[0]
+            raise LockViolationError(v.field, v.locked, v.attempted, "constructor argument")
         for name, locked in lock.canonical().items():
             field = "max_tokens" if name == "max_tokens" else name
             given = values.get(
@@ -300,26 +311,22 @@ class _LockedOpenAIMixin(_LockHolder, _OpenAIBase):
     ) -> dict[str, Any]:
         call: _Call | None = kwargs.pop(_CALL_KWARG, None)
         lock = self.lock
-        # 1. Call-time and bind-time values that differ from the lock.
-        given = {**kwargs, **({"stop": stop} if stop is not None else {})}
+        # 1. Call-time and bind-time values that differ from the lock, wherever
+        # they are given: as arguments, or inside extra_body / extra_query.
+        given = {**kwargs, "stop": stop} if stop is not None else kwargs
         overrides = find_violations(lock, given)
         if overrides:  # log fields only built when there is something to report
             apply_policy(lock, overrides, source="call argument", log_fields=self._log_fields())
-        for v in overrides:  # warn / ignore: the lock wins
-            if v.field == "stop":
-                stop = list(v.locked)
-            else:
-                for key in (
-                    ("max_tokens", "max_completion_tokens")
-                    if v.field == "max_tokens"
-                    else (v.field,)
-                ):
-                    if key in kwargs:
-                        kwargs[key] = v.locked
+            # warn / ignore: the lock wins
+            if any(v.field == "stop" for v in overrides):
+                stop = list(lock.canonical()["stop"])
+            kwargs = locked_request(lock, kwargs)
         payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
-        # 2. What will really be sent, against the lock.
+        # 2. What will really be sent (the payload with its extra_body merged over
+        # it, as the openai SDK sends it) against the lock: constructor extra_body
+        # and model_kwargs, a field changed after construction, an integration
+        # that dropped a parameter.
         final = find_violations(lock, payload, require_all=True)
-        rewritten = [v for v in final if v.kind == "override"]
         if final:
             report_dropped(
                 lock,
@@ -327,22 +334,16 @@ class _LockedOpenAIMixin(_LockHolder, _OpenAIBase):
                 model=self.model_name,
                 log_fields=self._log_fields(),
             )
-            apply_policy(lock, rewritten, source="request payload", log_fields=self._log_fields())
-        for v in rewritten:
-            key = (
-                "max_completion_tokens"
-                if v.field == "max_tokens" and "max_completion_tokens" in payload
-                else v.field
+            apply_policy(
+                lock,
+                [v for v in final if v.kind == "override"],
+                source="request payload",
+                log_fields=self._log_fields(),
             )
-            payload[key] = v.locked
-        # 3. An equal value of another type (seed=5.0 for a locked 5) is sent as
-        # the locked integer: providers refuse a float seed or max_tokens.
-        for name, locked in lock.canonical_items.items():
-            key = name
-            if name == "max_tokens" and "max_completion_tokens" in payload:
-                key = "max_completion_tokens"
-            if isinstance(locked, int) and isinstance(payload.get(key), float):
-                payload[key] = locked
+        # 3. The locked value everywhere it is sent (extra_body included), and an
+        # equal value of another type (seed=5.0 for a locked 5) sent as the locked
+        # integer: providers refuse a float seed or max_tokens.
+        payload = locked_request(lock, payload)
         if call is not None:
             call.request_hash = request_hash(self._seedlock_provider, payload)
         return payload

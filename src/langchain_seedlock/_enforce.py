@@ -6,16 +6,26 @@ handler (on invocation params) and the agent middleware (on model settings).
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from langchain_seedlock import _events
+from langchain_seedlock._body import PARAM_CONTAINERS, QUERY_KEY, effective_params, is_omitted
 from langchain_seedlock._errors import LockViolationError, ParamDroppedError
-from langchain_seedlock._hashing import param_value
+from langchain_seedlock._hashing import PARAM_ALIASES
 from langchain_seedlock._lock import SeedLock, _plain
 
 ViolationKind = Literal["override", "missing"]
+
+# Every spelling of a locked parameter (canonical name first), e.g.
+# ``max_tokens`` / ``max_completion_tokens``: a body may carry both.
+_SPELLINGS: Final[dict[str, tuple[str, ...]]] = {}
+for _alias, _name in PARAM_ALIASES.items():
+    _SPELLINGS[_name] = (*_SPELLINGS.get(_name, (_name,)), _alias)
+_NOTHING: Final = object()  # "no override found" (None is a value a call may send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,22 +43,102 @@ def find_violations(
 ) -> list[Violation]:
     """Locked parameters that ``params`` sets to another value.
 
+    ``params`` is read as the server receives it (`effective_params`): the
+    entries of ``extra_body``, ``model_kwargs`` and ``options`` count as
+    parameters, over the top level; every spelling present is checked
+    (``max_tokens`` and ``max_completion_tokens``); a locked name in
+    ``extra_query`` is checked too. A value the openai SDK leaves out
+    (``openai.omit``) is an override; ``None`` is one only with
+    ``require_all`` (on a final payload it is a JSON ``null``; as a call
+    argument it means "not given").
+
     With ``require_all``, a locked parameter absent from ``params`` counts too
     (kind ``"missing"``): used on a final payload, where absent means not sent.
     """
     found: list[Violation] = []
     if not params and not require_all:
         return found  # no call-time arguments: the common case
+    body = effective_params(params, keep_omitted=True)
+    query = params.get(QUERY_KEY)
     # canonical_items: built once per lock (this runs on every call).
     for name, locked in lock.canonical_items.items():
-        value = param_value(params, name)
-        if value is None:
-            if require_all:
-                found.append(Violation(name, _plain(locked), None, "missing"))
-            continue
-        if not lock.equals_locked(name, value):
-            found.append(Violation(name, _plain(locked), value, "override"))
+        attempted: Any = _NOTHING
+        present = False
+        for key in _SPELLINGS.get(name, (name,)):
+            if key not in body:
+                continue
+            value = body[key]
+            if value is None or is_omitted(value):
+                if require_all or value is not None:
+                    present = True
+                    if attempted is _NOTHING:
+                        attempted = None
+                continue
+            present = True
+            if attempted is _NOTHING and not lock.equals_locked(name, value):
+                attempted = value
+        if attempted is _NOTHING and isinstance(query, Mapping):
+            attempted = _query_override(lock, name, query)
+        if attempted is not _NOTHING:
+            found.append(Violation(name, _plain(locked), attempted, "override"))
+        elif require_all and not present:
+            found.append(Violation(name, _plain(locked), None, "missing"))
     return found
+
+
+def locked_request(lock: SeedLock, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with every locked parameter it carries set to the locked value.
+
+    Every place a parameter reaches the wire is rewritten: the top level,
+    each mapping of `PARAM_CONTAINERS` (``extra_body`` included: the openai
+    SDK would let it override the top level) and ``extra_query``, in every
+    spelling present; an equal value of another type (``seed=5.0`` for a
+    locked 5) becomes the locked one. Nothing absent is added. Mappings that
+    change are copied, never mutated (they may be the caller's).
+    """
+    wire = lock.canonical()
+    out = dict(params)
+    _set_locked(wire, out)
+    for key in (*PARAM_CONTAINERS, QUERY_KEY):
+        inner = out.get(key)
+        if isinstance(inner, Mapping):
+            copy = dict(inner)
+            if _set_locked(wire, copy):
+                out[key] = copy
+    return out
+
+
+def _set_locked(wire: Mapping[str, Any], target: dict[str, Any]) -> bool:
+    """Write the locked values over the spellings present in ``target``;
+    whether anything changed."""
+    changed = False
+    for name, value in wire.items():
+        for key in _SPELLINGS.get(name, (name,)):
+            if key in target:
+                current = target[key]
+                if current is value or (type(current) is type(value) and current == value):
+                    continue
+                target[key] = value
+                changed = True
+    return changed
+
+
+def _query_override(lock: SeedLock, name: str, query: Mapping[str, Any]) -> Any:
+    """The value a query parameter sets for ``name`` when it is not the locked
+    one (query values are text: ``"5"`` is the locked 5), else `_NOTHING`."""
+    for key in _SPELLINGS.get(name, (name,)):
+        if key not in query:
+            continue
+        value = query[key]
+        if is_omitted(value):
+            continue  # left out of the URL: not sent
+        parsed = value
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                parsed = json.loads(value)
+        if parsed is None or not lock.equals_locked(name, parsed):
+            return value
+    return _NOTHING
 
 
 def apply_policy(
