@@ -32,8 +32,10 @@ from langchain_openai import AzureChatOpenAI, ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from langchain_seedlock._body import PARAM_CONTAINERS
 from langchain_seedlock._callbacks import add_run_metadata
 from langchain_seedlock._enforce import (
+    SPELLINGS,
     apply_policy,
     find_violations,
     locked_request,
@@ -278,6 +280,10 @@ class _LockedOpenAIMixin(_LockHolder, _OpenAIBase):
         if nested:
             v = nested[0]
             raise LockViolationError(v.field, v.locked, v.attempted, "constructor argument")
+        for name in lock.canonical():  # equal: the field below carries it (once)
+            for key in SPELLINGS.get(name, (name,)):
+                if key != "response_format":
+                    model_kwargs.pop(key, None)
         for name, locked in lock.canonical().items():
             field = "max_tokens" if name == "max_tokens" else name
             given = values.get(
@@ -292,7 +298,7 @@ class _LockedOpenAIMixin(_LockHolder, _OpenAIBase):
             else:
                 values.pop("max_completion_tokens", None) if field == "max_tokens" else None
                 values[field] = locked
-        if model_kwargs:
+        if model_kwargs or "model_kwargs" in values:
             values["model_kwargs"] = model_kwargs
         return values
 
@@ -523,11 +529,7 @@ class LockedAzureChatOpenAI(_LockedOpenAIMixin, AzureChatOpenAI):
 # ---------------------------------------------------------------------------
 
 # Field names other integrations use for each locked parameter.
-_FIELD_ALIASES: dict[str, tuple[str, ...]] = {
-    "seed": ("seed", "random_seed"),
-    "max_tokens": ("max_tokens", "max_completion_tokens", "num_predict", "max_output_tokens"),
-    "stop": ("stop", "stop_sequences"),
-}
+_FIELD_ALIASES = SPELLINGS
 
 
 def _field_for(model: BaseChatModel, name: str) -> str | None:
@@ -565,6 +567,20 @@ class LockedChatModel(_LockHolder, BaseChatModel):
             if current is not None and current != [] and not self.lock.equals_locked(name, current):
                 raise LockViolationError(name, locked, current, "constructor argument")
             updates[field] = locked
+        # Fields that are mappings of more parameters (model_kwargs, extra_body...)
+        # reach the wire too: checked like the fields, equal values made the locked ones.
+        nested: dict[str, Any] = {
+            name: value
+            for name in PARAM_CONTAINERS
+            if name in type(self.model).model_fields
+            and isinstance(value := getattr(self.model, name, None), Mapping)
+        }
+        if nested:
+            conflicts = find_violations(self.lock, nested)
+            if conflicts:
+                v = conflicts[0]
+                raise LockViolationError(v.field, v.locked, v.attempted, "constructor argument")
+            updates.update(locked_request(self.lock, nested))
         self.model = self.model.model_copy(update=updates)
         return self
 
@@ -590,7 +606,13 @@ class LockedChatModel(_LockHolder, BaseChatModel):
         """Check call-time values, let the lock win, and hash the request."""
         lock = self.lock
         given = {**kwargs, **({"stop": stop} if stop is not None else {})}
-        overrides = find_violations(lock, given)
+        # require_all: a None given is an override (the inner model would send it
+        # as null, or in place of its own value); what is not given is not missing.
+        overrides = (
+            [v for v in find_violations(lock, given, require_all=True) if v.kind == "override"]
+            if given
+            else []
+        )
         apply_policy(
             lock,
             overrides,
@@ -602,12 +624,34 @@ class LockedChatModel(_LockHolder, BaseChatModel):
                 stop = list(v.locked)
             for key in _FIELD_ALIASES.get(v.field, (v.field,)):
                 kwargs.pop(key, None)
+        if kwargs:
+            # The lock wins in extra_body / options / model_kwargs too, and an equal
+            # value of another type (seed=5.0) is passed as the locked one.
+            kwargs = self._fill_options(locked_request(lock, kwargs))
         params = {
             "model": _model_name(self.model),
             **{k: v for k, v in kwargs.items() if k != _CALL_KWARG},
             **lock.canonical(),
         }
         return stop, kwargs, request_hash_from_messages(self.model._llm_type, messages, params)
+
+    def _fill_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """A call-time ``options`` mapping with the locked values in it.
+
+        ``ChatOllama`` sends such a mapping *instead of* the options it builds
+        from its fields, so without the locked values in it the seed and the
+        locked parameters would not be sent at all. They are written under the
+        model's own field names (``num_predict`` for ``max_tokens``), which
+        are Ollama's option names.
+        """
+        options = kwargs.get("options")
+        if not isinstance(options, Mapping):
+            return kwargs
+        filled = dict(options)
+        for name, value in self.lock.canonical().items():
+            if not any(key in filled for key in _FIELD_ALIASES.get(name, (name,))):
+                filled[_field_for(self.model, name) or name] = value
+        return {**kwargs, "options": filled}
 
     def _stamp(self, result: ChatResult, req_hash: str, run_manager: Any = None) -> ChatResult:
         llm_output = result.llm_output or {}

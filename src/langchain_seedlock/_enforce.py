@@ -15,16 +15,20 @@ from typing import Any, Final, Literal
 from langchain_seedlock import _events
 from langchain_seedlock._body import PARAM_CONTAINERS, QUERY_KEY, effective_params, is_omitted
 from langchain_seedlock._errors import LockViolationError, ParamDroppedError
-from langchain_seedlock._hashing import PARAM_ALIASES
 from langchain_seedlock._lock import SeedLock, _plain
 
 ViolationKind = Literal["override", "missing"]
 
-# Every spelling of a locked parameter (canonical name first), e.g.
-# ``max_tokens`` / ``max_completion_tokens``: a body may carry both.
-_SPELLINGS: Final[dict[str, tuple[str, ...]]] = {}
-for _alias, _name in PARAM_ALIASES.items():
-    _SPELLINGS[_name] = (*_SPELLINGS.get(_name, (_name,)), _alias)
+# Every name integrations send a locked parameter under (canonical name first):
+# a request may carry several (``max_tokens`` and ``max_completion_tokens``),
+# and each one sent must hold the locked value. ``random_seed``: Mistral;
+# ``num_predict``: Ollama; ``max_output_tokens``: Gemini; ``stop_sequences``:
+# Anthropic. Parameters not listed have one name.
+SPELLINGS: Final[Mapping[str, tuple[str, ...]]] = {
+    "seed": ("seed", "random_seed"),
+    "max_tokens": ("max_tokens", "max_completion_tokens", "num_predict", "max_output_tokens"),
+    "stop": ("stop", "stop_sequences"),
+}
 _NOTHING: Final = object()  # "no override found" (None is a value a call may send)
 
 
@@ -64,7 +68,7 @@ def find_violations(
     for name, locked in lock.canonical_items.items():
         attempted: Any = _NOTHING
         present = False
-        for key in _SPELLINGS.get(name, (name,)):
+        for key in SPELLINGS.get(name, (name,)):
             if key not in body:
                 continue
             value = body[key]
@@ -113,7 +117,7 @@ def _set_locked(wire: Mapping[str, Any], target: dict[str, Any]) -> bool:
     whether anything changed."""
     changed = False
     for name, value in wire.items():
-        for key in _SPELLINGS.get(name, (name,)):
+        for key in SPELLINGS.get(name, (name,)):
             if key in target:
                 current = target[key]
                 if current is value or (type(current) is type(value) and current == value):
@@ -126,7 +130,7 @@ def _set_locked(wire: Mapping[str, Any], target: dict[str, Any]) -> bool:
 def _query_override(lock: SeedLock, name: str, query: Mapping[str, Any]) -> Any:
     """The value a query parameter sets for ``name`` when it is not the locked
     one (query values are text: ``"5"`` is the locked 5), else `_NOTHING`."""
-    for key in _SPELLINGS.get(name, (name,)):
+    for key in SPELLINGS.get(name, (name,)):
         if key not in query:
             continue
         value = query[key]
