@@ -36,9 +36,12 @@ PARAM_CONTAINERS: Final = ("model_kwargs", "options", "extra_body")
 QUERY_KEY: Final = "extra_query"
 
 
+_OMITTED = (Omit, NotGiven)
+
+
 def is_omitted(value: Any) -> bool:
     """Whether ``value`` is the openai SDK's marker for "leave this key out"."""
-    return isinstance(value, Omit | NotGiven)
+    return isinstance(value, _OMITTED)
 
 
 def effective_params(params: Mapping[str, Any], *, keep_omitted: bool = False) -> Mapping[str, Any]:
@@ -50,11 +53,12 @@ def effective_params(params: Mapping[str, Any], *, keep_omitted: bool = False) -
     kept (the lock checks treat an omitted locked parameter as an override,
     not as a parameter the integration never sent).
     """
-    nested = [value for key in PARAM_CONTAINERS if isinstance(value := params.get(key), Mapping)]
-    if not nested:
-        if keep_omitted or not any(is_omitted(v) for v in params.values()):
+    # Runs on every call, usually on a payload with none of these: plain lookups first.
+    if "extra_body" not in params and "model_kwargs" not in params and "options" not in params:
+        if keep_omitted or not any(isinstance(v, _OMITTED) for v in params.values()):
             return params
-        return {k: v for k, v in params.items() if not is_omitted(v)}
+        return {k: v for k, v in params.items() if not isinstance(v, _OMITTED)}
+    nested = [value for key in PARAM_CONTAINERS if isinstance(value := params.get(key), Mapping)]
     body = {
         k: v
         for k, v in params.items()
@@ -64,4 +68,4 @@ def effective_params(params: Mapping[str, Any], *, keep_omitted: bool = False) -
         body.update(mapping)
     if keep_omitted:
         return body
-    return {k: v for k, v in body.items() if not is_omitted(v)}
+    return {k: v for k, v in body.items() if not isinstance(v, _OMITTED)}

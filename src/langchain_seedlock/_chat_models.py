@@ -37,6 +37,7 @@ from langchain_seedlock._callbacks import add_run_metadata
 from langchain_seedlock._enforce import (
     SPELLINGS,
     apply_policy,
+    find_overrides,
     find_violations,
     locked_request,
     report_dropped,
@@ -320,7 +321,7 @@ class _LockedOpenAIMixin(_LockHolder, _OpenAIBase):
         # 1. Call-time and bind-time values that differ from the lock, wherever
         # they are given: as arguments, or inside extra_body / extra_query.
         given = {**kwargs, "stop": stop} if stop is not None else kwargs
-        overrides = find_violations(lock, given)
+        overrides = find_overrides(lock, given)
         if overrides:  # log fields only built when there is something to report
             apply_policy(lock, overrides, source="call argument", log_fields=self._log_fields())
             # warn / ignore: the lock wins
@@ -480,9 +481,11 @@ class LockedChatOpenAI(_LockedOpenAIMixin, ChatOpenAI):
         msg.response_metadata["seedlock_output_hash"]  # sha256 of text + tool calls
         ```
         A call-time or bind-time value that differs from the lock
-        (``model.invoke(..., temperature=1.0)``) raises `LockViolationError`
-        before anything is sent, or with ``on_violation="warn"`` logs
-        ``seedlock.lock_violation`` and sends the locked value.
+        (``model.invoke(..., temperature=1.0)``, or inside ``extra_body``,
+        which the openai SDK merges over the request body) raises
+        `LockViolationError` before anything is sent, or with
+        ``on_violation="warn"`` logs ``seedlock.lock_violation`` and sends
+        the locked value.
 
     Stream:
         ```python
@@ -606,13 +609,7 @@ class LockedChatModel(_LockHolder, BaseChatModel):
         """Check call-time values, let the lock win, and hash the request."""
         lock = self.lock
         given = {**kwargs, **({"stop": stop} if stop is not None else {})}
-        # require_all: a None given is an override (the inner model would send it
-        # as null, or in place of its own value); what is not given is not missing.
-        overrides = (
-            [v for v in find_violations(lock, given, require_all=True) if v.kind == "override"]
-            if given
-            else []
-        )
+        overrides = find_overrides(lock, given)
         apply_policy(
             lock,
             overrides,

@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from openai import NotGiven, Omit
+
 from langchain_seedlock import _events
 from langchain_seedlock._body import PARAM_CONTAINERS, QUERY_KEY, effective_params, is_omitted
 from langchain_seedlock._errors import LockViolationError, ParamDroppedError
-from langchain_seedlock._lock import SeedLock, _plain
+from langchain_seedlock._lock import LOCKABLE_PARAMS, SeedLock, _plain
 
 ViolationKind = Literal["override", "missing"]
 
@@ -29,6 +31,9 @@ SPELLINGS: Final[Mapping[str, tuple[str, ...]]] = {
     "max_tokens": ("max_tokens", "max_completion_tokens", "num_predict", "max_output_tokens"),
     "stop": ("stop", "stop_sequences"),
 }
+# SPELLINGS for every lockable parameter, one lookup in the per-call loops.
+_NAMES: Final = {name: SPELLINGS.get(name, (name,)) for name in ("seed", *LOCKABLE_PARAMS)}
+_OMITTED_TYPES: Final = frozenset({Omit, NotGiven})  # `is_omitted`, by exact type (hot loop)
 _NOTHING: Final = object()  # "no override found" (None is a value a call may send)
 
 
@@ -64,15 +69,17 @@ def find_violations(
         return found  # no call-time arguments: the common case
     body = effective_params(params, keep_omitted=True)
     query = params.get(QUERY_KEY)
+    if query is not None and not isinstance(query, Mapping):
+        query = None
     # canonical_items: built once per lock (this runs on every call).
     for name, locked in lock.canonical_items.items():
         attempted: Any = _NOTHING
         present = False
-        for key in SPELLINGS.get(name, (name,)):
+        for key in _NAMES[name]:
             if key not in body:
                 continue
             value = body[key]
-            if value is None or is_omitted(value):
+            if value is None or type(value) in _OMITTED_TYPES:
                 if require_all or value is not None:
                     present = True
                     if attempted is _NOTHING:
@@ -81,13 +88,22 @@ def find_violations(
             present = True
             if attempted is _NOTHING and not lock.equals_locked(name, value):
                 attempted = value
-        if attempted is _NOTHING and isinstance(query, Mapping):
+        if query is not None and attempted is _NOTHING:
             attempted = _query_override(lock, name, query)
         if attempted is not _NOTHING:
             found.append(Violation(name, _plain(locked), attempted, "override"))
         elif require_all and not present:
             found.append(Violation(name, _plain(locked), None, "missing"))
     return found
+
+
+def find_overrides(lock: SeedLock, given: Mapping[str, Any]) -> list[Violation]:
+    """Call-time or bind-time values that differ from the lock, ``None``
+    included (it is sent as a JSON ``null``, or in place of the model's own
+    value); a parameter not given is not missing."""
+    if not given:
+        return []
+    return [v for v in find_violations(lock, given, require_all=True) if v.kind == "override"]
 
 
 def locked_request(lock: SeedLock, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,37 +116,45 @@ def locked_request(lock: SeedLock, params: Mapping[str, Any]) -> dict[str, Any]:
     locked 5) becomes the locked one. Nothing absent is added. Mappings that
     change are copied, never mutated (they may be the caller's).
     """
-    wire = lock.canonical()
     out = dict(params)
-    _set_locked(wire, out)
-    for key in (*PARAM_CONTAINERS, QUERY_KEY):
+    _set_locked(lock, out)
+    for key in _NESTED_KEYS:
         inner = out.get(key)
-        if isinstance(inner, Mapping):
+        if inner is not None and isinstance(inner, Mapping):
             copy = dict(inner)
-            if _set_locked(wire, copy):
+            if _set_locked(lock, copy):
                 out[key] = copy
     return out
 
 
-def _set_locked(wire: Mapping[str, Any], target: dict[str, Any]) -> bool:
+_NESTED_KEYS: Final = (*PARAM_CONTAINERS, QUERY_KEY)
+_SCALARS: Final = frozenset({int, float, str, bool})
+
+
+def _set_locked(lock: SeedLock, target: dict[str, Any]) -> bool:
     """Write the locked values over the spellings present in ``target``;
     whether anything changed."""
     changed = False
-    for name, value in wire.items():
-        for key in SPELLINGS.get(name, (name,)):
-            if key in target:
-                current = target[key]
-                if current is value or (type(current) is type(value) and current == value):
-                    continue
-                target[key] = value
-                changed = True
+    for name, locked in lock.canonical_items.items():
+        for key in _NAMES[name]:
+            if key not in target:
+                continue
+            current = target[key]
+            kind = type(current)
+            if kind is type(locked) and kind in _SCALARS and current == locked:
+                continue  # the common case: already the locked value
+            plain = _plain(locked)
+            if kind is type(plain) and current == plain:
+                continue
+            target[key] = plain
+            changed = True
     return changed
 
 
 def _query_override(lock: SeedLock, name: str, query: Mapping[str, Any]) -> Any:
     """The value a query parameter sets for ``name`` when it is not the locked
     one (query values are text: ``"5"`` is the locked 5), else `_NOTHING`."""
-    for key in SPELLINGS.get(name, (name,)):
+    for key in _NAMES[name]:
         if key not in query:
             continue
         value = query[key]
