@@ -50,6 +50,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 
 from langchain_seedlock import _events as ev
+from langchain_seedlock._body import effective_params
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._enforce import apply_policy, find_violations
 from langchain_seedlock._errors import LockViolationError, MalformedResponseError
@@ -84,7 +85,7 @@ class _Run:
     references only; everything derived from them is computed at the end."""
 
     serialized: Mapping[str, Any] | None
-    params: Mapping[str, Any]  # invocation params, as LangChain gave them
+    params: Mapping[str, Any]  # invocation params, extra_body merged (`effective_params`)
     messages: Sequence[BaseMessage]
     metadata: dict[str, Any] | None
     parent_run_id: UUID | None
@@ -239,7 +240,8 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None,
         kwargs: Mapping[str, Any],
     ) -> None:
-        params = kwargs.get("invocation_params") or {}
+        # As the server receives them: extra_body / model_kwargs entries included.
+        params = effective_params(kwargs.get("invocation_params") or {})
         run = _Run(
             serialized,
             params,

@@ -32,8 +32,16 @@ from langchain_openai import AzureChatOpenAI, ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from langchain_seedlock._body import PARAM_CONTAINERS
 from langchain_seedlock._callbacks import add_run_metadata
-from langchain_seedlock._enforce import apply_policy, find_violations, report_dropped
+from langchain_seedlock._enforce import (
+    SPELLINGS,
+    apply_policy,
+    find_overrides,
+    find_violations,
+    locked_request,
+    report_dropped,
+)
 from langchain_seedlock._errors import (
     LockViolationError,
     MalformedResponseError,
@@ -267,6 +275,16 @@ class _LockedOpenAIMixin(_LockHolder, _OpenAIBase):
                 "(the default) with a SeedLock."
             )
         model_kwargs = dict(values.get("model_kwargs") or {})
+        # What model_kwargs and extra_body would send (as `_default_params` and
+        # the openai SDK merge them); the fields themselves are checked below.
+        nested = find_violations(lock, {"extra_body": values.get("extra_body"), **model_kwargs})
+        if nested:
+            v = nested[0]
+            raise LockViolationError(v.field, v.locked, v.attempted, "constructor argument")
+        for name in lock.canonical():  # equal: the field below carries it (once)
+            for key in SPELLINGS.get(name, (name,)):
+                if key != "response_format":
+                    model_kwargs.pop(key, None)
         for name, locked in lock.canonical().items():
             field = "max_tokens" if name == "max_tokens" else name
             given = values.get(
@@ -281,7 +299,7 @@ class _LockedOpenAIMixin(_LockHolder, _OpenAIBase):
             else:
                 values.pop("max_completion_tokens", None) if field == "max_tokens" else None
                 values[field] = locked
-        if model_kwargs:
+        if model_kwargs or "model_kwargs" in values:
             values["model_kwargs"] = model_kwargs
         return values
 
@@ -300,26 +318,22 @@ class _LockedOpenAIMixin(_LockHolder, _OpenAIBase):
     ) -> dict[str, Any]:
         call: _Call | None = kwargs.pop(_CALL_KWARG, None)
         lock = self.lock
-        # 1. Call-time and bind-time values that differ from the lock.
-        given = {**kwargs, **({"stop": stop} if stop is not None else {})}
-        overrides = find_violations(lock, given)
+        # 1. Call-time and bind-time values that differ from the lock, wherever
+        # they are given: as arguments, or inside extra_body / extra_query.
+        given = {**kwargs, "stop": stop} if stop is not None else kwargs
+        overrides = find_overrides(lock, given)
         if overrides:  # log fields only built when there is something to report
             apply_policy(lock, overrides, source="call argument", log_fields=self._log_fields())
-        for v in overrides:  # warn / ignore: the lock wins
-            if v.field == "stop":
-                stop = list(v.locked)
-            else:
-                for key in (
-                    ("max_tokens", "max_completion_tokens")
-                    if v.field == "max_tokens"
-                    else (v.field,)
-                ):
-                    if key in kwargs:
-                        kwargs[key] = v.locked
+            # warn / ignore: the lock wins
+            if any(v.field == "stop" for v in overrides):
+                stop = list(lock.canonical()["stop"])
+            kwargs = locked_request(lock, kwargs)
         payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
-        # 2. What will really be sent, against the lock.
+        # 2. What will really be sent (the payload with its extra_body merged over
+        # it, as the openai SDK sends it) against the lock: constructor extra_body
+        # and model_kwargs, a field changed after construction, an integration
+        # that dropped a parameter.
         final = find_violations(lock, payload, require_all=True)
-        rewritten = [v for v in final if v.kind == "override"]
         if final:
             report_dropped(
                 lock,
@@ -327,22 +341,16 @@ class _LockedOpenAIMixin(_LockHolder, _OpenAIBase):
                 model=self.model_name,
                 log_fields=self._log_fields(),
             )
-            apply_policy(lock, rewritten, source="request payload", log_fields=self._log_fields())
-        for v in rewritten:
-            key = (
-                "max_completion_tokens"
-                if v.field == "max_tokens" and "max_completion_tokens" in payload
-                else v.field
+            apply_policy(
+                lock,
+                [v for v in final if v.kind == "override"],
+                source="request payload",
+                log_fields=self._log_fields(),
             )
-            payload[key] = v.locked
-        # 3. An equal value of another type (seed=5.0 for a locked 5) is sent as
-        # the locked integer: providers refuse a float seed or max_tokens.
-        for name, locked in lock.canonical_items.items():
-            key = name
-            if name == "max_tokens" and "max_completion_tokens" in payload:
-                key = "max_completion_tokens"
-            if isinstance(locked, int) and isinstance(payload.get(key), float):
-                payload[key] = locked
+        # 3. The locked value everywhere it is sent (extra_body included), and an
+        # equal value of another type (seed=5.0 for a locked 5) sent as the locked
+        # integer: providers refuse a float seed or max_tokens.
+        payload = locked_request(lock, payload)
         if call is not None:
             call.request_hash = request_hash(self._seedlock_provider, payload)
         return payload
@@ -473,9 +481,11 @@ class LockedChatOpenAI(_LockedOpenAIMixin, ChatOpenAI):
         msg.response_metadata["seedlock_output_hash"]  # sha256 of text + tool calls
         ```
         A call-time or bind-time value that differs from the lock
-        (``model.invoke(..., temperature=1.0)``) raises `LockViolationError`
-        before anything is sent, or with ``on_violation="warn"`` logs
-        ``seedlock.lock_violation`` and sends the locked value.
+        (``model.invoke(..., temperature=1.0)``, or inside ``extra_body``,
+        which the openai SDK merges over the request body) raises
+        `LockViolationError` before anything is sent, or with
+        ``on_violation="warn"`` logs ``seedlock.lock_violation`` and sends
+        the locked value.
 
     Stream:
         ```python
@@ -522,11 +532,7 @@ class LockedAzureChatOpenAI(_LockedOpenAIMixin, AzureChatOpenAI):
 # ---------------------------------------------------------------------------
 
 # Field names other integrations use for each locked parameter.
-_FIELD_ALIASES: dict[str, tuple[str, ...]] = {
-    "seed": ("seed", "random_seed"),
-    "max_tokens": ("max_tokens", "max_completion_tokens", "num_predict", "max_output_tokens"),
-    "stop": ("stop", "stop_sequences"),
-}
+_FIELD_ALIASES = SPELLINGS
 
 
 def _field_for(model: BaseChatModel, name: str) -> str | None:
@@ -564,6 +570,20 @@ class LockedChatModel(_LockHolder, BaseChatModel):
             if current is not None and current != [] and not self.lock.equals_locked(name, current):
                 raise LockViolationError(name, locked, current, "constructor argument")
             updates[field] = locked
+        # Fields that are mappings of more parameters (model_kwargs, extra_body...)
+        # reach the wire too: checked like the fields, equal values made the locked ones.
+        nested: dict[str, Any] = {
+            name: value
+            for name in PARAM_CONTAINERS
+            if name in type(self.model).model_fields
+            and isinstance(value := getattr(self.model, name, None), Mapping)
+        }
+        if nested:
+            conflicts = find_violations(self.lock, nested)
+            if conflicts:
+                v = conflicts[0]
+                raise LockViolationError(v.field, v.locked, v.attempted, "constructor argument")
+            updates.update(locked_request(self.lock, nested))
         self.model = self.model.model_copy(update=updates)
         return self
 
@@ -589,7 +609,7 @@ class LockedChatModel(_LockHolder, BaseChatModel):
         """Check call-time values, let the lock win, and hash the request."""
         lock = self.lock
         given = {**kwargs, **({"stop": stop} if stop is not None else {})}
-        overrides = find_violations(lock, given)
+        overrides = find_overrides(lock, given)
         apply_policy(
             lock,
             overrides,
@@ -601,12 +621,34 @@ class LockedChatModel(_LockHolder, BaseChatModel):
                 stop = list(v.locked)
             for key in _FIELD_ALIASES.get(v.field, (v.field,)):
                 kwargs.pop(key, None)
+        if kwargs:
+            # The lock wins in extra_body / options / model_kwargs too, and an equal
+            # value of another type (seed=5.0) is passed as the locked one.
+            kwargs = self._fill_options(locked_request(lock, kwargs))
         params = {
             "model": _model_name(self.model),
             **{k: v for k, v in kwargs.items() if k != _CALL_KWARG},
             **lock.canonical(),
         }
         return stop, kwargs, request_hash_from_messages(self.model._llm_type, messages, params)
+
+    def _fill_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """A call-time ``options`` mapping with the locked values in it.
+
+        ``ChatOllama`` sends such a mapping *instead of* the options it builds
+        from its fields, so without the locked values in it the seed and the
+        locked parameters would not be sent at all. They are written under the
+        model's own field names (``num_predict`` for ``max_tokens``), which
+        are Ollama's option names.
+        """
+        options = kwargs.get("options")
+        if not isinstance(options, Mapping):
+            return kwargs
+        filled = dict(options)
+        for name, value in self.lock.canonical().items():
+            if not any(key in filled for key in _FIELD_ALIASES.get(name, (name,))):
+                filled[_field_for(self.model, name) or name] = value
+        return {**kwargs, "options": filled}
 
     def _stamp(self, result: ChatResult, req_hash: str, run_manager: Any = None) -> ChatResult:
         llm_output = result.llm_output or {}

@@ -20,6 +20,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
+from langchain_seedlock._body import effective_params
 from langchain_seedlock._wire import messages_to_wire
 
 # Keys of a request payload that change how it travels, not what it asks for.
@@ -217,10 +218,11 @@ def request_hash(provider: str, payload: Mapping[str, Any]) -> str:
     """Hash of what a request asks for: provider, model, messages, tools and params.
 
     ``payload`` is the final request body (OpenAI wire format for the OpenAI
-    models) or the equivalent built by `request_hash_from_messages`.
+    models) or the equivalent built by `request_hash_from_messages`, read as
+    the server receives it (`effective_params`: ``extra_body`` merged over it).
     """
     body: dict[str, Any] = {}
-    for key, value in payload.items():
+    for key, value in effective_params(payload).items():
         if key in TRANSPORT_KEYS:
             continue
         name = PARAM_ALIASES.get(key, key) if type(key) is str else str(key)

@@ -47,9 +47,10 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
 from langchain_seedlock import _events as ev
+from langchain_seedlock._body import PARAM_CONTAINERS
 from langchain_seedlock._chat_models import LockedChatModel, lock_model
 from langchain_seedlock._drift import DriftMonitor
-from langchain_seedlock._enforce import apply_policy, find_violations
+from langchain_seedlock._enforce import apply_policy, find_violations, locked_request
 from langchain_seedlock._errors import LockViolationError, UnsupportedModelError
 from langchain_seedlock._hashing import (
     PARAM_ALIASES,
@@ -290,6 +291,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         locked_names = set(normalize_params(wire))
         settings = {k: v for k, v in given.items() if PARAM_ALIASES.get(k, k) not in locked_names}
         settings.update(wire)
+        settings = locked_request(lock, settings)  # extra_body / model_kwargs entries too
         return _Call(
             request=request.override(model=model, model_settings=settings),
             lock=lock,
@@ -324,10 +326,18 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         # Constructor values that differ from the lock: the same policy as a call.
         # (ChatOpenAI names its fields as the wire does; response_format lives
         # in model_kwargs, where `lock_model` checks it.)
+        # Its model_kwargs / extra_body reach the wire too: checked alike.
         given = {name: getattr(model, name, None) for name in lock.canonical()}
-        conflicts = find_violations(lock, {k: v for k, v in given.items() if v is not None})
+        nested = {name: getattr(model, name, None) for name in PARAM_CONTAINERS}
+        nested = {k: v for k, v in nested.items() if isinstance(v, Mapping)}
+        conflicts = find_violations(
+            lock, {**{k: v for k, v in given.items() if v is not None}, **nested}
+        )
         apply_policy(lock, conflicts, source=_SOURCE_MODEL, log_fields=log_fields)
-        base = model.model_copy(update={v.field: None for v in conflicts})
+        update: dict[str, Any] = {v.field: None for v in conflicts}
+        if conflicts and nested:
+            update.update(locked_request(lock, nested))
+        base = model.model_copy(update=update)
         locked = lock_model(base, lock)
         with self._models_lock:
             self._models[key] = (model, locked)  # keeps `model` alive: its id stays unique
