@@ -139,11 +139,10 @@ def llama(calls_per_request: int = 10, requests: int = 20) -> None:
         model = LockedChatOpenAI(
             model="smollm2", base_url=server.base_url, api_key="none", lock=lock
         )
-        with capture_seedlock_events() as events:
-            with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                answers = list(
-                    pool.map(lambda p: (p, model.invoke(p, config=config).content), prompts * 3)
-                )
+        with capture_seedlock_events() as events, concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(
+                pool.map(lambda p: (p, model.invoke(p, config=config).content), prompts * 3)
+            )
     changed = sum(1 for p, a in answers if a != baseline[p])
     new = [e for e in events if e.get("seedlock.variant") == "new"]
     new_warn = [e for e in new if e["log_level"] == WARNING]
