@@ -218,7 +218,11 @@ else:
 class _LockHolder(_LockBase):
     """The `lock` field and its serialization, shared by every locked model."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    # hide_input_in_errors: `model_validate({...})` runs `__init__` under
+    # pydantic, which quotes its whole input (the API key included) in the
+    # ValidationError of any ValueError raised there, ours (an invalid lock)
+    # or the integration's. The message still names the field and the reason.
+    model_config = ConfigDict(arbitrary_types_allowed=True, hide_input_in_errors=True)
 
     lock: SeedLock = Field(...)
     """The seed and sampling parameters every request is sent with."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -75,6 +76,8 @@ def _validate_param(name: str, value: Any) -> Any:
         stops = [value] if isinstance(value, str) else value
         if not isinstance(stops, list | tuple) or not all(isinstance(s, str) for s in stops):
             raise InvalidLockError(name, value, "must be a string or a list of strings")
+        if not all(stops):
+            raise InvalidLockError(name, value, "must not hold an empty stop sequence")
         if not 1 <= len(stops) <= 4:
             raise InvalidLockError(name, value, "must hold 1 to 4 stop sequences")
         return tuple(stops)
@@ -83,6 +86,12 @@ def _validate_param(name: str, value: Any) -> Any:
             raise InvalidLockError(name, value, "must be a mapping of token id to bias")
         bias: dict[str, float] = {}
         for token, weight in value.items():
+            if isinstance(token, bool) or not (
+                isinstance(token, int) or (isinstance(token, str) and token.isdecimal())
+            ):
+                raise InvalidLockError(
+                    name, value, f"keys must be token ids (integers), got {token!r}"
+                )
             _check_range(f"logit_bias[{token!r}]", weight, -100.0, 100.0)
             bias[str(token)] = float(weight)
         return MappingProxyType(bias)
@@ -91,7 +100,14 @@ def _validate_param(name: str, value: Any) -> Any:
             raise InvalidLockError(
                 name, value, "must be a mapping with a 'type' key, e.g. {'type': 'json_object'}"
             )
-        canonical_json(value)  # refuses nothing, but proves it is JSON-able
+        if not isinstance(value["type"], str):
+            raise InvalidLockError(name, value, "its 'type' must be a string")
+        try:
+            # Sent as JSON and hashed: plain JSON only (no NaN, no objects whose
+            # str() would put a memory address into the lock hash).
+            json.dumps(_plain(value), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidLockError(name, value, f"must be plain JSON ({exc})") from None
         return MappingProxyType(dict(value))
     raise AssertionError(name)  # pragma: no cover - guarded by LOCKABLE_PARAMS
 
