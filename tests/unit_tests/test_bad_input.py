@@ -1,4 +1,6 @@
-"""Every bad input and its outcome, in three tables: parameters, server responses, store URLs.
+"""Every bad input and its outcome: parameters, server responses, store URLs, and (4) a
+broken log sink, a closed handler, constructor arguments, SQLite options, CLI options,
+secrets in URLs and errors, and model calls other agent middleware make.
 
 Each row is an input a user (or a broken server) can give through the public
 surface, and the one outcome it must have: a typed error that names the
