@@ -50,7 +50,13 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock._args import check_bool, check_instance, check_int, check_store
+from langchain_seedlock._args import (
+    check_bool,
+    check_instance,
+    check_int,
+    check_number,
+    check_store,
+)
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._enforce import apply_policy, find_violations
 from langchain_seedlock._errors import (
@@ -221,6 +227,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every observed call is in the store."""
+        check_number(
+            "SeedLockCallbackHandler.flush", "timeout", timeout, minimum=0, allow_none=True
+        )
         return self.monitor.flush(timeout)
 
     def close(self, timeout: float | None = 30.0) -> bool:
@@ -232,6 +241,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         instead of being stored. Close it at shutdown, or use it as a context
         manager (``with SeedLockCallbackHandler(store=url) as handler:``).
         """
+        check_number(
+            "SeedLockCallbackHandler.close", "timeout", timeout, minimum=0, allow_none=True
+        )
         done = self.monitor.close(timeout)
         if self._owned_store is not None:
             self._owned_store.close()

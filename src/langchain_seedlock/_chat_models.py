@@ -42,6 +42,7 @@ from langchain_seedlock._errors import (
 from langchain_seedlock._hashing import output_hash, request_hash, request_hash_from_messages
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._record import clean_fingerprint
+from langchain_seedlock._redact import redact_url
 
 # Keys added to each AIMessage's response_metadata (and the ChatResult's llm_output).
 META_FINGERPRINT = "system_fingerprint"
@@ -240,6 +241,12 @@ class _LockHolder(_LockBase):
 
     def to_json(self) -> Any:
         return _serialize_lock(super().to_json(), self.lock)
+
+    def __repr_args__(self) -> Any:
+        # A base URL may carry credentials (https://user:pw@host/v1): masked in
+        # repr() and str(), as the API key is.
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if isinstance(value, str) and "://" in value else value
 
     @classmethod
     def get_lc_namespace(cls) -> list[str]:

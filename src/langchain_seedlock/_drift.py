@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock._args import check_bool, check_int, check_store
+from langchain_seedlock._args import check_bool, check_int, check_number, check_store
 from langchain_seedlock._errors import InvalidArgumentError, StoreError
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_optional_url
@@ -368,6 +368,7 @@ class DriftMonitor:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record observed so far is in the store (False on timeout)."""
+        check_number("DriftMonitor.flush", "timeout", timeout, minimum=0, allow_none=True)
         if self._writer is None:
             return True
         return bool(self._writer.flush(timeout))
@@ -379,6 +380,7 @@ class DriftMonitor:
         not stored; it is reported as ``seedlock.store_error`` (operation
         ``write``, rate-limited) and counted in `dropped`.
         """
+        check_number("DriftMonitor.close", "timeout", timeout, minimum=0, allow_none=True)
         if self._closed or self._writer is None:
             self._closed = True
             return True

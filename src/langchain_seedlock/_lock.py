@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
-from langchain_seedlock._errors import InvalidLockError
+from langchain_seedlock._errors import InvalidArgumentError, InvalidLockError
 from langchain_seedlock._hashing import PARAM_ALIASES, canonical_json, normalize_params, sha256_hex
 
 OnViolation = Literal["raise", "warn", "ignore"]
@@ -210,6 +210,11 @@ class SeedLock:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SeedLock:
         """Rebuild a lock from ``to_dict()`` output (or any mapping of fields)."""
+        if not isinstance(data, Mapping):
+            raise InvalidArgumentError(
+                "SeedLock.from_dict", "data", data,
+                f"must be a mapping of lock fields, got {type(data).__name__}",
+            )  # fmt: skip
         fields = dict(data)
         if "seed" not in fields:
             raise InvalidLockError("seed", None, "is required")

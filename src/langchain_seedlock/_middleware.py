@@ -50,7 +50,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock._args import check_bool, check_instance, check_store
+from langchain_seedlock._args import check_bool, check_instance, check_number, check_store
 from langchain_seedlock._chat_models import LockedChatModel, lock_model
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._enforce import apply_policy, find_violations
@@ -243,6 +243,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every observed call is in the store."""
+        check_number("SeedLockMiddleware.flush", "timeout", timeout, minimum=0, allow_none=True)
         return self.monitor.flush(timeout)
 
     def close(self, timeout: float | None = 30.0) -> bool:
@@ -252,6 +253,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         Final, like `SeedLockCallbackHandler.close`: a call seen afterwards is
         logged and reported as ``seedlock.store_error``, not stored.
         """
+        check_number("SeedLockMiddleware.close", "timeout", timeout, minimum=0, allow_none=True)
         done = self.monitor.close(timeout)
         if self._owned_store is not None:
             self._owned_store.close()

@@ -58,16 +58,13 @@ SECRET = "pw-SEEDLOCK-SECRET-456"  # a store password: must never reach an error
 
 
 def locked(stub: StubOpenAI, **kwargs: Any) -> LockedChatOpenAI:
-    kwargs.setdefault("model", "m")
-    return LockedChatOpenAI(
-        base_url=stub.base_url, api_key="sk-x", lock=LOCK, max_retries=0, **kwargs
-    )
+    kwargs = {"model": "m", "base_url": stub.base_url, **kwargs}
+    return LockedChatOpenAI(api_key="sk-x", lock=LOCK, max_retries=0, **kwargs)
 
 
 def plain(stub: StubOpenAI, **kwargs: Any) -> ChatOpenAI:
-    kwargs.setdefault("seed", 5)
-    kwargs.setdefault("model", "m")
-    return ChatOpenAI(base_url=stub.base_url, api_key="sk-x", max_retries=0, **kwargs)
+    kwargs = {"seed": 5, "model": "m", "base_url": stub.base_url, **kwargs}
+    return ChatOpenAI(api_key="sk-x", max_retries=0, **kwargs)
 
 
 def enforced(stub: StubOpenAI, **kwargs: Any) -> Any:
@@ -489,6 +486,12 @@ ARGUMENTS: list[Any] = [
     pytest.param(lambda: configure_logging(file=123), r"file must be a path, an open text stream", id="logging-file-int"),
     pytest.param(lambda: configure_logging(json="yes"), r"json must be True or False", id="logging-json-str"),
     pytest.param(lambda: enable_auto_attach(5), r"handler must be a SeedLockCallbackHandler", id="auto_attach-int"),
+    pytest.param(lambda: _handler().flush("1"), r"flush: timeout must be a number", id="handler-flush-str"),
+    pytest.param(lambda: _handler().flush(math.nan), r"flush: timeout must be a finite number", id="handler-flush-nan"),
+    pytest.param(lambda: _handler().close(-1), r"close: timeout must be >= 0", id="handler-close-negative"),
+    pytest.param(lambda: _middleware().close(True), r"close: timeout must be a number", id="middleware-close-bool"),
+    pytest.param(lambda: DriftMonitor().flush(math.inf), r"flush: timeout must be a finite number", id="monitor-flush-inf"),
+    pytest.param(lambda: SeedLock.from_dict(123), r"data must be a mapping", id="lock-from_dict-int"),
     pytest.param(lambda: open_store("memory://").prune(keep_last=-1), r"keep_last must be >= 0", id="prune-keep_last--1-would-delete-all"),
     pytest.param(lambda: open_store("memory://").prune(keep_last=True), r"keep_last must be an integer", id="prune-keep_last-bool"),
     pytest.param(lambda: open_store("memory://").prune(older_than=math.nan), r"older_than must be a finite number", id="prune-older_than-nan"),
@@ -673,6 +676,14 @@ def test_probe_json_masks_the_base_url_password(
         json.loads(text)["base_url"]
         == stub.base_url.replace("http://", "http://user:***@") + "?api_key=***"
     )
+
+
+def test_a_base_url_password_is_masked_in_reprs(stub: StubOpenAI) -> None:
+    base = f"http://user:{SECRET}@127.0.0.1:1/v1"
+    for model in (locked(stub, base_url=base), lock_model(plain(stub, base_url=base), LOCK)):
+        assert SECRET not in repr(model)
+        assert SECRET not in str(model)
+        assert "user:***@" in repr(model)
 
 
 def test_store_urls_are_redacted_everywhere(tmp_path: Path) -> None:
