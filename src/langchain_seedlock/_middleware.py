@@ -495,6 +495,28 @@ class _InternalCallGuard(BaseCallbackHandler):
         self._node_graph: OrderedDict[Any, Any] = OrderedDict()  # node run -> graph run
         self._pending: OrderedDict[Any, list[_InternalCall]] = OrderedDict()
 
+    # Only chain starts and chat model starts are needed: LangChain skips the
+    # rest for this handler (token streams above all).
+    @property
+    def ignore_llm(self) -> bool:
+        return True
+
+    @property
+    def ignore_retry(self) -> bool:
+        return True
+
+    @property
+    def ignore_agent(self) -> bool:
+        return True
+
+    @property
+    def ignore_retriever(self) -> bool:
+        return True
+
+    @property
+    def ignore_custom_event(self) -> bool:
+        return True
+
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,
