@@ -23,6 +23,7 @@ from langchain_seedlock._chat_models import (
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._errors import (
     BackendUnavailableError,
+    InvalidArgumentError,
     InvalidLockError,
     LockViolationError,
     MalformedResponseError,
@@ -60,6 +61,7 @@ __all__ = [
     "BackendUnavailableError",
     "BaselineStore",
     "DriftMonitor",
+    "InvalidArgumentError",
     "InvalidLockError",
     "LocalServer",
     "LockViolationError",

@@ -36,6 +36,7 @@ from typing import Any, cast
 from langchain_core.tracers.context import register_configure_hook
 
 from langchain_seedlock import _events as ev
+from langchain_seedlock._args import check_instance
 from langchain_seedlock._callbacks import SeedLockCallbackHandler
 
 ENV_VAR = "SEEDLOCK_AUTO_ATTACH"
@@ -117,6 +118,11 @@ def enable_auto_attach(handler: SeedLockCallbackHandler | None = None) -> SeedLo
         chain.invoke(...)  # observed without touching the chain
         ```
     """
+    if handler is not None:
+        check_instance(
+            "enable_auto_attach", "handler", handler, SeedLockCallbackHandler,
+            "a SeedLockCallbackHandler or None",
+        )  # fmt: skip
     owned = handler is None
     if handler is None:
         handler = _default_handler()

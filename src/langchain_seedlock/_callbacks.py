@@ -50,10 +50,21 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 
 from langchain_seedlock import _events as ev
+from langchain_seedlock._args import (
+    check_bool,
+    check_instance,
+    check_int,
+    check_number,
+    check_store,
+)
 from langchain_seedlock._body import effective_params
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._enforce import apply_policy, find_violations
-from langchain_seedlock._errors import LockViolationError, MalformedResponseError
+from langchain_seedlock._errors import (
+    InvalidArgumentError,
+    LockViolationError,
+    MalformedResponseError,
+)
 from langchain_seedlock._hashing import (
     normalize_params,
     output_hash,
@@ -161,14 +172,27 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         max_runs: int = 10_000,
     ) -> None:
         super().__init__()
-        if lock is not None and not isinstance(lock, SeedLock):
-            raise TypeError(f"lock must be a SeedLock, got {type(lock).__name__}")
+        owner = "SeedLockCallbackHandler"
+        # Every argument checked here, before anything is opened or started.
+        check_store(owner, "store", store, urls=True)
+        if lock is not None:
+            check_instance(owner, "lock", lock, SeedLock, "a SeedLock")
+        check_bool(owner, "enforce", enforce)
+        check_bool(owner, "capture_content", capture_content)
+        if monitor is not None:
+            check_instance(owner, "monitor", monitor, DriftMonitor, "a DriftMonitor")
+        check_int(owner, "max_runs", max_runs, minimum=1)
         if enforce and lock is None:
-            raise ValueError(
-                "enforce=True needs a lock: SeedLockCallbackHandler(lock=..., enforce=True)"
-            )
+            raise InvalidArgumentError(
+                owner, "enforce", enforce,
+                "needs a lock: SeedLockCallbackHandler(lock=..., enforce=True)",
+            )  # fmt: skip
         if monitor is not None and store is not None:
-            raise ValueError("pass either store= or monitor= (the monitor owns its store)")
+            raise InvalidArgumentError(
+                owner, "store", store,
+                "cannot be given with monitor=: pass either store= or monitor= "
+                "(the monitor owns its store)",
+            )  # fmt: skip
         self._owned_store: BaselineStore | None = None
         if monitor is None:
             if isinstance(store, str):
@@ -196,13 +220,31 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         )
 
     # -- lifecycle helpers ---------------------------------------------------------
+    def __enter__(self) -> SeedLockCallbackHandler:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every observed call is in the store."""
+        check_number(
+            "SeedLockCallbackHandler.flush", "timeout", timeout, minimum=0, allow_none=True
+        )
         return self.monitor.flush(timeout)
 
     def close(self, timeout: float | None = 30.0) -> bool:
         """Flush and stop the monitor's writer thread; close the store if the
-        handler opened it from a URL. Returns False if records were left unwritten."""
+        handler opened it from a URL. Returns False if records were left unwritten.
+
+        Final (a closed handler is not reopened): a call it sees afterwards is
+        still compared and logged, and reported as ``seedlock.store_error``
+        instead of being stored. Close it at shutdown, or use it as a context
+        manager (``with SeedLockCallbackHandler(store=url) as handler:``).
+        """
+        check_number(
+            "SeedLockCallbackHandler.close", "timeout", timeout, minimum=0, allow_none=True
+        )
         done = self.monitor.close(timeout)
         if self._owned_store is not None:
             self._owned_store.close()

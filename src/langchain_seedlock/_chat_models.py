@@ -50,6 +50,7 @@ from langchain_seedlock._errors import (
 from langchain_seedlock._hashing import output_hash, request_hash, request_hash_from_messages
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._record import clean_fingerprint
+from langchain_seedlock._redact import redact_url
 
 # Keys added to each AIMessage's response_metadata (and the ChatResult's llm_output).
 META_FINGERPRINT = "system_fingerprint"
@@ -226,7 +227,11 @@ else:
 class _LockHolder(_LockBase):
     """The `lock` field and its serialization, shared by every locked model."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    # hide_input_in_errors: `model_validate({...})` runs `__init__` under
+    # pydantic, which quotes its whole input (the API key included) in the
+    # ValidationError of any ValueError raised there, ours (an invalid lock)
+    # or the integration's. The message still names the field and the reason.
+    model_config = ConfigDict(arbitrary_types_allowed=True, hide_input_in_errors=True)
 
     lock: SeedLock = Field(...)
     """The seed and sampling parameters every request is sent with."""
@@ -244,6 +249,12 @@ class _LockHolder(_LockBase):
 
     def to_json(self) -> Any:
         return _serialize_lock(super().to_json(), self.lock)
+
+    def __repr_args__(self) -> Any:
+        # A base URL may carry credentials (https://user:pw@host/v1): masked in
+        # repr() and str(), as the API key is.
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if isinstance(value, str) and "://" in value else value
 
     @classmethod
     def get_lc_namespace(cls) -> list[str]:

@@ -26,7 +26,10 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from langchain_seedlock import _events as ev
+from langchain_seedlock._args import check_bool, check_int, check_number, check_store
+from langchain_seedlock._errors import InvalidArgumentError, StoreError
 from langchain_seedlock._record import CallRecord
+from langchain_seedlock._redact import redact_optional_url
 from langchain_seedlock._store._base import (
     BaselineStore,
     FingerprintSeen,
@@ -46,6 +49,14 @@ STORE_ERROR_INTERVAL: Final = 60.0
 # (they compare with what this process knows) instead of each paying the
 # store's connect timeout while it is down.
 READ_RETRY_INTERVAL: Final = 5.0
+# The error of a record observed after `DriftMonitor.close` (seedlock.store_error).
+CLOSED_MESSAGE: Final = (
+    "closed: close() was called on this DriftMonitor, or on the SeedLockCallbackHandler "
+    "or SeedLockMiddleware using it; calls observed since are compared and logged but "
+    "not stored (create a new handler, or close it only at shutdown)"
+)
+_WHERE_VIOLATIONS: Final = "DriftMonitor.report_violations"
+_WHERE_EMIT: Final = "DriftMonitor.emit"
 _SAMPLING_KEYS: Final = (
     ("temperature", ev.K_TEMPERATURE),
     ("top_p", ev.K_TOP_P),
@@ -198,9 +209,17 @@ class DriftMonitor:
         buffer_size: int = 10_000,
         cache_size: int = 4096,
     ) -> None:
-        self._call_level_number = ev.level_number(call_level)  # validated early
-        if cache_size < 1:
-            raise ValueError("cache_size must be at least 1")
+        owner = "DriftMonitor"
+        check_store(owner, "store", store, urls=False)
+        check_bool(owner, "capture_content", capture_content)
+        if not isinstance(call_level, str) or call_level.lower() not in ev.LEVEL_NAMES:
+            raise InvalidArgumentError(
+                owner, "call_level", call_level,
+                f"is an unknown log level; use one of {list(ev.LEVEL_NAMES)}",
+            )  # fmt: skip
+        self._call_level_number = ev.level_number(call_level)
+        check_int(owner, "buffer_size", buffer_size, minimum=0)
+        check_int(owner, "cache_size", cache_size, minimum=1)
         self.store = store
         self.capture_content = capture_content
         self.call_level = call_level.lower()
@@ -212,6 +231,7 @@ class DriftMonitor:
         self._store_errors: dict[str, tuple[float, int]] = {}  # op -> (last logged, suppressed)
         self._reads_paused_until = 0.0  # monotonic; see READ_RETRY_INTERVAL
         self._closed = False
+        self._dropped_after_close = 0
         self._writer: Any = None
         if store is not None:
             if buffer_size <= 0:
@@ -296,13 +316,12 @@ class DriftMonitor:
         try:
             names: list[str] = []
             stored: list[StoredEvent] = []
-            log = ev.get_logger()
             now = time.time()
             for v in violations:
                 if v.field == "seed" and v.attempted is None:
                     fields = {**record_fields, ev.K_LOCK_HASH: lock_hash, "source": source}
                     fields["locked"] = v.locked
-                    log.warning(ev.UNSEEDED_CALL, **fields)
+                    ev.emit(_WHERE_VIOLATIONS, "warning", ev.UNSEEDED_CALL, **fields)
                     name = ev.UNSEEDED_CALL
                 else:
                     fields = {
@@ -314,7 +333,7 @@ class DriftMonitor:
                         "action": "observed",
                         ev.K_LOCK_HASH: lock_hash,
                     }
-                    log.warning(ev.LOCK_VIOLATION, **fields)
+                    ev.emit(_WHERE_VIOLATIONS, "warning", ev.LOCK_VIOLATION, **fields)
                     name = ev.LOCK_VIOLATION
                 names.append(name)
                 stored.append(StoredEvent(name, now, fields))
@@ -329,7 +348,7 @@ class DriftMonitor:
         when no lock is configured."""
         try:
             fields = {**record_fields, "source": source}
-            ev.get_logger().warning(ev.UNSEEDED_CALL, **fields)
+            ev.emit("DriftMonitor.report_unseeded", "warning", ev.UNSEEDED_CALL, **fields)
             self._submit(None, [StoredEvent(ev.UNSEEDED_CALL, time.time(), fields)])
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
             ev.log_internal_error("DriftMonitor.report_unseeded", exc)
@@ -340,7 +359,7 @@ class DriftMonitor:
         """Log (and store) ``seedlock.call_failed`` for a call that raised."""
         try:
             out = {**fields, ev.K_ERROR_TYPE: type(error).__qualname__}
-            ev.get_logger().warning(ev.CALL_FAILED, **out)
+            ev.emit("DriftMonitor.report_failure", "warning", ev.CALL_FAILED, **out)
             self._submit(None, [StoredEvent(ev.CALL_FAILED, time.time(), out)])
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
             ev.log_internal_error("DriftMonitor.report_failure", exc)
@@ -349,12 +368,19 @@ class DriftMonitor:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record observed so far is in the store (False on timeout)."""
+        check_number("DriftMonitor.flush", "timeout", timeout, minimum=0, allow_none=True)
         if self._writer is None:
             return True
         return bool(self._writer.flush(timeout))
 
     def close(self, timeout: float | None = 30.0) -> bool:
-        """Flush and stop the writer thread (the store stays open). Idempotent."""
+        """Flush and stop the writer thread (the store stays open). Idempotent.
+
+        Final: a call observed afterwards is still compared and logged, but
+        not stored; it is reported as ``seedlock.store_error`` (operation
+        ``write``, rate-limited) and counted in `dropped`.
+        """
+        check_number("DriftMonitor.close", "timeout", timeout, minimum=0, allow_none=True)
         if self._closed or self._writer is None:
             self._closed = True
             return True
@@ -363,8 +389,9 @@ class DriftMonitor:
 
     @property
     def dropped(self) -> int:
-        """Records the writer dropped (buffer full, or unwritten at close)."""
-        return int(getattr(self._writer, "dropped", 0))
+        """Records the writer dropped (buffer full, unwritten at close, or
+        observed after close)."""
+        return int(getattr(self._writer, "dropped", 0)) + self._dropped_after_close
 
     # -- the comparison ------------------------------------------------------------
     def _misses(self, record: CallRecord, model_key: str) -> tuple[bool, bool]:
@@ -546,7 +573,7 @@ class DriftMonitor:
             if self.capture_content:
                 call[ev.K_PROMPT_TEXT] = record.prompt_text
                 call[ev.K_OUTPUT_TEXT] = record.output_text
-            getattr(log, self.call_level)(ev.CALL, **call)
+            ev.emit_on(log, _WHERE_EMIT, self.call_level, ev.CALL, call)
         if len(names) == 1:
             return stored  # the common case: nothing needs attention
         if base is None:
@@ -560,7 +587,7 @@ class DriftMonitor:
                 "run_id": record.run_id,
                 **record.context,
             }
-            log.info(ev.FINGERPRINT_MISSING, **fields)
+            ev.emit_on(log, _WHERE_EMIT, "info", ev.FINGERPRINT_MISSING, fields)
             stored.append(StoredEvent(ev.FINGERPRINT_MISSING, record.at, fields))
         if d.fingerprint_changed is not None:
             previous, prev_first, prev_last, cur_first = d.fingerprint_changed
@@ -572,11 +599,11 @@ class DriftMonitor:
                 ev.K_PREVIOUS_FINGERPRINT_LAST_SEEN: _iso(prev_last),
                 ev.K_FINGERPRINT_FIRST_SEEN: _iso(cur_first),
             }
-            log.warning(ev.FINGERPRINT_CHANGED, **fields)
+            ev.emit_on(log, _WHERE_EMIT, "warning", ev.FINGERPRINT_CHANGED, fields)
             stored.append(StoredEvent(ev.FINGERPRINT_CHANGED, record.at, fields))
         if d.drift is not None:
             fields = self._drift_fields(record, base, d)
-            log.warning(ev.OUTPUT_DRIFT, **fields)
+            ev.emit_on(log, _WHERE_EMIT, "warning", ev.OUTPUT_DRIFT, fields)
             stored.append(StoredEvent(ev.OUTPUT_DRIFT, record.at, fields))
         return stored
 
@@ -619,6 +646,10 @@ class DriftMonitor:
         if self._writer is None or (record is None and not events):
             return
         if self._closed:
+            # Never silently: the call was logged, its record goes nowhere.
+            with self._lock:
+                self._dropped_after_close += 1
+            self._store_error("write", StoreError(CLOSED_MESSAGE))
             return
         self._writer.submit(record, events)
 
@@ -654,7 +685,7 @@ class DriftMonitor:
                 **{
                     ev.K_DROPPED: count,
                     "seedlock.dropped_total": self.dropped,
-                    ev.K_STORE_URL: getattr(self.store, "url", None),
+                    ev.K_STORE_URL: redact_optional_url(getattr(self.store, "url", None)),
                 },
             )
         except Exception as exc:  # noqa: BLE001 - reported from the writer thread
@@ -670,11 +701,13 @@ class DriftMonitor:
                 self._store_errors[op] = (last, suppressed + 1)
                 return
             self._store_errors[op] = (now, 0)
-        ev.get_logger().warning(
+        ev.emit(
+            "DriftMonitor.store_error",
+            "warning",
             ev.STORE_ERROR,
             **{
                 ev.K_OPERATION: op,
-                ev.K_STORE_URL: getattr(self.store, "url", None),
+                ev.K_STORE_URL: redact_optional_url(getattr(self.store, "url", None)),
                 ev.K_ERROR_TYPE: type(exc).__qualname__,
                 "error": _short(str(exc)),
                 ev.K_SUPPRESSED: suppressed,

@@ -188,9 +188,10 @@ def apply_policy(
         v = violations[0]
         raise LockViolationError(v.field, v.locked, v.attempted, source)
     if lock.on_violation == "warn":
-        log = _events.get_logger()
         for v in violations:
-            log.warning(
+            _events.emit(
+                "apply_policy",
+                "warning",
                 _events.LOCK_VIOLATION,
                 field=v.field,
                 locked=v.locked,
@@ -215,9 +216,10 @@ def report_dropped(
     if lock.on_violation == "raise":
         v = dropped[0]
         raise ParamDroppedError(v.field, v.locked, model)
-    log = _events.get_logger()
     for v in dropped:
-        log.warning(
+        _events.emit(
+            "report_dropped",
+            "warning",
             _events.PARAM_DROPPED,
             field=v.field,
             locked=v.locked,

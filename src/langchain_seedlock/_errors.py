@@ -19,6 +19,21 @@ class InvalidLockError(SeedLockError, ValueError):
         super().__init__(f"SeedLock field {field!r}: {reason} (got {_short_repr(value)})")
 
 
+class InvalidArgumentError(SeedLockError, TypeError, ValueError):
+    """An argument of a public constructor or function has the wrong type or value.
+
+    ``argument`` names it and ``owner`` the class or function that refused it.
+    Both a `TypeError` and a `ValueError`, so code that caught either keeps working.
+    """
+
+    def __init__(self, owner: str, argument: str, value: Any, reason: str) -> None:
+        self.owner = owner
+        self.argument = argument
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{owner}: {argument} {reason} (got {_short_repr(value)})")
+
+
 class LockViolationError(SeedLockError):
     """A call tried to send a value other than the locked one (or none at all)."""
 

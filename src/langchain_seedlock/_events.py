@@ -13,9 +13,13 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any, Final, TextIO
 
 import structlog
+
+from langchain_seedlock._args import check_bool, check_int
+from langchain_seedlock._errors import InvalidArgumentError
 
 LOGGER_NAME: Final = "langchain_seedlock"
 
@@ -104,6 +108,9 @@ _LEVELS: Final = {
 }
 
 
+LEVEL_NAMES: Final = tuple(_LEVELS)
+
+
 def get_logger() -> Any:
     """The package's structlog logger (resolved per call, so configuration made
     after import applies).
@@ -185,6 +192,27 @@ def log_internal_error(where: str, exc: BaseException) -> None:
         )
 
 
+def emit(where: str, level: str, event: str, /, **fields: Any) -> None:
+    """Log one event on the package's logger, never raising into the caller.
+
+    The one guard for every log line on a model call's path (the violation
+    policy, dropped parameters, the drift monitor's events): a sink that
+    fails (``OSError: No space left on device``, a processor that raises) is
+    handled like any other instrumentation failure, by `log_internal_error`
+    (which re-raises under ``SEEDLOCK_RAISE_INTERNAL_ERRORS=1``), and the
+    call goes on. ``where`` names the caller in that ``seedlock.internal_error``.
+    """
+    emit_on(None, where, level, event, fields)
+
+
+def emit_on(logger: Any, where: str, level: str, event: str, fields: Mapping[str, Any]) -> None:
+    """`emit` on a logger already resolved (``None``: `get_logger`), for hot paths."""
+    try:
+        getattr(logger if logger is not None else get_logger(), level)(event, **fields)
+    except Exception as exc:  # noqa: BLE001 - logging never breaks the caller
+        log_internal_error(where, exc)
+
+
 def configure_logging(
     *,
     json: bool = True,
@@ -212,6 +240,21 @@ def configure_logging(
     Returns:
         Whether structlog was configured by this call.
     """
+    owner = "configure_logging"
+    check_bool(owner, "json", json)
+    check_bool(owner, "force", force)
+    if isinstance(level, str):
+        if level.lower() not in _LEVELS:
+            raise InvalidArgumentError(
+                owner, "level", level, f"is an unknown log level; use one of {list(_LEVELS)}"
+            )
+    else:
+        check_int(owner, "level", level, minimum=0, maximum=logging.CRITICAL)
+    is_path = isinstance(file, str | os.PathLike)
+    if file is not None and not is_path and not callable(getattr(file, "write", None)):
+        raise InvalidArgumentError(
+            owner, "file", file, "must be a path, an open text stream or None"
+        )
     if structlog.is_configured() and not force:
         return False
     stream: TextIO

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
-from langchain_seedlock._errors import InvalidLockError
+from langchain_seedlock._errors import InvalidArgumentError, InvalidLockError
 from langchain_seedlock._hashing import PARAM_ALIASES, canonical_json, normalize_params, sha256_hex
 
 OnViolation = Literal["raise", "warn", "ignore"]
@@ -75,6 +76,8 @@ def _validate_param(name: str, value: Any) -> Any:
         stops = [value] if isinstance(value, str) else value
         if not isinstance(stops, list | tuple) or not all(isinstance(s, str) for s in stops):
             raise InvalidLockError(name, value, "must be a string or a list of strings")
+        if not all(stops):
+            raise InvalidLockError(name, value, "must not hold an empty stop sequence")
         if not 1 <= len(stops) <= 4:
             raise InvalidLockError(name, value, "must hold 1 to 4 stop sequences")
         return tuple(stops)
@@ -83,6 +86,12 @@ def _validate_param(name: str, value: Any) -> Any:
             raise InvalidLockError(name, value, "must be a mapping of token id to bias")
         bias: dict[str, float] = {}
         for token, weight in value.items():
+            if isinstance(token, bool) or not (
+                isinstance(token, int) or (isinstance(token, str) and token.isdecimal())
+            ):
+                raise InvalidLockError(
+                    name, value, f"keys must be token ids (integers), got {token!r}"
+                )
             _check_range(f"logit_bias[{token!r}]", weight, -100.0, 100.0)
             bias[str(token)] = float(weight)
         return MappingProxyType(bias)
@@ -91,7 +100,14 @@ def _validate_param(name: str, value: Any) -> Any:
             raise InvalidLockError(
                 name, value, "must be a mapping with a 'type' key, e.g. {'type': 'json_object'}"
             )
-        canonical_json(value)  # refuses nothing, but proves it is JSON-able
+        if not isinstance(value["type"], str):
+            raise InvalidLockError(name, value, "its 'type' must be a string")
+        try:
+            # Sent as JSON and hashed: plain JSON only (no NaN, no objects whose
+            # str() would put a memory address into the lock hash).
+            json.dumps(_plain(value), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidLockError(name, value, f"must be plain JSON ({exc})") from None
         return MappingProxyType(dict(value))
     raise AssertionError(name)  # pragma: no cover - guarded by LOCKABLE_PARAMS
 
@@ -194,6 +210,11 @@ class SeedLock:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SeedLock:
         """Rebuild a lock from ``to_dict()`` output (or any mapping of fields)."""
+        if not isinstance(data, Mapping):
+            raise InvalidArgumentError(
+                "SeedLock.from_dict", "data", data,
+                f"must be a mapping of lock fields, got {type(data).__name__}",
+            )  # fmt: skip
         fields = dict(data)
         if "seed" not in fields:
             raise InvalidLockError("seed", None, "is required")

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 try:
     from langchain.agents.middleware import (
@@ -41,17 +42,24 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "SeedLockMiddleware needs LangChain v1 agents: pip install 'langchain-seedlock[agents]'"
     ) from exc
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, get_buffer_string
+from langchain_core.tracers.context import register_configure_hook
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
 from langchain_seedlock import _events as ev
+from langchain_seedlock._args import check_bool, check_instance, check_number, check_store
 from langchain_seedlock._body import PARAM_CONTAINERS
 from langchain_seedlock._chat_models import LockedChatModel, lock_model
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._enforce import apply_policy, find_violations, locked_request
-from langchain_seedlock._errors import LockViolationError, UnsupportedModelError
+from langchain_seedlock._errors import (
+    InvalidArgumentError,
+    LockViolationError,
+    UnsupportedModelError,
+)
 from langchain_seedlock._hashing import (
     PARAM_ALIASES,
     normalize_params,
@@ -72,6 +80,7 @@ _META_REQUEST_HASH: Final = "seedlock_request_hash"
 _META_OUTPUT_HASH: Final = "seedlock_output_hash"
 _SOURCE_SETTINGS: Final = "agent model_settings"
 _SOURCE_MODEL: Final = "agent model constructor"
+_SOURCE_INTERNAL: Final = "middleware internal call"
 # Per-step seeds stay in [0, 2**31 - 1]: every backend takes them (llama.cpp
 # reads the seed as uint32 and treats 0xFFFFFFFF as "random"; others int32).
 _STEP_SEED_MASK: Final = 2**31 - 1
@@ -102,6 +111,7 @@ class _Call:
     model_name: str | None
     parent_run_id: str | None
     log_fields: dict[str, Any] = field(default_factory=dict)
+    graph_run: Any = None  # the agent graph's run id (see `_InternalCallGuard`)
 
 
 class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
@@ -191,15 +201,27 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         lock_models: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(lock, SeedLock):
-            raise TypeError(f"lock must be a SeedLock, got {type(lock).__name__}")
+        owner = "SeedLockMiddleware"
+        # Every argument checked here, before anything is opened or started.
+        check_instance(owner, "lock", lock, SeedLock, "a SeedLock")
+        check_store(owner, "store", store, urls=True)
+        if monitor is not None:
+            check_instance(owner, "monitor", monitor, DriftMonitor, "a DriftMonitor")
+        check_bool(owner, "capture_content", capture_content)
+        check_bool(owner, "seed_per_step", seed_per_step)
+        check_bool(owner, "lock_models", lock_models)
         if monitor is not None and store is not None:
-            raise ValueError("pass either store= or monitor= (the monitor owns its store)")
+            raise InvalidArgumentError(
+                owner, "store", store,
+                "cannot be given with monitor=: pass either store= or monitor= "
+                "(the monitor owns its store)",
+            )  # fmt: skip
+        self._owned_store: BaselineStore | None = None
         if monitor is None:
             if isinstance(store, str):
                 from langchain_seedlock._store import open_store
 
-                store = open_store(store)
+                store = self._owned_store = open_store(store)
             monitor = DriftMonitor(store, capture_content=capture_content)
         self.lock = lock
         self.monitor = monitor
@@ -210,6 +232,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             OrderedDict()
         )
         self._models_lock = threading.Lock()
+        _LIVE.add(self)  # see _InternalCallGuard
 
     def __repr__(self) -> str:
         return (
@@ -221,11 +244,27 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every observed call is in the store."""
+        check_number("SeedLockMiddleware.flush", "timeout", timeout, minimum=0, allow_none=True)
         return self.monitor.flush(timeout)
 
     def close(self, timeout: float | None = 30.0) -> bool:
-        """Flush and stop the monitor's writer thread."""
-        return self.monitor.close(timeout)
+        """Flush and stop the monitor's writer thread; close the store if the
+        middleware opened it from a URL. Returns False if records were left unwritten.
+
+        Final, like `SeedLockCallbackHandler.close`: a call seen afterwards is
+        logged and reported as ``seedlock.store_error``, not stored.
+        """
+        check_number("SeedLockMiddleware.close", "timeout", timeout, minimum=0, allow_none=True)
+        done = self.monitor.close(timeout)
+        if self._owned_store is not None:
+            self._owned_store.close()
+        return done
+
+    def __enter__(self) -> SeedLockMiddleware:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- the hooks ---------------------------------------------------------------
     def wrap_model_call(
@@ -240,6 +279,8 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         except Exception as exc:
             self._failed(call, exc)
             raise
+        finally:
+            self._report_internal_calls(call.graph_run)
         record = self._record(call, response)
         if record is not None:
             self.monitor.observe(record)
@@ -257,6 +298,8 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         except Exception as exc:
             self._failed(call, exc)
             raise
+        finally:
+            self._report_internal_calls(call.graph_run)
         record = self._record(call, response)
         if record is not None:
             await self.monitor.aobserve(record)
@@ -264,7 +307,9 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
 
     # -- before the call -----------------------------------------------------------
     def _prepare(self, request: ModelRequest[Any]) -> _Call:
-        context, parent_run_id = _context(request)
+        context, parent_run_id, node_run = _context(request)
+        graph_run = _GUARD.graph_of(node_run)
+        self._report_internal_calls(graph_run)
         lock = self.lock
         if self.seed_per_step:
             lock = lock.replace(seed=step_seed(lock.seed, context["agent_step"]))
@@ -293,6 +338,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         settings.update(wire)
         settings = locked_request(lock, settings)  # extra_body / model_kwargs entries too
         return _Call(
+            graph_run=graph_run,
             request=request.override(model=model, model_settings=settings),
             lock=lock,
             settings=settings,
@@ -357,6 +403,24 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         }
         self.monitor.report_failure(fields, exc)
 
+    def _report_internal_calls(self, graph_run: Any) -> None:
+        """``seedlock.unseeded_call`` / ``seedlock.lock_violation`` for model calls
+        that other middleware made in this agent run outside the model call this
+        middleware wraps (a summary, a tool selection...): sent as they were,
+        since there is no request to lock there, but never unnoticed."""
+        if graph_run is None:
+            return
+        try:
+            for internal in _GUARD.take(graph_run):
+                violations = find_violations(self.lock, internal.params, require_all=True)
+                if violations:
+                    self.monitor.report_violations(
+                        internal.fields, violations,
+                        lock_hash=self.lock.lock_hash, source=_SOURCE_INTERNAL,
+                    )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("SeedLockMiddleware.report_internal_calls", exc)
+
     def _record(self, call: _Call, response: Any) -> CallRecord | None:
         try:
             return self._build_record(call, response)
@@ -399,11 +463,195 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         )
 
 
+# -- model calls other middleware make ----------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _InternalCall:
+    params: Mapping[str, Any]  # invocation params, as LangChain gave them
+    fields: dict[str, Any]  # the event fields
+
+
+class _InternalCallGuard(BaseCallbackHandler):
+    """Sees the model calls that other middleware make inside an agent run, for
+    `SeedLockMiddleware` to report the ones sent without the lock.
+
+    Why: ``SummarizationMiddleware`` (and ``LLMToolSelectorMiddleware``,
+    ``LLMToolEmulator``) call their own model from their own hooks. Those calls
+    never pass through ``wrap_model_call``, and no middleware hook can change
+    another middleware's model: this package cannot lock them. LangChain tags
+    them with an ``lc_source`` metadata key; this handler, attached to every
+    run by a LangChain configure hook while a `SeedLockMiddleware` exists,
+    notes each such call under the agent graph's run (found through the run
+    tree: call -> ... -> graph node -> graph). The middleware of that graph
+    run takes the notes at its next model call and logs (and stores)
+    ``seedlock.unseeded_call`` / ``seedlock.lock_violation`` for every one that
+    was not sent with its lock. A call made with a locked model (`lock_model`)
+    matches the lock and is not reported.
+
+    Cost for everything else: one metadata lookup per chain start; all memory
+    is bounded (old runs are forgotten first).
+    """
+
+    run_inline = True  # noted before the call returns, in sync and async runs
+    raise_error = False
+
+    _MAX_RUNS: Final = 8192
+    _MAX_GRAPHS: Final = 1024
+    _MAX_PER_GRAPH: Final = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._parents: OrderedDict[Any, Any] = OrderedDict()  # run -> parent (inside nodes)
+        self._node_graph: OrderedDict[Any, Any] = OrderedDict()  # node run -> graph run
+        self._pending: OrderedDict[Any, list[_InternalCall]] = OrderedDict()
+
+    # Only chain starts and chat model starts are needed: LangChain skips the
+    # rest for this handler (token streams above all).
+    @property
+    def ignore_llm(self) -> bool:
+        return True
+
+    @property
+    def ignore_retry(self) -> bool:
+        return True
+
+    @property
+    def ignore_agent(self) -> bool:
+        return True
+
+    @property
+    def ignore_retriever(self) -> bool:
+        return True
+
+    @property
+    def ignore_custom_event(self) -> bool:
+        return True
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: Any,
+        parent_run_id: Any = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Remember where runs inside graph nodes sit in the run tree."""
+        node = metadata.get("langgraph_node") if metadata else None
+        if node is None or parent_run_id is None:
+            return
+        try:
+            table = self._node_graph if kwargs.get("name") == node else self._parents
+            with self._lock:
+                table[run_id] = parent_run_id
+                if len(table) > self._MAX_RUNS:
+                    table.popitem(last=False)
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("SeedLockMiddleware.guard.on_chain_start", exc)
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: Any,
+        parent_run_id: Any = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Note a model call that a middleware made itself (``lc_source`` set)."""
+        if not metadata or "lc_source" not in metadata or "langgraph_node" not in metadata:
+            return
+        try:
+            self._note(run_id, parent_run_id, metadata, kwargs.get("invocation_params") or {})
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("SeedLockMiddleware.guard.on_chat_model_start", exc)
+
+    def _note(
+        self, run_id: Any, parent_run_id: Any, metadata: Mapping[str, Any], params: Any
+    ) -> None:
+        with self._lock:
+            graph = self._graph_above(parent_run_id)
+            if graph is None:
+                return
+            model = params.get("model") or params.get("model_name") or metadata.get("ls_model_name")
+            fields: dict[str, Any] = {
+                ev.K_PROVIDER: metadata.get("ls_provider") or params.get("_type"),
+                ev.K_REQUEST_MODEL: None if model is None else str(model),
+                ev.K_SEED: params.get("seed"),
+                "run_id": str(run_id),
+                "parent_run_id": None if parent_run_id is None else str(parent_run_id),
+                "lc_source": metadata["lc_source"],
+                "seedlock.hint": _INTERNAL_HINT,
+            }
+            fields.update({k: metadata[k] for k in ev.CONTEXT_KEYS if k in metadata})
+            notes = self._pending.setdefault(graph, [])
+            self._pending.move_to_end(graph)
+            if len(notes) < self._MAX_PER_GRAPH:
+                notes.append(_InternalCall(dict(params), fields))
+            while len(self._pending) > self._MAX_GRAPHS:
+                self._pending.popitem(last=False)
+
+    def _graph_above(self, run: Any) -> Any:
+        """The graph run above ``run``: up through the runs inside the node, then
+        the node's parent (caller holds the lock)."""
+        for _ in range(32):  # runs nest a few levels inside a node; never loop forever
+            if run is None:
+                return None
+            graph = self._node_graph.get(run)
+            if graph is not None:
+                return graph
+            run = self._parents.get(run)
+        return None
+
+    def graph_of(self, node_run: Any) -> Any:
+        """The graph run of the node run ``node_run`` (None if unknown)."""
+        if node_run is None:
+            return None
+        with self._lock:
+            return self._node_graph.get(node_run)
+
+    def take(self, graph_run: Any) -> list[_InternalCall]:
+        """The calls noted under ``graph_run`` since the last take (then forgotten)."""
+        with self._lock:
+            return self._pending.pop(graph_run, [])
+
+
+_INTERNAL_HINT: Final = (
+    "a model call another middleware made itself (e.g. SummarizationMiddleware's summary), "
+    "outside the agent's model call: SeedLockMiddleware cannot lock it; give that "
+    "middleware a locked model (lock_model(model, lock))"
+)
+_GUARD = _InternalCallGuard()
+# The living middleware; while there is one, every run gets the guard.
+_LIVE: weakref.WeakSet[SeedLockMiddleware] = weakref.WeakSet()
+
+
+class _GuardWhileLive:
+    """Quacks like the `ContextVar` LangChain's configure hooks read (``.get()``)."""
+
+    def get(self) -> _InternalCallGuard | None:
+        return _GUARD if _LIVE else None
+
+
+register_configure_hook(
+    cast("Any", _GuardWhileLive()),
+    True,  # inheritable: the node runs and the calls inside them get it too
+    _InternalCallGuard,
+    None,
+)
+
+
 # -- helpers -----------------------------------------------------------------------
-def _context(request: ModelRequest[Any]) -> tuple[dict[str, Any], str | None]:
-    """The agent's position: LangGraph metadata, thread and step in the loop."""
+def _context(request: ModelRequest[Any]) -> tuple[dict[str, Any], str | None, Any]:
+    """The agent's position: LangGraph metadata, thread and step in the loop;
+    the model node's run id (as a string, and as given: for `_GUARD`)."""
     context: dict[str, Any] = {}
     parent_run_id: str | None = None
+    run: Any = None
     try:
         from langgraph.config import get_config
 
@@ -422,7 +670,7 @@ def _context(request: ModelRequest[Any]) -> tuple[dict[str, Any], str | None]:
         run = getattr(config.get("callbacks"), "parent_run_id", None)
         parent_run_id = str(run) if run is not None else None
     context["agent_step"] = _agent_step(request)
-    return context, parent_run_id
+    return context, parent_run_id, run
 
 
 def _agent_step(request: ModelRequest[Any]) -> int:

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_seedlock._errors import BackendUnavailableError, ProbeError
+from langchain_seedlock._redact import redact_optional_url
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import BaseCallbackHandler
@@ -224,7 +225,7 @@ class ProbeResult:
         return {
             "schema": "seedlock.probe/1",
             "model": self.model,
-            "base_url": self.base_url,
+            "base_url": redact_optional_url(self.base_url),
             "prompt": self.prompt,
             "settings": {
                 "runs": self.runs,
@@ -639,7 +640,8 @@ def run_probe(
             close()
     return ProbeResult(
         model=model,
-        base_url=base_url,
+        # Shown and written (--json): credentials in the URL never are.
+        base_url=redact_optional_url(base_url),
         prompt=prompt,
         runs=runs,
         seed=seed,

@@ -1,4 +1,6 @@
-"""Every bad input and its outcome, in three tables: parameters, server responses, store URLs.
+"""Every bad input and its outcome: parameters, server responses, store URLs, and (4) a
+broken log sink, a closed handler, constructor arguments, SQLite options, CLI options,
+secrets in URLs and errors, and model calls other agent middleware make.
 
 Each row is an input a user (or a broken server) can give through the public
 surface, and the one outcome it must have: a typed error that names the
@@ -23,11 +25,14 @@ from typing import Any
 
 import openai
 import pytest
+import structlog
 from langchain_openai import ChatOpenAI
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from langchain_seedlock import (
+    DriftMonitor,
+    InvalidArgumentError,
     InvalidLockError,
     LockedChatOpenAI,
     LockViolationError,
@@ -38,10 +43,13 @@ from langchain_seedlock import (
     SeedLockMiddleware,
     StoreError,
     UnsupportedModelError,
+    configure_logging,
+    enable_auto_attach,
     lock_model,
     open_store,
 )
 from langchain_seedlock._record import MAX_FINGERPRINT_CHARS, clean_fingerprint
+from langchain_seedlock.cli import main as cli_main
 from tests._fixtures.stub_openai import StubOpenAI, raw_completion
 
 LOCK = SeedLock(seed=5, temperature=0.1)
@@ -49,14 +57,13 @@ SECRET = "pw-SEEDLOCK-SECRET-456"  # a store password: must never reach an error
 
 
 def locked(stub: StubOpenAI, **kwargs: Any) -> LockedChatOpenAI:
-    return LockedChatOpenAI(
-        model="m", base_url=stub.base_url, api_key="sk-x", lock=LOCK, max_retries=0, **kwargs
-    )
+    kwargs = {"model": "m", "base_url": stub.base_url, **kwargs}
+    return LockedChatOpenAI(api_key="sk-x", lock=LOCK, max_retries=0, **kwargs)
 
 
 def plain(stub: StubOpenAI, **kwargs: Any) -> ChatOpenAI:
-    kwargs.setdefault("seed", 5)
-    return ChatOpenAI(model="m", base_url=stub.base_url, api_key="sk-x", max_retries=0, **kwargs)
+    kwargs = {"seed": 5, "model": "m", "base_url": stub.base_url, **kwargs}
+    return ChatOpenAI(api_key="sk-x", max_retries=0, **kwargs)
 
 
 def enforced(stub: StubOpenAI, **kwargs: Any) -> Any:
@@ -349,3 +356,424 @@ def test_bad_store_urls(request: pytest.FixtureRequest, url: StoreUrl, match: st
     assert SECRET not in text
     if isinstance(target, str) and SECRET in target:
         assert "***" in text  # the URL is named, redacted
+
+
+# ---------------------------------------------------------------------------
+# 4. A broken log sink, a closed handler, every constructor argument, the CLI
+# ---------------------------------------------------------------------------
+def _disk_full(logger: Any, method: str, event: dict[str, Any]) -> Any:
+    raise OSError(28, "No space left on device")
+
+
+@pytest.fixture
+def broken_sink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every log line fails, as with a full disk; production mode (nothing re-raised)."""
+    monkeypatch.delenv("SEEDLOCK_RAISE_INTERNAL_ERRORS")
+    structlog.configure(processors=[_disk_full])
+
+
+WARN = LOCK.replace(on_violation="warn")
+
+
+def _warned(stub: StubOpenAI) -> LockedChatOpenAI:
+    return LockedChatOpenAI(
+        model="m", base_url=stub.base_url, api_key="sk-x", lock=WARN, max_retries=0
+    )
+
+
+# (id, call): each one logs under on_violation="warn" on its way to the server.
+# fmt: off
+SINK_CALLS: list[Any] = [
+    pytest.param(lambda s: _warned(s).invoke("x", temperature=0.9), id="invoke-override"),
+    pytest.param(lambda s: list(_warned(s).stream("x", temperature=0.9)), id="stream-override"),
+    pytest.param(lambda s: _warned(s).invoke("x", seed=None), id="invoke-dropped-seed"),  # param_dropped
+    pytest.param(lambda s: lock_model(plain(s), WARN).invoke("x", temperature=0.9), id="lock_model-override"),
+]
+# fmt: on
+
+
+@pytest.mark.usefixtures("broken_sink")
+@pytest.mark.parametrize("call", SINK_CALLS)
+def test_a_failing_log_sink_never_fails_the_call(stub: StubOpenAI, call: Action) -> None:
+    call(stub)
+    assert stub.last_request["temperature"] == 0.1  # sent, with the locked value
+
+
+@pytest.mark.usefixtures("broken_sink")
+async def test_a_failing_log_sink_never_fails_an_async_call(stub: StubOpenAI) -> None:
+    await _warned(stub).ainvoke("x", temperature=0.9)
+    assert [chunk async for chunk in _warned(stub).astream("x", temperature=0.9)]
+    assert [b["temperature"] for b in stub.requests] == [0.1, 0.1]
+
+
+@pytest.mark.usefixtures("broken_sink")
+def test_a_failing_log_sink_still_stores_the_call(stub: StubOpenAI) -> None:
+    # The handler logs unseeded_call, call and fingerprint lines: all fail; the
+    # record and the event still reach the store.
+    store = open_store("memory://")
+    handler = SeedLockCallbackHandler(store=store, lock=LOCK)
+    plain(stub, seed=None, temperature=0.1).invoke("x", config={"callbacks": [handler]})
+    assert handler.flush(10)
+    assert [r.calls for r in store.requests()] == [1]
+    assert [e.name for e in store.events()] == ["seedlock.unseeded_call"]
+
+
+@pytest.mark.usefixtures("broken_sink")
+def test_a_failing_log_sink_never_fails_an_agent(stub: StubOpenAI) -> None:
+    from langchain.agents import create_agent
+
+    agent = create_agent(
+        plain(stub, seed=None, temperature=0.9), [], middleware=[SeedLockMiddleware(WARN)]
+    )
+    agent.invoke({"messages": [{"role": "user", "content": "hi"}]})
+    assert (stub.last_request["seed"], stub.last_request["temperature"]) == (5, 0.1)
+
+
+def test_a_closed_handler_says_so_instead_of_dropping_silently(
+    stub: StubOpenAI, tmp_path: Path
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'b.db'}")
+    handler = SeedLockCallbackHandler(store=store)
+    model = plain(stub)
+    model.invoke("one", config={"callbacks": [handler]})
+    assert handler.close(10)
+    with capture_logs() as logs:
+        model.invoke("two", config={"callbacks": [handler]})
+    assert [r.calls for r in store.requests()] == [1]  # the second call is not stored...
+    (error,) = [line for line in logs if line["event"] == "seedlock.store_error"]
+    assert "closed" in error["error"]  # ...and the log says why
+    assert error["seedlock.operation"] == "write"
+    assert handler.monitor.dropped == 1
+    store.close()
+
+
+# Constructors and functions: every argument of the wrong type or out of range
+# raises InvalidArgumentError (a TypeError and a ValueError) naming it.
+def _handler(**kw: Any) -> Any:
+    return SeedLockCallbackHandler(**kw)
+
+
+def _middleware(**kw: Any) -> Any:
+    return SeedLockMiddleware(LOCK, **kw)
+
+
+# fmt: off
+ARGUMENTS: list[Any] = [
+    pytest.param(lambda: _handler(max_runs=0), r"max_runs must be >= 1", id="handler-max_runs-0"),
+    pytest.param(lambda: _handler(max_runs=-1), r"max_runs must be >= 1", id="handler-max_runs--1"),
+    pytest.param(lambda: _handler(max_runs=True), r"max_runs must be an integer", id="handler-max_runs-bool"),
+    pytest.param(lambda: _handler(max_runs=10.0), r"max_runs must be an integer", id="handler-max_runs-float"),
+    pytest.param(lambda: _handler(store=123), r"store must be a BaselineStore, a store URL", id="handler-store-int"),
+    pytest.param(lambda: _handler(store=Path("b.db")), r"store must be a BaselineStore, a store URL", id="handler-store-path"),
+    pytest.param(lambda: _handler(enforce="yes", lock=LOCK), r"enforce must be True or False", id="handler-enforce-str"),
+    pytest.param(lambda: _handler(capture_content=1), r"capture_content must be True or False", id="handler-capture-int"),
+    pytest.param(lambda: _handler(monitor="m"), r"monitor must be a DriftMonitor", id="handler-monitor-str"),
+    pytest.param(lambda: _handler(enforce=True), r"enforce .*needs a lock", id="handler-enforce-no-lock"),
+    pytest.param(lambda: _middleware(store=123), r"store must be a BaselineStore, a store URL", id="middleware-store-int"),
+    pytest.param(lambda: _middleware(monitor=5), r"monitor must be a DriftMonitor", id="middleware-monitor-int"),
+    pytest.param(lambda: _middleware(capture_content="no"), r"capture_content must be True or False", id="middleware-capture-str"),
+    pytest.param(lambda: _middleware(seed_per_step=1), r"seed_per_step must be True or False", id="middleware-seed_per_step-int"),
+    pytest.param(lambda: _middleware(lock_models=None), r"lock_models must be True or False", id="middleware-lock_models-None"),
+    pytest.param(lambda: DriftMonitor(buffer_size=-1), r"buffer_size must be >= 0", id="monitor-buffer-negative"),
+    pytest.param(lambda: DriftMonitor(cache_size=True), r"cache_size must be an integer", id="monitor-cache-bool"),
+    pytest.param(lambda: DriftMonitor(cache_size=0), r"cache_size must be >= 1", id="monitor-cache-0"),
+    pytest.param(lambda: DriftMonitor(call_level=10), r"call_level is an unknown log level", id="monitor-level-int"),
+    pytest.param(lambda: DriftMonitor(store="sqlite:///b.db"), r"store must be a BaselineStore \(open one", id="monitor-store-url"),
+    pytest.param(lambda: DriftMonitor(capture_content="yes"), r"capture_content must be True or False", id="monitor-capture-str"),
+    pytest.param(lambda: configure_logging(level=True), r"level must be an integer", id="logging-level-bool"),
+    pytest.param(lambda: configure_logging(level="chatty"), r"level is an unknown log level", id="logging-level-unknown"),
+    pytest.param(lambda: configure_logging(file=123), r"file must be a path, an open text stream", id="logging-file-int"),
+    pytest.param(lambda: configure_logging(json="yes"), r"json must be True or False", id="logging-json-str"),
+    pytest.param(lambda: enable_auto_attach(5), r"handler must be a SeedLockCallbackHandler", id="auto_attach-int"),
+    pytest.param(lambda: _handler().flush("1"), r"flush: timeout must be a number", id="handler-flush-str"),
+    pytest.param(lambda: _handler().flush(math.nan), r"flush: timeout must be a finite number", id="handler-flush-nan"),
+    pytest.param(lambda: _handler().close(-1), r"close: timeout must be >= 0", id="handler-close-negative"),
+    pytest.param(lambda: _middleware().close(True), r"close: timeout must be a number", id="middleware-close-bool"),
+    pytest.param(lambda: DriftMonitor().flush(math.inf), r"flush: timeout must be a finite number", id="monitor-flush-inf"),
+    pytest.param(lambda: SeedLock.from_dict(123), r"data must be a mapping", id="lock-from_dict-int"),
+    pytest.param(lambda: open_store("memory://").prune(keep_last=-1), r"keep_last must be >= 0", id="prune-keep_last--1-would-delete-all"),
+    pytest.param(lambda: open_store("memory://").prune(keep_last=True), r"keep_last must be an integer", id="prune-keep_last-bool"),
+    pytest.param(lambda: open_store("memory://").prune(older_than=math.nan), r"older_than must be a finite number", id="prune-older_than-nan"),
+]
+LOCK_FIELDS: list[Any] = [
+    pytest.param(lambda: SeedLock(seed=1, stop=[""]), r"'stop'.*empty stop sequence", id="lock-stop-empty"),
+    pytest.param(lambda: SeedLock(seed=1, logit_bias={"abc": 1}), r"'logit_bias'.*token ids", id="lock-logit_bias-key-word"),
+    pytest.param(lambda: SeedLock(seed=1, logit_bias={True: 1}), r"'logit_bias'.*token ids", id="lock-logit_bias-key-bool"),
+    pytest.param(lambda: SeedLock(seed=1, response_format={"type": object()}), r"'response_format'.*'type' must be a string", id="lock-response_format-object"),
+    pytest.param(lambda: SeedLock(seed=1, response_format={"type": "json_object", "x": math.nan}), r"'response_format'.*plain JSON", id="lock-response_format-nan"),
+    pytest.param(lambda: SeedLock(seed=1, response_format={"type": "json_schema", "s": {1, 2}}), r"'response_format'.*plain JSON", id="lock-response_format-set"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("action", "match"), ARGUMENTS)
+def test_bad_arguments_are_named(action: Callable[[], Any], match: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=match) as info:
+        action()
+    assert isinstance(info.value, TypeError | ValueError)
+    assert isinstance(info.value, SeedLockError)
+
+
+@pytest.mark.parametrize(("action", "match"), LOCK_FIELDS)
+def test_bad_lock_fields_are_named(action: Callable[[], Any], match: str) -> None:
+    with pytest.raises(InvalidLockError, match=match):
+        action()
+
+
+def test_a_bad_argument_opens_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    with pytest.raises(InvalidArgumentError, match="max_runs"):
+        SeedLockCallbackHandler(store=url, max_runs=0)
+    with pytest.raises(InvalidArgumentError, match="seed_per_step"):
+        SeedLockMiddleware(LOCK, store=url, seed_per_step="yes")  # type: ignore[arg-type]
+    assert not (tmp_path / "b.db").exists()
+
+
+# SQLite URLs and options: (url under tmp_path, options, message regex).
+# fmt: off
+SQLITE_URLS: list[Any] = [
+    pytest.param("new.db?mode=ro", {}, r"does not exist \(opened read-only\)", id="mode-ro-missing"),
+    pytest.param("new.db?mode=rw", {}, r"does not exist \(opened without creating it", id="mode-rw-missing"),
+    pytest.param("new.db?mode=bogus", {}, r"unknown option mode='bogus'.*mode=ro", id="mode-unknown"),
+    pytest.param("new.db?cache=shared", {}, r"unknown option 'cache' in its query string", id="query-unknown"),
+    pytest.param(f"new.db?password={SECRET}", {}, r"new.db\?password=\*\*\*'.*unknown option 'password'", id="query-secret-redacted"),
+    pytest.param("new.db?mode=ro", {"read_only": False}, r"query string sets read_only=True but the option read_only=False", id="mode-ro-vs-option"),
+    pytest.param("new.db", {"foo": 1}, r"unknown option 'foo'; supported: busy_timeout, create, read_only", id="option-unknown"),
+    pytest.param("new.db", {"busy_timeout": math.nan}, r"busy_timeout must be a finite number", id="option-busy-nan"),
+    pytest.param("new.db", {"busy_timeout": -1}, r"busy_timeout must be a finite number of seconds >= 0", id="option-busy-negative"),
+    pytest.param("new.db", {"read_only": "yes"}, r"read_only must be True or False", id="option-read_only-str"),
+    pytest.param("new.db", {"busy_timeout": True}, r"busy_timeout must be", id="option-busy-bool"),
+    pytest.param("", {}, r"is a directory; name a file in it", id="a-directory"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("tail", "options", "match"), SQLITE_URLS)
+def test_bad_sqlite_urls_and_options(
+    tmp_path: Path, tail: str, options: dict[str, Any], match: str
+) -> None:
+    url = f"sqlite:///{tmp_path}/{tail}"
+    with pytest.raises(StoreError, match=match) as info:
+        open_store(url, **options)
+    assert SECRET not in str(info.value)
+    assert not (tmp_path / "new.db").exists(), "a refused URL must create nothing"
+
+
+def test_sqlite_in_memory_is_refused_with_the_right_hint() -> None:
+    with pytest.raises(
+        StoreError, match=r"use memory:// for a store in this process's memory"
+    ) as info:
+        open_store("sqlite:///:memory:")
+    assert "network filesystem" not in str(info.value)
+
+
+def test_sqlite_mode_ro_opens_read_only(tmp_path: Path) -> None:
+    open_store(f"sqlite:///{tmp_path}/b.db").close()
+    with open_store(f"sqlite:///{tmp_path}/b.db?mode=ro") as store:
+        assert store.read_only  # type: ignore[attr-defined]
+        with pytest.raises(StoreError, match="read-only"):
+            store.prune(keep_last=0)
+
+
+def test_an_unknown_postgres_option_is_a_store_error() -> None:
+    pytest.importorskip("psycopg")
+    with pytest.raises(StoreError, match=r"unknown option 'pool'.*connect_timeout") as info:
+        open_store(f"postgresql://u:{SECRET}@127.0.0.1:1/db", pool=3)
+    assert SECRET not in str(info.value)
+
+
+# The commands that look at (or prune) a store never create one: a mistyped
+# path is an error, not a new empty store and a false "all clear".
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prune", "--keep-last", "10"],
+        ["prune", "--older-than", "30d"],
+        ["drift"],
+        ["drift", "--json"],
+        ["verify", "--base-url", "http://127.0.0.1:9/v1"],
+    ],
+    ids=["prune-keep-last", "prune-older-than", "drift", "drift-json", "verify"],
+)
+def test_read_only_commands_never_create_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    mistyped = tmp_path / "baselnes.db"
+    assert cli_main([*argv, "--store", f"sqlite:///{mistyped}"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not mistyped.exists()
+
+
+# `seedlock verify` that would verify nothing must not pass (exit 2, like probe).
+@pytest.mark.parametrize(
+    "extra",
+    [["--runs", "0"], ["--runs", "-1"], ["--runs", "x"], ["--max-tokens", "0"], ["--temperature", "nan"],
+     ["--temperature", "3"], ["--seed", str(2**64)], ["--prompt", "  "]],
+    ids=["runs-0", "runs--1", "runs-x", "max-tokens-0", "temperature-nan", "temperature-3", "seed-2**64", "prompt-blank"],
+)  # fmt: skip
+def test_verify_rejects_arguments_that_verify_nothing(extra: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli_main(["verify", "--store", "memory://", *extra])
+    assert info.value.code == 2
+
+
+def test_verify_with_an_empty_prompt_file_fails(
+    stub: StubOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = f"sqlite:///{tmp_path / 'b.db'}"
+    assert (
+        cli_main(["probe", "--base-url", stub.base_url, "--store", store, "--runs", "1", "-q"]) == 0
+    )
+    empty = tmp_path / "prompts.txt"
+    empty.write_text("\n   \n")
+    argv = ["verify", "--base-url", stub.base_url, "--store", store, "--prompt-file", str(empty)]
+    assert cli_main(argv) == 2
+    assert "holds no prompt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--temperature", "nan"], ["--seed", "1e3"], ["--prompt", ""], ["--threads", "0"], ["--startup-timeout", "-1"], ["--slots", "x"]],
+    ids=["temperature-nan", "seed-float", "prompt-empty", "threads-0", "startup-timeout--1", "slots-x"],
+)  # fmt: skip
+def test_probe_rejects_bad_arguments_before_starting_anything(extra: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli_main(["probe", "--store", "memory://", *extra])
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize("extra", [["--port", "0"], ["--port", "70000"], ["--threads", "-2"]])
+def test_serve_rejects_bad_arguments(extra: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli_main(["serve", *extra])
+    assert info.value.code == 2
+
+
+# Secrets: credentials in a URL never reach a file, a line printed, or an error.
+def test_probe_json_masks_the_base_url_password(
+    stub: StubOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    base = stub.base_url.replace("http://", f"http://user:{SECRET}@") + f"?api_key={SECRET}"
+    out = tmp_path / "probe.json"
+    argv = [
+        "probe",
+        "--base-url",
+        base,
+        "--store",
+        "memory://",
+        "--runs",
+        "1",
+        "-q",
+        "--json",
+        str(out),
+    ]
+    assert cli_main(argv) == 0
+    text = out.read_text()
+    assert SECRET not in text
+    assert (
+        json.loads(text)["base_url"]
+        == stub.base_url.replace("http://", "http://user:***@") + "?api_key=***"
+    )
+
+
+def test_a_base_url_password_is_masked_in_reprs(stub: StubOpenAI) -> None:
+    base = f"http://user:{SECRET}@127.0.0.1:1/v1"
+    for model in (locked(stub, base_url=base), lock_model(plain(stub, base_url=base), LOCK)):
+        assert SECRET not in repr(model)
+        assert SECRET not in str(model)
+        assert "user:***@" in repr(model)
+
+
+def test_store_urls_are_redacted_everywhere(tmp_path: Path) -> None:
+    assert open_store(f"memory://u:{SECRET}@x").url == "memory://u:***@x"
+    url = f"sqlite:///{tmp_path}/b.db"
+    assert open_store(url).url == url  # nothing to hide: as given
+
+
+def test_an_invalid_lock_in_model_validate_does_not_quote_the_api_key() -> None:
+    key = "sk-SEEDLOCK-SECRET-789"
+    for data in (
+        {"model": "x", "lock": {"seed": True}, "api_key": key},
+        {"model": "x", "lock": {"seed": 1, "temperature": 9}, "api_key": key},
+        {"model": "x", "lock": {"seed": 1}, "api_key": key, "n": 0},  # the integration's own check
+    ):
+        with pytest.raises(ValueError, match=r"seed|temperature|n must be") as info:
+            LockedChatOpenAI.model_validate(data)
+        assert key not in str(info.value)
+        assert key not in repr(info.value)
+
+
+# The middleware: closes what it opened; says when another middleware's model
+# call (a summary) was sent without the lock.
+def test_the_middleware_closes_the_store_it_opened(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'agent.db'}"
+    with SeedLockMiddleware(LOCK, store=url) as seedlock:
+        store = seedlock.monitor.store
+        assert store is not None
+        store.requests()  # open
+    with pytest.raises(StoreError, match="is closed"):
+        store.requests()
+    given = open_store(url)
+    SeedLockMiddleware(LOCK, store=given).close()
+    assert given.requests() == []  # a store passed in stays open: the caller owns it
+    given.close()
+
+
+def _summarizing_agent(stub: StubOpenAI, summary_model: Any, lock: SeedLock = LOCK) -> Any:
+    from langchain.agents import create_agent
+    from langchain.agents.middleware import SummarizationMiddleware
+    from langchain_core.tools import tool
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        return f"sunny in {city}"
+
+    plan = iter([[{"name": "get_weather", "arguments": {"city": "Oslo"}}]] * 2)
+    stub.tool_calls = lambda body: next(plan, None) if body["model"] == "agent" else None
+    summary = SummarizationMiddleware(summary_model, trigger=("messages", 4), keep=("messages", 2))
+    return create_agent(
+        plain(stub, model="agent", seed=None),
+        [get_weather],
+        middleware=[summary, SeedLockMiddleware(lock)],
+    )
+
+
+QUESTION = {"messages": [{"role": "user", "content": "Weather in Oslo?"}]}
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+async def test_an_unlocked_summary_call_is_reported(stub: StubOpenAI, mode: str) -> None:
+    agent = _summarizing_agent(stub, plain(stub, model="summarizer", seed=None))
+    with capture_logs() as logs:
+        if mode == "invoke":
+            agent.invoke(QUESTION)
+        else:
+            await agent.ainvoke(QUESTION)
+    summaries = [b for b in stub.requests if b["model"] == "summarizer"]
+    assert summaries, "the summary really happened"
+    assert all("seed" not in b for b in summaries)  # sent as the user built it...
+    unseeded = [line for line in logs if line["event"] == "seedlock.unseeded_call"]
+    assert len(unseeded) == len(summaries)  # ...and reported, once per summary call
+    for line in unseeded:
+        assert line["lc_source"] == "summarization"
+        assert line["gen_ai.request.model"] == "summarizer"
+        assert line["langgraph_node"] == "SummarizationMiddleware.before_model"
+        assert line["source"] == "middleware internal call"
+        assert "lock_model" in line["seedlock.hint"]
+    assert all(b["seed"] == LOCK.seed for b in stub.requests if b["model"] == "agent")
+
+
+def test_a_locked_summary_model_is_not_reported(stub: StubOpenAI) -> None:
+    agent = _summarizing_agent(stub, locked(stub, model="summarizer"))
+    with capture_logs() as logs:
+        agent.invoke(QUESTION)
+    summaries = [b for b in stub.requests if b["model"] == "summarizer"]
+    assert summaries
+    assert all(b["seed"] == LOCK.seed for b in summaries)
+    assert not [
+        line
+        for line in logs
+        if line["event"] in ("seedlock.unseeded_call", "seedlock.lock_violation")
+    ]

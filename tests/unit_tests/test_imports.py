@@ -6,6 +6,7 @@ EXPECTED_ALL = [
     "BackendUnavailableError",
     "BaselineStore",
     "DriftMonitor",
+    "InvalidArgumentError",
     "InvalidLockError",
     "LocalServer",
     "LockViolationError",

@@ -16,6 +16,7 @@ import pytest
 
 from langchain_seedlock._errors import BackendUnavailableError, LocalBackendNotInstalledError
 from langchain_seedlock._local_server import ENV_BINARY, ENV_MODEL, LocalServer, find_model
+from langchain_seedlock._store import open_store
 from langchain_seedlock.cli import main
 from tests._fixtures.stub_openai import StubOpenAI
 
@@ -243,7 +244,12 @@ def test_verify_against_the_probe_baseline(
 ) -> None:
     store = f"sqlite:///{tmp_path / 'b.db'}"
     verify = ["verify", "--base-url", stub.base_url, "--store", store]
-    assert main(verify) == 1  # no baseline yet: nothing to verify against
+    assert main(verify) == 1  # no store yet: nothing to verify against, and none created
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "b.db").exists()
+    other = ["probe", "--base-url", stub.base_url, "--store", store, "--prompt", "other", "-q"]
+    assert main(other) == 0  # a store that holds no baseline for this request
+    assert main(verify) == 1
     assert "NO BASELINE" in capsys.readouterr().out
     assert main(["probe", "--base-url", stub.base_url, "--store", store, "--runs", "2", "-q"]) == 0
     assert main(verify) == 0
@@ -272,6 +278,7 @@ def test_verify_prompt_file(stub: StubOpenAI, tmp_path: Path) -> None:
 
 def test_verify_unreachable_backend(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'b.db'}"
+    open_store(store).close()  # verify opens an existing store only
     assert main(["verify", "--base-url", "http://127.0.0.1:9/v1", "--store", store]) == 4
 
 

@@ -6,11 +6,14 @@ used, so the PostgreSQL driver stays an optional extra.
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from langchain_seedlock._errors import StoreError
+from langchain_seedlock._redact import redact_url
 from langchain_seedlock._store._base import (
     BaselineStore,
     FingerprintSeen,
@@ -19,7 +22,6 @@ from langchain_seedlock._store._base import (
     StoredEvent,
 )
 from langchain_seedlock._store._memory import MemoryStore
-from langchain_seedlock._store._postgres import redact_url
 
 ENV_VAR = "SEEDLOCK_STORE"
 SUPPORTED_SCHEMES = ("memory://", "sqlite:///", "postgresql://", "postgres://")
@@ -57,16 +59,52 @@ def open_store(url: str | None = None, **options: Any) -> BaselineStore:
     if scheme == "sqlite":
         from langchain_seedlock._store._sqlite import SQLiteStore
 
+        _check_options(SQLiteStore, "SQLite", url, options)
         return SQLiteStore.from_url(url, **options)
     if scheme in ("postgresql", "postgres"):
         from langchain_seedlock._store._postgres import PostgresStore
 
+        _check_options(PostgresStore, "PostgreSQL", url, options)
         return PostgresStore(url, **options)
     shown = scheme or "(none)"
     raise StoreError(
         f"unknown store URL scheme {shown!r} in {redact_url(url)!r}; "
         f"supported: {', '.join(SUPPORTED_SCHEMES)}"
     )
+
+
+def _check_options(cls: type[BaselineStore], kind: str, url: str, options: dict[str, Any]) -> None:
+    """`StoreError` naming an option the store does not take, or a value of the
+    wrong type (the type of the option's default: bool, int or a number >= 0)."""
+    params = {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "url"
+    }
+    where = f"{kind} store {redact_url(url)!r}"
+    for name, value in options.items():
+        if name not in params:
+            raise StoreError(
+                f"{where}: unknown option {name!r}; supported: {', '.join(sorted(params))}"
+            )
+        default = params[name]
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "True or False"
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            want = "an integer >= 0"
+        elif isinstance(default, float):
+            ok = (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value >= 0
+            )
+            want = "a finite number of seconds >= 0"
+        else:  # pragma: no cover - every option has a bool, int or float default
+            ok, want = True, ""
+        if not ok:
+            raise StoreError(f"{where}: option {name} must be {want} (got {value!r})")
 
 
 __all__ = [

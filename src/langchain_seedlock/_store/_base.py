@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_seedlock._args import check_int, check_number
 from langchain_seedlock._record import CallRecord
 
 
@@ -64,6 +65,15 @@ class RequestSummary:
     distinct_backends: int
     first_seen: float
     last_seen: float
+
+
+def check_prune_args(older_than: float | None, keep_last: int | None) -> None:
+    """Refuse what would delete the wrong rows: ``keep_last=-1`` (SQL ``LIMIT 0``:
+    everything), a bool, NaN or infinity."""
+    owner = "BaselineStore.prune"
+    check_number(owner, "older_than", older_than, allow_none=True)
+    if keep_last is not None:
+        check_int(owner, "keep_last", keep_last, minimum=0)
 
 
 class BaselineStore(ABC):

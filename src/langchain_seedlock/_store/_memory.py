@@ -11,12 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from langchain_seedlock._record import CallRecord
+from langchain_seedlock._redact import redact_url
 from langchain_seedlock._store._base import (
     BaselineStore,
     FingerprintSeen,
     OutputSeen,
     RequestSummary,
     StoredEvent,
+    check_prune_args,
 )
 
 OutputKey = tuple[str, str, str]  # request_hash, backend_id, output_hash
@@ -92,7 +94,7 @@ class MemoryStore(BaselineStore):
     """A thread-safe store that lives as long as the process (tests, notebooks)."""
 
     def __init__(self, url: str = "memory://") -> None:
-        self.url = url
+        self.url = redact_url(url)
         self._lock = threading.Lock()
         self._outputs: dict[OutputKey, OutputSeen] = {}
         self._output_models: dict[str, str] = {}  # request_hash -> model_key
@@ -193,6 +195,7 @@ class MemoryStore(BaselineStore):
             self._events.extend(events)
 
     def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:
+        check_prune_args(older_than, keep_last)
         deleted = 0
         with self._lock:
             if older_than is not None:

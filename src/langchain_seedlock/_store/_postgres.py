@@ -16,47 +16,25 @@ import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from langchain_seedlock._errors import StoreError, StoreVersionError
 from langchain_seedlock._record import CallRecord
+from langchain_seedlock._redact import SECRET_PARAMS as _SECRET_PARAMS
+from langchain_seedlock._redact import redact_url
 from langchain_seedlock._store._base import (
     BaselineStore,
     FingerprintSeen,
     OutputSeen,
     RequestSummary,
     StoredEvent,
+    check_prune_args,
 )
 from langchain_seedlock._store._memory import Batch
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
-
-_SECRET_PARAMS = frozenset({"password", "pass", "pwd", "sslpassword"})
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (userinfo or ``?password=``) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return re.sub(r"//[^/@]*@", "//***@", url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        if ":" in userinfo:
-            user = userinfo.split(":", 1)[0]
-            netloc = f"{user}:***@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k.lower() in _SECRET_PARAMS for k, _ in pairs):
-            query = urlencode(
-                [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*"
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
 
 SCHEMA_VERSION = 1
 # pg_advisory_xact_lock key: serializes first use by many workers at once.
@@ -400,6 +378,8 @@ class PostgresStore(BaselineStore):
         self._run("writing", w)
 
     def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:
+        check_prune_args(older_than, keep_last)
+
         def w(c: psycopg.Connection[Any]) -> int:
             deleted = 0
             if older_than is not None:

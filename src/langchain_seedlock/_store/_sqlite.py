@@ -18,16 +18,20 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl
 
+from langchain_seedlock._args import check_bool, check_number
 from langchain_seedlock._errors import StoreError, StoreVersionError
 from langchain_seedlock._record import CallRecord
+from langchain_seedlock._redact import redact_url
 from langchain_seedlock._store._base import (
     BaselineStore,
     FingerprintSeen,
     OutputSeen,
     RequestSummary,
     StoredEvent,
+    check_prune_args,
 )
 from langchain_seedlock._store._memory import Batch
 
@@ -115,17 +119,45 @@ def dump_fields(fields: Any) -> str:
     return json.dumps(dict(fields), default=str, sort_keys=True, allow_nan=True)
 
 
+# Options a sqlite:/// URL may carry in its query string, as SQLite's own URIs
+# spell them: ?mode=ro (read-only), ?mode=rw (read-write, must exist),
+# ?mode=rwc (read-write, created if missing: the default).
+URL_MODES: Final = {"ro": {"read_only": True}, "rw": {"create": False}, "rwc": {}}
+
+
 def path_from_url(url: str) -> Path:
     """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs.db`` -> ``/abs.db``."""
+    return _parse_url(url)[0]
+
+
+def _parse_url(url: str) -> tuple[Path, dict[str, Any]]:
+    """The path of a ``sqlite:///`` URL and the options of its query string."""
+    shown = redact_url(url)
     if not url.lower().startswith("sqlite:///"):
         raise StoreError(
             f"SQLite store URL must look like sqlite:///relative.db or "
-            f"sqlite:////absolute.db (got {url!r})"
+            f"sqlite:////absolute.db (got {shown!r})"
         )
-    raw = url[len("sqlite:///") :].split("?", 1)[0]
+    raw, _, query = url[len("sqlite:///") :].partition("?")
     if not raw:
-        raise StoreError(f"SQLite store URL has no path: {url!r}")
-    return Path(os.path.expanduser(raw))
+        raise StoreError(f"SQLite store URL has no path: {shown!r}")
+    if raw == ":memory:" or raw.startswith("file:"):
+        raise StoreError(
+            f"SQLite store URL {shown!r}: in-memory and file: URIs are not supported "
+            "(the store opens one connection per thread, and an in-memory SQLite "
+            "database is private to one connection); use memory:// for a store in "
+            "this process's memory, or sqlite:///path.db for a file"
+        )
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key != "mode" or value not in URL_MODES:
+            given = f"mode={value!r}" if key == "mode" else repr(key)  # a value may be secret
+            raise StoreError(
+                f"SQLite store URL {shown!r}: unknown option {given} in its query string; "
+                "supported: mode=ro (read-only), mode=rw (must exist), mode=rwc (the default)"
+            )
+        options.update(URL_MODES[value])
+    return Path(os.path.expanduser(raw)), options
 
 
 class SQLiteStore(BaselineStore):
@@ -137,12 +169,17 @@ class SQLiteStore(BaselineStore):
         *,
         busy_timeout: float = 10.0,
         read_only: bool = False,
+        create: bool = True,
         url: str | None = None,
     ) -> None:
         self.path = Path(path)
-        self.url = url or "sqlite:///" + self.path.as_posix()
-        self.busy_timeout = busy_timeout
-        self.read_only = read_only
+        self.url = redact_url(url or "sqlite:///" + self.path.as_posix())
+        owner = "SQLite store"
+        busy = check_number(owner, "busy_timeout", busy_timeout, minimum=0, maximum=86_400)
+        assert busy is not None
+        self.busy_timeout = busy
+        self.read_only = check_bool(owner, "read_only", read_only)
+        self.create = check_bool(owner, "create", create)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -152,17 +189,32 @@ class SQLiteStore(BaselineStore):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteStore:
-        """Open the store named by a ``sqlite:///`` URL."""
-        return cls(path_from_url(url), url=url, **options)
+        """Open the store named by a ``sqlite:///`` URL (``?mode=ro|rw|rwc`` honoured)."""
+        path, from_query = _parse_url(url)
+        for name, value in from_query.items():
+            if name in options and options[name] != value:
+                raise StoreError(
+                    f"SQLite store URL {redact_url(url)!r}: its query string sets "
+                    f"{name}={value!r} but the option {name}={options[name]!r} was given"
+                )
+        return cls(path, url=url, **{**options, **from_query})
 
     # -- connections -----------------------------------------------------------
     def _error(self, action: str, exc: BaseException) -> StoreError:
         return StoreError(f"SQLite store {str(self.path)!r}: {action} failed: {exc}")
 
     def _open(self) -> None:
-        if self.read_only:
+        if self.path.is_dir():
+            raise StoreError(
+                f"SQLite store {str(self.path)!r} is a directory; name a file in it "
+                f"(e.g. sqlite:///{(self.path / 'baselines.db').as_posix()})"
+            )
+        if self.read_only or not self.create:
             if not self.path.exists():
-                raise StoreError(f"SQLite store {str(self.path)!r} does not exist")
+                how = "read-only" if self.read_only else "without creating it (mode=rw)"
+                raise StoreError(
+                    f"SQLite store {str(self.path)!r} does not exist (opened {how}); check the path"
+                )
         else:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,6 +271,8 @@ class SQLiteStore(BaselineStore):
             raise StoreError(f"SQLite store {str(self.path)!r} is closed")
         if self.read_only:
             target, uri = f"{self.path.resolve().as_uri()}?mode=ro", True
+        elif not self.create:  # never create it, even if it vanished since _open
+            target, uri = f"{self.path.resolve().as_uri()}?mode=rw", True
         else:
             target, uri = str(self.path), False
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE).
@@ -386,6 +440,8 @@ class SQLiteStore(BaselineStore):
         self._run("writing", w, write=True)
 
     def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:
+        check_prune_args(older_than, keep_last)
+
         def w(c: sqlite3.Connection) -> int:
             deleted = 0
             if older_than is not None:

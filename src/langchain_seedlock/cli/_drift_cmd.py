@@ -128,14 +128,11 @@ def _print_tables(report: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the report; 1 if the store cannot be read."""
     from langchain_seedlock._errors import StoreError
-    from langchain_seedlock._store import default_store_url, open_store
-    from langchain_seedlock.cli import EXIT_ERROR, EXIT_OK
+    from langchain_seedlock.cli import EXIT_ERROR, EXIT_OK, open_existing_store
 
-    url = args.store or default_store_url()
-    # Read-only: looking must never create (or migrate) a store.
-    options = {"read_only": True} if url.lower().startswith("sqlite:") else {}
     try:
-        with open_store(url, **options) as store:
+        # Read-only: looking must never create (or migrate) a store.
+        with open_existing_store(args.store) as store:
             report = collect(store, model=args.model, limit=args.limit)
     except StoreError as exc:
         print(f"seedlock drift: {exc}", file=sys.stderr)

@@ -32,7 +32,10 @@ from langchain_seedlock.cli import (
     EXIT_ERROR,
     EXIT_NOT_REPRODUCED,
     EXIT_OK,
+    float_between,
     int_at_least,
+    prompt_text,
+    seed,
 )
 from langchain_seedlock.cli._serve_cmd import add_server_arguments, server_kwargs
 
@@ -43,13 +46,6 @@ if TYPE_CHECKING:
 
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (got {text})")
-    return value
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,10 +70,15 @@ def add_parser(subparsers: Any) -> None:
     )
     add_backend_arguments(parser)
     exp = parser.add_argument_group("experiment")
-    exp.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt sent in every run")
+    exp.add_argument(
+        "--prompt", default=DEFAULT_PROMPT, type=prompt_text, help="the prompt sent in every run"
+    )
     exp.add_argument("--runs", type=int_at_least(1), default=5, help="runs per arm (default: 5)")
-    exp.add_argument("--seed", type=int, default=123, help="seed of the seeded arm (default: 123)")
-    exp.add_argument("--temperature", type=float, default=0.7, help="both arms (default: 0.7)")
+    exp.add_argument("--seed", type=seed, default=123, help="seed of the seeded arm (default: 123)")
+    exp.add_argument(
+        "--temperature", type=float_between(0.0, 2.0), default=0.7,
+        help="both arms (default: 0.7)",
+    )  # fmt: skip
     exp.add_argument(
         "--max-tokens", type=int_at_least(1), default=DEFAULT_MAX_TOKENS,
         help=f"both arms (default: {DEFAULT_MAX_TOKENS})",
@@ -96,7 +97,7 @@ def add_parser(subparsers: Any) -> None:
     out.add_argument("--json", dest="json_file", metavar="FILE", help="write the result as JSON")
     out.add_argument("--html", dest="html_file", metavar="FILE", help="write an HTML report")
     out.add_argument(
-        "--fail-under", type=_rate, default=None, metavar="RATE",
+        "--fail-under", type=float_between(0.0, 1.0), default=None, metavar="RATE",
         help="exit 3 when the seeded arm's exact-match rate is below RATE (0..1)",
     )  # fmt: skip
     out.add_argument(

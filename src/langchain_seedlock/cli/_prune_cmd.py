@@ -53,15 +53,14 @@ def run(args: argparse.Namespace) -> int:
     """Prune the store; print how many rows were deleted."""
     # Lazy, as every subcommand: keeps `seedlock --help` fast.
     from langchain_seedlock._errors import StoreError
-    from langchain_seedlock._store import open_store
-    from langchain_seedlock.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+    from langchain_seedlock.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, open_existing_store
 
     if args.older_than is None and args.keep_last is None:
         print("seedlock prune: give --older-than AGE and/or --keep-last N", file=sys.stderr)
         return EXIT_USAGE
     older_than = None if args.older_than is None else time.time() - args.older_than
     try:
-        with open_store(args.store) as store:
+        with open_existing_store(args.store, write=True) as store:
             deleted = store.prune(older_than=older_than, keep_last=args.keep_last)
             url = store.url
     except StoreError as exc:

@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Any
 
 from langchain_seedlock._errors import BackendUnavailableError
-from langchain_seedlock.cli import EXIT_BACKEND
+from langchain_seedlock.cli import EXIT_BACKEND, float_between, int_at_least
 
 EXIT_OK = 0
 
@@ -31,7 +31,12 @@ EXIT_OK = 0
 def _slots(text: str) -> int | None:
     if text == "auto":
         return None
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= 1 or 'auto' (got {text!r})"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1 or 'auto' (got {text})")
     return value
@@ -46,7 +51,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "auto: llama-server's default, 4 slots sharing a unified KV cache)",
     )  # fmt: skip
     group.add_argument(
-        "--threads", type=int, default=2, metavar="N", help="CPU threads (default: 2)"
+        "--threads",
+        type=int_at_least(1, 1024),
+        default=2,
+        metavar="N",
+        help="CPU threads (default: 2)",
     )
     group.add_argument(
         "--no-cache-prompt", dest="cache_prompt", action="store_false",
@@ -63,7 +72,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="one KV buffer shared by all slots (default: on only with --slots auto)",
     )  # fmt: skip
     group.add_argument(
-        "--startup-timeout", type=float, default=60.0, metavar="S",
+        "--startup-timeout", type=float_between(0.1, 86_400.0), default=60.0, metavar="S",
         help="seconds to wait for the server to answer (default: 60)",
     )  # fmt: skip
 
@@ -89,7 +98,10 @@ def add_parser(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
+    parser.add_argument(
+        "--port", type=int_at_least(1, 65_535), default=None,
+        help="TCP port (default: a free one)",
+    )  # fmt: skip
     add_server_arguments(parser)
     parser.set_defaults(run=run)
 

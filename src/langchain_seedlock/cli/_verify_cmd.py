@@ -27,7 +27,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_seedlock._errors import BackendUnavailableError, SeedLockError
-from langchain_seedlock.cli import EXIT_BACKEND, EXIT_ERROR, EXIT_NOT_REPRODUCED, EXIT_OK
+from langchain_seedlock.cli import (
+    EXIT_BACKEND,
+    EXIT_ERROR,
+    EXIT_NOT_REPRODUCED,
+    EXIT_OK,
+    EXIT_USAGE,
+    float_between,
+    int_at_least,
+    open_existing_store,
+    prompt_text,
+    seed,
+)
 from langchain_seedlock.cli._probe_cmd import (
     add_backend_arguments,
     configure_cli_logging,
@@ -55,14 +66,18 @@ def add_parser(subparsers: Any) -> None:
         help="the baseline store (default: $SEEDLOCK_STORE or SQLite in the user state directory)",
     )  # fmt: skip
     parser.add_argument(
-        "--prompt", action="append", default=None,
+        "--prompt", action="append", default=None, type=prompt_text,
         help=f"a prompt to verify (repeatable; default: the probe's prompt {DEFAULT_PROMPT!r})",
     )  # fmt: skip
     parser.add_argument("--prompt-file", type=Path, help="prompts to verify, one per line")
-    parser.add_argument("--seed", type=int, default=123, help="the lock's seed (default: 123)")
-    parser.add_argument("--temperature", type=float, default=0.7, help="(default: 0.7)")
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
-    parser.add_argument("--runs", type=int, default=1, help="sends per prompt (default: 1)")
+    parser.add_argument("--seed", type=seed, default=123, help="the lock's seed (default: 123)")
+    parser.add_argument(
+        "--temperature", type=float_between(0.0, 2.0), default=0.7, help="(default: 0.7)"
+    )
+    parser.add_argument("--max-tokens", type=int_at_least(1), default=DEFAULT_MAX_TOKENS)
+    parser.add_argument(
+        "--runs", type=int_at_least(1), default=1, help="sends per prompt (default: 1)"
+    )
     add_backend_arguments(parser)
     add_server_arguments(parser)
     parser.set_defaults(run=run)
@@ -75,13 +90,23 @@ def baseline_output(outputs: list[OutputSeen]) -> OutputSeen | None:
     return max(outputs, key=lambda o: (o.count, o.last_seen))
 
 
+class _NoPromptsError(ValueError):
+    """--prompt-file holds no prompt: verifying nothing must not pass."""
+
+
 def _prompts(args: argparse.Namespace) -> list[str]:
     from langchain_seedlock._probe import DEFAULT_PROMPT
 
     prompts = list(args.prompt or [])
     if args.prompt_file is not None:
         text = args.prompt_file.read_text(encoding="utf-8")
-        prompts += [line.strip() for line in text.splitlines() if line.strip()]
+        from_file = [line.strip() for line in text.splitlines() if line.strip()]
+        if not from_file:
+            raise _NoPromptsError(
+                f"--prompt-file {str(args.prompt_file)!r} holds no prompt (one per line); "
+                "verifying nothing would pass"
+            )
+        prompts += from_file
     return prompts or [DEFAULT_PROMPT]
 
 
@@ -109,16 +134,14 @@ def _short(value: str | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from langchain_seedlock._probe import run_arm
-    from langchain_seedlock._store import default_store_url, open_store
 
     configure_cli_logging()
     drifted = missing = 0
     with ExitStack() as stack:
         try:
             prompts = _prompts(args)
-            store: BaselineStore = stack.enter_context(
-                open_store(args.store or default_store_url())
-            )
+            # Only read: a mistyped --store is an error, never a new empty store.
+            store: BaselineStore = stack.enter_context(open_existing_store(args.store))
             model = _seeded_model(args, open_backend(args, stack))
             for prompt in prompts:
                 for run_ in run_arm(
@@ -141,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
                             f"(fingerprint then {expected.system_fingerprint}, "
                             f"now {run_.system_fingerprint})"
                         )
+        except _NoPromptsError as exc:
+            print(f"seedlock verify: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except BackendUnavailableError as exc:
             print(f"seedlock verify: error: {str(exc).splitlines()[0]}", file=sys.stderr)
             return EXIT_BACKEND
