@@ -24,6 +24,7 @@ from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._errors import (
     BackendUnavailableError,
     InvalidLockError,
+    LocalServerCrashedError,
     LockViolationError,
     MalformedResponseError,
     ParamDroppedError,
@@ -62,6 +63,7 @@ __all__ = [
     "DriftMonitor",
     "InvalidLockError",
     "LocalServer",
+    "LocalServerCrashedError",
     "LockViolationError",
     "LockedAzureChatOpenAI",
     "LockedChatModel",

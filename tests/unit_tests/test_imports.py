@@ -8,6 +8,7 @@ EXPECTED_ALL = [
     "DriftMonitor",
     "InvalidLockError",
     "LocalServer",
+    "LocalServerCrashedError",
     "LockViolationError",
     "LockedAzureChatOpenAI",
     "LockedChatModel",
