@@ -428,8 +428,8 @@ class LocalServer:
             try:
                 self._start_once(port)
             except LocalServerCrashedError as exc:
-                if self._fallback_signal is not None or self._repack_off(exc.command):
-                    raise
+                if self._repack_off(exc.command) is not None:
+                    raise  # repacking was off already: nothing left to try
                 # Killed by a signal with repacking on: once more without it.
                 crash = exc
                 self._fall_back(exc)
@@ -454,7 +454,7 @@ class LocalServer:
     def _fall_back(self, crash: LocalServerCrashedError) -> None:
         """Log the one warning for a start-up crash and restart with --no-repack."""
         self._fallback_signal = crash.signal_name
-        with contextlib.suppress(Exception):  # logging must never stop the restart
+        try:
             ev.get_logger().warning(
                 ev.LOCAL_SERVER_FALLBACK,
                 **{
@@ -465,6 +465,8 @@ class LocalServer:
                     ev.K_COMMAND_LINE: shlex.join(crash.command),
                 },
             )
+        except Exception as exc:  # noqa: BLE001 - logging must never stop the restart
+            ev.log_internal_error("LocalServer.start", exc)
 
     def _start_once(self, port: int) -> None:
         cmd = self.command(port)
