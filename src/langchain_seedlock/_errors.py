@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 
@@ -87,6 +88,39 @@ class ProbeError(SeedLockError):
 
 class BackendUnavailableError(ProbeError):
     """The model server could not be reached or started."""
+
+
+class LocalServerCrashedError(BackendUnavailableError):
+    """``llama-server`` was killed by a signal (SIGSEGV, SIGILL, SIGBUS) while starting.
+
+    Raised by `LocalServer` when the server still crashes after the automatic
+    restart with ``--no-repack`` (or when weight repacking was already off).
+    The message names the signal, the full command line and the tail of the
+    server's log; the same pieces are attributes.
+
+    Attributes:
+        signal_name: ``"SIGSEGV"``, ``"SIGILL"`` or ``"SIGBUS"``.
+        exit_code: the raw exit status: ``-signal`` (killed directly) or
+            ``128 + signal`` (reported by a shell wrapper).
+        command: the command line of the last attempt (secrets masked).
+        log_tail: the last lines of its stdout and stderr.
+    """
+
+    def __init__(
+        self, signal_name: str, exit_code: int, command: list[str], log_tail: str, reason: str
+    ) -> None:
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+        self.command = command
+        self.log_tail = log_tail
+        super().__init__(
+            f"llama-server was killed by {signal_name} (exit status {exit_code}) during "
+            f"start-up, {reason}: {shlex.join(command)}\n"
+            "This CPU may advertise instructions (AMX, AVX-512) that the machine does not "
+            "allow; rebuild llama-server portable (GGML_NATIVE=OFF), see "
+            "docs/troubleshooting.md. Log tail:\n"
+            f"{log_tail}"
+        )
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:

@@ -35,6 +35,7 @@ CALL_FAILED: Final = "seedlock.call_failed"
 STORE_ERROR: Final = "seedlock.store_error"
 STORE_OVERFLOW: Final = "seedlock.store_overflow"
 INTERNAL_ERROR: Final = "seedlock.internal_error"
+LOCAL_SERVER_FALLBACK: Final = "seedlock.local_server_fallback"
 
 # Events that are also written to the store (``seedlock.call`` is not: the
 # store already counts every call in its output and fingerprint rows).
@@ -86,6 +87,12 @@ K_STORE_URL: Final = "seedlock.store_url"
 K_OPERATION: Final = "seedlock.operation"
 K_SUPPRESSED: Final = "seedlock.suppressed"
 K_DROPPED: Final = "seedlock.dropped"
+# local_server_fallback (process.* from the OpenTelemetry process conventions)
+K_SIGNAL: Final = "seedlock.signal"
+K_FLAG_ADDED: Final = "seedlock.flag_added"
+K_REASON: Final = "seedlock.reason"
+K_EXIT_CODE: Final = "process.exit.code"
+K_COMMAND_LINE: Final = "process.command_line"
 # pipeline context (LangGraph / agents): plain names, as LangGraph spells them
 CONTEXT_KEYS: Final = (
     "langgraph_node",

