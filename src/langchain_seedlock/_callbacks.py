@@ -72,7 +72,7 @@ from langchain_seedlock._hashing import (
     request_hash_from_messages,
 )
 from langchain_seedlock._lock import SeedLock
-from langchain_seedlock._record import CallRecord, clean_fingerprint, sampling_params
+from langchain_seedlock._record import CallRecord, clean_fingerprint, is_complete, sampling_params
 from langchain_seedlock._store._base import BaselineStore
 
 # Keys this handler adds to a run's metadata (what tracers show).
@@ -441,6 +441,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             output_text=first.text if single else "\n".join(m.text for m in out_messages),
             output_token_list=_tokens(meta),
             prompt_text=get_buffer_string(run.messages) if self.capture_content else None,
+            complete=is_complete(
+                provider, _first_present(info.get("finish_reason"), meta.get("finish_reason"))
+            ),
         )
         # Metadata first: the tracers after this handler post the run next.
         run_meta: dict[str, Any] = {

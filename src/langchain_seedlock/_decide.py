@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 Severity = Literal["debug", "info", "warning"]
 
@@ -39,13 +39,26 @@ class Verdict(StrEnum):
     INCOMPLETE = "incomplete"
 
 
+class VariantLike(Protocol):
+    """What the decision reads of one known output (the monitor's own cache
+    entries qualify, so no copy is made per call)."""
+
+    @property
+    def count(self) -> int: ...
+    @property
+    def first_seen(self) -> float: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Variant:
     """One distinct output of a request under one backend, before this call."""
 
-    output_hash: str
     count: int
     first_seen: float
+
+
+History = Mapping[str, Mapping[str, VariantLike]]
+"""Per backend identity, the request's known outputs by output hash."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +80,20 @@ class Decision:
     """For a repeat call: its output was already known under this backend."""
 
 
-def usual(variants: Mapping[str, Variant]) -> Variant | None:
-    """The most frequent variant; the oldest wins a tie (it was the baseline)."""
-    best: Variant | None = None
-    for v in variants.values():
-        if best is None or (v.count, -v.first_seen) > (best.count, -best.first_seen):
-            best = v
+def usual(variants: Mapping[str, VariantLike]) -> tuple[str, VariantLike] | None:
+    """The most frequent output (hash, variant); the oldest wins a tie (it was
+    the baseline)."""
+    best: tuple[str, VariantLike] | None = None
+    for h, v in variants.items():
+        if best is None or (v.count, -v.first_seen) > (best[1].count, -best[1].first_seen):
+            best = (h, v)
     return best
 
 
 def classify(
     output_hash: str,
     backend_id: str,
-    history: Mapping[str, Mapping[str, Variant]],
+    history: History,
     *,
     complete: bool = True,
     backend_noisy: bool = False,
@@ -89,8 +103,8 @@ def classify(
     Args:
         output_hash: this call's output hash.
         backend_id: this call's backend identity.
-        history: per backend identity, the request's variants by output hash,
-            as known before this call.
+        history: per backend identity, the request's known outputs by output
+            hash, before this call.
         complete: False when the output was cut before its finish reason.
         backend_noisy: the backend's reproducibility rate is low (see
             `is_noisy`): a new variant there is information, not a warning.
@@ -98,35 +112,29 @@ def classify(
     here = history.get(backend_id, {})
     if not complete:
         return Decision(Verdict.INCOMPLETE, "info", None, 0, 0, len(here), False, False)
-    seen = here.get(output_hash)
     base = usual(here)
-    if base is None:
-        # Nothing under this backend yet.
-        others = [usual(v) for k, v in history.items() if k != backend_id and v]
-        others_known = any(output_hash in v for k, v in history.items() if k != backend_id)
+    if base is None:  # nothing under this backend yet
+        others = [u for k, v in history.items() if k != backend_id and (u := usual(v))]
         if not others:
             return Decision(Verdict.FIRST, "debug", None, 0, 0, 1, False, False)
-        prev = max((o for o in others if o is not None), key=lambda o: o.count)
-        if others_known:
+        prev_hash, prev = max(others, key=lambda o: o[1].count)
+        severity: Severity = "info"
+        verdict = Verdict.EXPLAINED
+        if any(output_hash in v for k, v in history.items() if k != backend_id):
             # The same output under a new backend identity: it reproduced.
-            return Decision(
-                Verdict.REPRODUCED, "debug", prev.output_hash, prev.count, 0, 1, False, False
-            )
-        return Decision(Verdict.EXPLAINED, "info", prev.output_hash, prev.count, 0, 1, False, False)
-    distinct = len(here) + (0 if seen is not None else 1)
-    if seen is not None and seen.output_hash == base.output_hash:
+            verdict, severity = Verdict.REPRODUCED, "debug"
+        return Decision(verdict, severity, prev_hash, prev.count, 0, 1, False, False)
+    base_hash, base_variant = base
+    seen = here.get(output_hash)
+    if seen is None:
         return Decision(
-            Verdict.REPRODUCED, "debug", base.output_hash, base.count, seen.count, distinct,
-            True, True,
+            Verdict.NEW_VARIANT, "info" if backend_noisy else "warning", base_hash,
+            base_variant.count, 0, len(here) + 1, True, False,
         )  # fmt: skip
-    if seen is not None:
-        return Decision(
-            Verdict.KNOWN_VARIANT, "info", base.output_hash, base.count, seen.count, distinct,
-            True, True,
-        )  # fmt: skip
+    verdict = Verdict.REPRODUCED if output_hash == base_hash else Verdict.KNOWN_VARIANT
     return Decision(
-        Verdict.NEW_VARIANT, "info" if backend_noisy else "warning", base.output_hash,
-        base.count, 0, distinct, True, False,
+        verdict, "debug" if verdict is Verdict.REPRODUCED else "info", base_hash,
+        base_variant.count, seen.count, len(here), True, True,
     )  # fmt: skip
 
 

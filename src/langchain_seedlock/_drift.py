@@ -16,7 +16,6 @@ read only on a cache miss, and written by a `BackgroundWriter` thread.
 
 from __future__ import annotations
 
-import difflib
 import threading
 import time
 from collections import OrderedDict
@@ -25,8 +24,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
+from langchain_seedlock import _drift_events as dev
 from langchain_seedlock import _events as ev
 from langchain_seedlock._args import check_bool, check_int, check_number, check_store
+from langchain_seedlock._decide import Decision, RateChange, RateCusum, Verdict, classify, is_noisy
 from langchain_seedlock._errors import InvalidArgumentError, StoreError
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_optional_url
@@ -40,9 +41,6 @@ from langchain_seedlock._store._writer import BackgroundWriter
 
 _T = TypeVar("_T")
 
-# Above this many characters (both texts together) the similarity ratio is
-# difflib's O(n) `quick_ratio()` upper bound instead of the quadratic `ratio()`.
-SIMILARITY_EXACT_LIMIT: Final = 4000
 # One store_error line per operation per this many seconds; repeats are counted.
 STORE_ERROR_INTERVAL: Final = 60.0
 # After a failed read, calls stop waiting on the store for this many seconds
@@ -75,12 +73,20 @@ class _Output:
     fingerprint: str | None
     text: str | None = None  # memory only; never logged without capture_content
     tokens: tuple[str, ...] | None = None
+    # Output length in tokens as seen (usage), for "3x longer than usual".
+    length: tuple[int, int] | None = None  # (min, max)
+
+    def copy(self) -> _Output:
+        return _Output(
+            self.count, self.first_seen, self.last_seen, self.backend_id,
+            self.fingerprint, self.text, self.tokens, self.length,
+        )  # fmt: skip
 
 
 @dataclass(slots=True)
 class _Request:
-    outputs: dict[str, _Output] = field(default_factory=dict)
-    last_output: str | None = None  # output hash seen most recently
+    # Per backend identity, the distinct outputs by output hash.
+    by_backend: dict[str, dict[str, _Output]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -90,53 +96,30 @@ class _Model:
 
 
 @dataclass(slots=True)
+class _BackendRate:
+    """Repeat calls of one model under one backend identity, and the detector
+    watching their reproducibility rate (this process's calls)."""
+
+    repeats: int = 0
+    known: int = 0
+    cusum: RateCusum = field(default_factory=RateCusum)
+
+
+@dataclass(slots=True)
 class _Decision:
     """What `_decide` found, copied out of the lock for logging."""
 
     fingerprint_changed: tuple[str | None, float | None, float | None, float] | None = None
     fingerprint_missing: bool = False
-    drift: tuple[_Output, str, _Output] | None = None  # previous, previous hash, current
-    distinct_outputs: int = 1
+    verdict: Decision | None = None
+    # The request's usual output (copy), its hash, and this call's output (copy).
+    compared: tuple[_Output, str, _Output] | None = None
+    rate: tuple[int, int] = (0, 0)  # the backend's (known, repeats) after this call
+    rate_change: RateChange | None = None
 
 
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
-
-
-def first_difference(a: str, b: str) -> int:
-    """Index of the first character where ``a`` and ``b`` differ (the length of
-    the shorter one when it is a prefix of the other)."""
-    n = min(len(a), len(b))
-    lo = 0
-    # Compare in blocks first: long shared prefixes are the common case.
-    step = 256
-    while lo + step <= n and a[lo : lo + step] == b[lo : lo + step]:
-        lo += step
-    while lo < n and a[lo] == b[lo]:
-        lo += 1
-    return lo
-
-
-def first_token_difference(a: Sequence[str], b: Sequence[str]) -> int:
-    """Index of the first token where two token lists differ."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
-
-
-def similarity(a: str, b: str) -> tuple[float, bool]:
-    """difflib similarity ratio of two texts, and whether it is only an upper bound.
-
-    Short texts get `SequenceMatcher.ratio()`; long ones the linear
-    `quick_ratio()` (an upper bound of the ratio), so a drift on a long
-    answer never costs quadratic time.
-    """
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    if len(a) + len(b) > SIMILARITY_EXACT_LIMIT:
-        return round(matcher.quick_ratio(), 4), True
-    return round(matcher.ratio(), 4), False
 
 
 class _SyncWriter:
@@ -227,6 +210,7 @@ class DriftMonitor:
         self._lock = threading.Lock()
         self._requests: OrderedDict[str, _Request] = OrderedDict()
         self._models: OrderedDict[str, _Model] = OrderedDict()
+        self._rates: OrderedDict[tuple[str, str], _BackendRate] = OrderedDict()
         self._missing_reported: set[str] = set()
         self._store_errors: dict[str, tuple[float, int]] = {}  # op -> (last logged, suppressed)
         self._reads_paused_until = 0.0  # monotonic; see READ_RETRY_INTERVAL
@@ -422,9 +406,11 @@ class DriftMonitor:
             ):
                 return None
             self._decide_model(record, model_key, fingerprints, d, names)
-            self._decide_request(record, backend, outputs, d, names)
+            self._decide_request(record, model_key, backend, outputs=outputs, d=d, names=names)
         stored = self._emit(record, backend, d, names)
-        self._submit(record, stored)
+        # An incomplete output is not a variant: only its event is stored.
+        incomplete = d.verdict is not None and d.verdict.verdict is Verdict.INCOMPLETE
+        self._submit(None if incomplete else record, stored)
         return names
 
     def _decide_model(
@@ -468,35 +454,34 @@ class DriftMonitor:
 
     def _load_request(self, outputs: list[OutputSeen] | None) -> _Request:
         req = _Request()
-        last_seen = -1.0
         for o in outputs or ():
-            known = req.outputs.get(o.output_hash)
-            if known is None:
-                req.outputs[o.output_hash] = _Output(
-                    o.count, o.first_seen, o.last_seen, o.backend_id,
-                    o.system_fingerprint, o.output_text,
-                )  # fmt: skip
-            else:  # the same output under several backends: one entry
-                known.count += o.count
-                known.first_seen = min(known.first_seen, o.first_seen)
-                if o.last_seen >= known.last_seen:
-                    known.last_seen = o.last_seen
-                    known.backend_id = o.backend_id
-                    known.fingerprint = o.system_fingerprint
-            if o.last_seen >= last_seen:
-                last_seen = o.last_seen
-                req.last_output = o.output_hash
+            req.by_backend.setdefault(o.backend_id, {})[o.output_hash] = _Output(
+                o.count, o.first_seen, o.last_seen, o.backend_id,
+                o.system_fingerprint, o.output_text,
+            )  # fmt: skip
         return req
+
+    def _rate(self, model_key: str, backend: str) -> _BackendRate:
+        key = (model_key, backend)
+        rate = self._rates.get(key)
+        if rate is None:
+            rate = self._rates[key] = _BackendRate()
+            if len(self._rates) > self.cache_size:
+                self._rates.popitem(last=False)
+        return rate
 
     def _decide_request(
         self,
         record: CallRecord,
+        model_key: str,
         backend: str,
+        *,
         outputs: list[OutputSeen] | None,
         d: _Decision,
         names: list[str],
     ) -> None:
-        """Output bookkeeping for the call's request hash (caller holds the lock)."""
+        """Classify the call against its request's variants and update them and
+        the backend's rate (caller holds the lock). See `_decide.classify`."""
         now = record.at
         req = self._requests.get(record.request_hash)
         if req is None:
@@ -506,34 +491,58 @@ class DriftMonitor:
                 self._requests.popitem(last=False)
         else:
             self._requests.move_to_end(record.request_hash)
-        current = req.outputs.get(record.output_hash)
+        seeded = record.seed is not None
+        rate = self._rate(model_key, backend) if seeded else None
+        if seeded and rate is not None:
+            decision = d.verdict = classify(
+                record.output_hash,
+                backend,
+                req.by_backend,
+                complete=record.complete,
+                backend_noisy=is_noisy(rate.known, rate.repeats),
+            )
+            if decision.verdict is Verdict.INCOMPLETE:
+                names.append(ev.INCOMPLETE_OUTPUT)
+                return  # never a variant, never a baseline
+        here = req.by_backend.setdefault(backend, {})
+        current = here.get(record.output_hash)
         if current is None:
-            current = _Output(0, now, now, backend, record.system_fingerprint)
-            req.outputs[record.output_hash] = current
+            current = here[record.output_hash] = _Output(
+                0, now, now, backend, record.system_fingerprint
+            )
         current.count += 1
         current.last_seen = max(current.last_seen, now)
-        current.backend_id = backend
         current.fingerprint = record.system_fingerprint
         if current.text is None and record.output_text is not None:
             current.text = record.output_text
         if current.tokens is None and record.output_token_list is not None:
             current.tokens = record.output_token_list
-        previous_hash = req.last_output
-        req.last_output = record.output_hash
+        if record.output_tokens is not None:
+            n = record.output_tokens
+            low, high = current.length or (n, n)
+            current.length = (min(low, n), max(high, n))
         # Drift is defined for seeded requests: an unseeded one varies by design.
-        if record.seed is None or previous_hash is None or previous_hash == record.output_hash:
+        if d.verdict is None or rate is None:
             return
-        prev = req.outputs[previous_hash]
-        # Copies: the logging happens outside the lock.
-        d.drift = (
-            _Output(prev.count, prev.first_seen, prev.last_seen, prev.backend_id,
-                    prev.fingerprint, prev.text, prev.tokens),
-            previous_hash,
-            _Output(current.count, current.first_seen, current.last_seen,
-                    current.backend_id, current.fingerprint, current.text, current.tokens),
-        )  # fmt: skip
-        d.distinct_outputs = len(req.outputs)
-        names.append(ev.OUTPUT_DRIFT)
+        decision = d.verdict
+        if decision.repeat:
+            rate.repeats += 1
+            rate.known += decision.known
+            d.rate_change = rate.cusum.update(decision.known)
+            if d.rate_change is not None:
+                names.append(ev.REPRODUCIBILITY_CHANGED)
+        d.rate = (rate.known, rate.repeats)
+        if decision.verdict in (Verdict.NEW_VARIANT, Verdict.EXPLAINED, Verdict.KNOWN_VARIANT):
+            usual_hash = decision.usual_output
+            assert usual_hash is not None
+            usual = here.get(usual_hash) or next(
+                outs[usual_hash] for outs in req.by_backend.values() if usual_hash in outs
+            )
+            # Copies: the logging happens outside the lock.
+            d.compared = (usual.copy(), usual_hash, current.copy())
+            names.append(
+                ev.OUTPUT_VARIANT if decision.verdict is Verdict.KNOWN_VARIANT else ev.OUTPUT_DRIFT
+            )
 
     # -- events --------------------------------------------------------------------
     def base_fields(self, record: CallRecord, backend: str | None = None) -> dict[str, Any]:
@@ -570,6 +579,8 @@ class DriftMonitor:
             call[ev.K_SERVICE_TIER] = record.service_tier
             call[ev.K_INPUT_TOKENS] = record.input_tokens
             call[ev.K_OUTPUT_TOKENS] = record.output_tokens
+            if d.verdict is not None:
+                call[ev.K_VARIANT] = dev.VARIANT_LABELS[d.verdict.verdict]
             if self.capture_content:
                 call[ev.K_PROMPT_TEXT] = record.prompt_text
                 call[ev.K_OUTPUT_TEXT] = record.output_text
@@ -601,45 +612,24 @@ class DriftMonitor:
             }
             ev.emit_on(log, _WHERE_EMIT, "warning", ev.FINGERPRINT_CHANGED, fields)
             stored.append(StoredEvent(ev.FINGERPRINT_CHANGED, record.at, fields))
-        if d.drift is not None:
-            fields = self._drift_fields(record, base, d)
-            ev.emit_on(log, _WHERE_EMIT, "warning", ev.OUTPUT_DRIFT, fields)
-            stored.append(StoredEvent(ev.OUTPUT_DRIFT, record.at, fields))
+        if d.verdict is not None and d.verdict.verdict is Verdict.INCOMPLETE:
+            fields = {**base, ev.K_SUMMARY: dev.incomplete_summary(record)}
+            ev.emit_on(log, _WHERE_EMIT, "info", ev.INCOMPLETE_OUTPUT, fields)
+            stored.append(StoredEvent(ev.INCOMPLETE_OUTPUT, record.at, fields))
+        if d.compared is not None and d.verdict is not None:
+            usual, usual_hash, current = d.compared
+            level, name, fields = dev.variant_event(
+                record, base, d.verdict, usual=usual, usual_hash=usual_hash,
+                current=current, rate=d.rate, capture_content=self.capture_content,
+            )  # fmt: skip
+            ev.emit_on(log, _WHERE_EMIT, level, name, fields)
+            if name == ev.OUTPUT_DRIFT:  # known variants are counted in the store already
+                stored.append(StoredEvent(name, record.at, fields))
+        if d.rate_change is not None:
+            fields = dev.rate_change_fields(record, base, d.rate_change)
+            ev.emit_on(log, _WHERE_EMIT, "warning", ev.REPRODUCIBILITY_CHANGED, fields)
+            stored.append(StoredEvent(ev.REPRODUCIBILITY_CHANGED, record.at, fields))
         return stored
-
-    def _drift_fields(
-        self, record: CallRecord, base: dict[str, Any], d: _Decision
-    ) -> dict[str, Any]:
-        assert d.drift is not None
-        prev, prev_hash, cur = d.drift
-        fields = {
-            **base,
-            ev.K_EXPLAINED: prev.backend_id != cur.backend_id,
-            ev.K_PREVIOUS_FINGERPRINT: prev.fingerprint,
-            ev.K_PREVIOUS_BACKEND_ID: prev.backend_id,
-            ev.K_PREVIOUS_OUTPUT_HASH: prev_hash,
-            ev.K_PREVIOUS_OUTPUT_COUNT: prev.count,
-            ev.K_PREVIOUS_OUTPUT_FIRST_SEEN: _iso(prev.first_seen),
-            ev.K_OUTPUT_COUNT: cur.count,
-            ev.K_DISTINCT_OUTPUTS: d.distinct_outputs,
-            ev.K_DIFF_CHAR: None,
-            ev.K_DIFF_TOKEN: None,
-            ev.K_SIMILARITY: None,
-            ev.K_SIMILARITY_BOUND: None,
-        }
-        cur_text = record.output_text if record.output_text is not None else cur.text
-        if prev.text is not None and cur_text is not None:
-            fields[ev.K_DIFF_CHAR] = first_difference(prev.text, cur_text)
-            ratio, bound = similarity(prev.text, cur_text)
-            fields[ev.K_SIMILARITY] = ratio
-            fields[ev.K_SIMILARITY_BOUND] = bound
-        cur_tokens = record.output_token_list or cur.tokens
-        if prev.tokens is not None and cur_tokens is not None:
-            fields[ev.K_DIFF_TOKEN] = first_token_difference(prev.tokens, cur_tokens)
-        if self.capture_content:
-            fields[ev.K_PREVIOUS_OUTPUT_TEXT] = prev.text
-            fields[ev.K_OUTPUT_TEXT] = cur_text
-        return fields
 
     # -- the store -----------------------------------------------------------------
     def _submit(self, record: CallRecord | None, events: Sequence[StoredEvent]) -> None:

@@ -31,6 +31,9 @@ PARAM_DROPPED: Final = "seedlock.param_dropped"
 FINGERPRINT_CHANGED: Final = "seedlock.fingerprint_changed"
 FINGERPRINT_MISSING: Final = "seedlock.fingerprint_missing"
 OUTPUT_DRIFT: Final = "seedlock.output_drift"
+OUTPUT_VARIANT: Final = "seedlock.output_variant"
+INCOMPLETE_OUTPUT: Final = "seedlock.incomplete_output"
+REPRODUCIBILITY_CHANGED: Final = "seedlock.reproducibility_changed"
 CALL_FAILED: Final = "seedlock.call_failed"
 STORE_ERROR: Final = "seedlock.store_error"
 STORE_OVERFLOW: Final = "seedlock.store_overflow"
@@ -40,7 +43,15 @@ LOCAL_SERVER_FALLBACK: Final = "seedlock.local_server_fallback"
 # Events that are also written to the store (``seedlock.call`` is not: the
 # store already counts every call in its output and fingerprint rows).
 STORED_EVENTS: Final = frozenset(
-    {FINGERPRINT_CHANGED, FINGERPRINT_MISSING, OUTPUT_DRIFT, UNSEEDED_CALL, LOCK_VIOLATION}
+    {
+        FINGERPRINT_CHANGED,
+        FINGERPRINT_MISSING,
+        OUTPUT_DRIFT,
+        UNSEEDED_CALL,
+        LOCK_VIOLATION,
+        INCOMPLETE_OUTPUT,
+        REPRODUCIBILITY_CHANGED,
+    }
 )
 
 # Key names (OpenTelemetry GenAI where one exists, ours under seedlock.*).
@@ -66,7 +77,11 @@ K_PREVIOUS_FINGERPRINT: Final = "seedlock.previous_fingerprint"
 K_PREVIOUS_FINGERPRINT_FIRST_SEEN: Final = "seedlock.previous_fingerprint_first_seen"
 K_PREVIOUS_FINGERPRINT_LAST_SEEN: Final = "seedlock.previous_fingerprint_last_seen"
 K_FINGERPRINT_FIRST_SEEN: Final = "seedlock.fingerprint_first_seen"
-# output_drift
+# output_drift / output_variant
+K_SUMMARY: Final = "seedlock.summary"
+K_VARIANT: Final = "seedlock.variant"
+"""The call's class: ``first``, ``reproduced``, ``known``, ``new``, ``incomplete``."""
+K_REQUEST_LABEL: Final = "seedlock.request_label"
 K_EXPLAINED: Final = "seedlock.explained"
 K_PREVIOUS_BACKEND_ID: Final = "seedlock.previous_backend_id"
 K_PREVIOUS_OUTPUT_HASH: Final = "seedlock.previous_output_hash"
@@ -78,6 +93,13 @@ K_DIFF_CHAR: Final = "seedlock.first_difference.char"
 K_DIFF_TOKEN: Final = "seedlock.first_difference.token"  # noqa: S105 - a key name
 K_SIMILARITY: Final = "seedlock.similarity"
 K_SIMILARITY_BOUND: Final = "seedlock.similarity_is_bound"
+K_USUAL_OUTPUT_TOKENS: Final = "seedlock.usual_output_tokens"
+# reproducibility_changed
+K_REPRO_RATE: Final = "seedlock.reproducibility_rate"
+K_REPRO_INTERVAL: Final = "seedlock.reproducibility_interval"
+K_PREVIOUS_REPRO_RATE: Final = "seedlock.previous_reproducibility_rate"
+K_PREVIOUS_REPRO_INTERVAL: Final = "seedlock.previous_reproducibility_interval"
+K_REPEAT_CALLS: Final = "seedlock.repeat_calls"
 # content (only with capture_content=True)
 K_PROMPT_TEXT: Final = "seedlock.prompt_text"
 K_OUTPUT_TEXT: Final = "seedlock.output_text"
@@ -95,6 +117,7 @@ K_EXIT_CODE: Final = "process.exit.code"
 K_COMMAND_LINE: Final = "process.command_line"
 # pipeline context (LangGraph / agents): plain names, as LangGraph spells them
 CONTEXT_KEYS: Final = (
+    "seedlock_label",  # the user's own name for the request (run metadata)
     "langgraph_node",
     "langgraph_step",
     "langgraph_checkpoint_ns",

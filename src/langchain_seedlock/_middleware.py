@@ -67,7 +67,7 @@ from langchain_seedlock._hashing import (
     request_hash_from_messages,
 )
 from langchain_seedlock._lock import SeedLock
-from langchain_seedlock._record import SAMPLING_PARAMS, CallRecord
+from langchain_seedlock._record import SAMPLING_PARAMS, CallRecord, is_complete
 
 if TYPE_CHECKING:
     from langchain_seedlock._store._base import BaselineStore
@@ -460,6 +460,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             output_text=ai.text,
             output_token_list=_tokens(meta),
             prompt_text=get_buffer_string(sent) if self.capture_content else None,
+            complete=is_complete(call.provider, meta.get("finish_reason")),
         )
 
 

@@ -35,6 +35,18 @@ def clean_fingerprint(value: Any) -> str | None:
     return f"{text[:64]}...sha256:{sha256_hex(text)[:16]}"
 
 
+# Providers whose responses always carry a finish reason when complete.
+_FINISH_REASON_PROVIDERS = frozenset({"openai", "azure", "azure_openai", "azure-openai"})
+
+
+def is_complete(provider: str, finish_reason: Any) -> bool:
+    """Whether an output ended properly. OpenAI-compatible servers send a
+    ``finish_reason`` on every complete choice (on the last chunk when
+    streaming); without it the stream broke off. Other providers name it
+    differently or not at all: their outputs count as complete."""
+    return finish_reason is not None or provider not in _FINISH_REASON_PROVIDERS
+
+
 # The sampling parameters a record keeps (CallRecord.params), by canonical name.
 SAMPLING_PARAMS = ("temperature", "top_p", "max_tokens")
 
@@ -80,6 +92,9 @@ class CallRecord:
     """Generated tokens when the response had logprobs (to locate drift by token)."""
     prompt_text: str | None = None
     """Prompt text; only filled with ``capture_content=True``."""
+    complete: bool = True
+    """False when the output was cut before its finish reason (a stream that
+    broke off): such an output is never a baseline (see `is_complete`)."""
     at: float = field(default_factory=time.time)
 
     @property

@@ -234,7 +234,8 @@ RESPONSES = [
     pytest.param(Response({"raw_sse": sse(chunk("hel"), "{not json")}, stream=True, locked_error=json.JSONDecodeError, plain_error=json.JSONDecodeError, event="seedlock.call_failed", error_type="JSONDecodeError"), id="sse-broken-json"),
     pytest.param(Response({"raw_sse": sse(chunk("hel"), chunk("lo", "stop", system_fingerprint=HUGE))}, stream=True, fingerprint=clean_fingerprint(HUGE)), id="sse-huge-fingerprint"),
     pytest.param(Response({"raw_sse": sse(chunk("hel"), chunk("lo", "stop", system_fingerprint=None))}, stream=True, fingerprint=None, event="seedlock.fingerprint_missing"), id="sse-null-fingerprint"),
-    pytest.param(Response({"raw_sse": sse(chunk("hel"), done=False)}, stream=True, fingerprint=None, event="seedlock.fingerprint_missing"), id="sse-truncated-no-finish"),
+    # A stream cut before its finish chunk: never a variant, never a baseline (#14).
+    pytest.param(Response({"raw_sse": sse(chunk("hel"), done=False)}, stream=True, fingerprint=None, event="seedlock.incomplete_output"), id="sse-truncated-no-finish"),
 ]
 # fmt: on
 
@@ -283,7 +284,10 @@ def test_malformed_responses(
     assert store is not None
     requests, models = store.requests(), store.models()
     stored = store.events()
-    if error is None:
+    if case.event == "seedlock.incomplete_output":
+        assert (requests, models) == ([], [])
+        assert "seedlock.incomplete_output" in [e.name for e in stored]
+    elif error is None:
         # One call, written whole: one output row, one fingerprint row, same values.
         assert [r.calls for r in requests] == [1]
         assert [(m.system_fingerprint, m.count) for m in models] == [(case.fingerprint, 1)]

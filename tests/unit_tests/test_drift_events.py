@@ -14,7 +14,8 @@ from langchain_openai import ChatOpenAI
 from structlog.testing import capture_logs
 
 from langchain_seedlock._callbacks import SeedLockCallbackHandler
-from langchain_seedlock._drift import DriftMonitor, first_difference, similarity
+from langchain_seedlock._drift import DriftMonitor
+from langchain_seedlock._drift_events import first_difference, similarity
 from langchain_seedlock._events import (
     CALL,
     FINGERPRINT_CHANGED,
@@ -163,25 +164,28 @@ def test_explained_output_drift(stub: StubOpenAI, handler: SeedLockCallbackHandl
     assert len(named(logs, FINGERPRINT_CHANGED)) == 1
 
 
-def test_drift_back_to_an_earlier_output_counts_both(
+def test_variants_new_then_known_then_reproduced(
     stub: StubOpenAI, handler: SeedLockCallbackHandler
 ) -> None:
+    """A A B A B: B is new (a warning), going back to A reproduces, B again is a
+    known variant (info), each with the counts of the usual output."""
     model = make_model(stub)
     with capture_logs() as logs:
-        for reply in ["A", "A", "B", "A"]:
+        for reply in ["A", "A", "B", "A", "B"]:
             stub.reply = reply
             model.invoke("hi", config={"callbacks": [handler]})
-    drifts = named(logs, OUTPUT_DRIFT)
-    assert len(drifts) == 2
-    assert (drifts[0]["seedlock.previous_output_count"], drifts[0]["seedlock.output_count"]) == (
-        2,
-        1,
-    )
-    # back to A: A has now been seen three times, B once
-    assert (drifts[1]["seedlock.previous_output_count"], drifts[1]["seedlock.output_count"]) == (
-        1,
-        3,
-    )
+    variants = [line["seedlock.variant"] for line in named(logs, "seedlock.call")]
+    assert variants == ["first", "reproduced", "new", "reproduced", "known"]
+    (drift,) = named(logs, OUTPUT_DRIFT)
+    assert (drift["log_level"], drift["seedlock.variant"], drift["seedlock.explained"]) == (
+        "warning", "new", False,
+    )  # fmt: skip
+    assert (drift["seedlock.previous_output_count"], drift["seedlock.output_count"]) == (2, 1)
+    assert drift["seedlock.summary"].startswith("new answer for request")
+    (known,) = named(logs, "seedlock.output_variant")
+    assert (known["log_level"], known["seedlock.variant"]) == ("info", "known")
+    assert (known["seedlock.previous_output_count"], known["seedlock.output_count"]) == (3, 2)
+    assert known["seedlock.distinct_outputs"] == 2
 
 
 def test_drift_token_index_from_logprobs(

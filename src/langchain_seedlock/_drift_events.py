@@ -1,0 +1,227 @@
+"""Drift event builders: the fields and the one-line summary of each finding.
+
+Pure functions of the call record and the decision (no I/O, no clock, no
+logger): the drift monitor calls them outside its lock and logs the result.
+Key fields come first in every dict (the summary, the variant, whether the
+backend explains it), so a console renderer that keeps insertion order shows
+them first.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from langchain_seedlock import _events as ev
+from langchain_seedlock._decide import Decision, RateChange, Verdict, is_noisy, wilson
+from langchain_seedlock._record import CallRecord
+
+if TYPE_CHECKING:
+    from langchain_seedlock._drift import _Output
+
+# Above this many characters (both texts together) the similarity ratio is
+# difflib's O(n) `quick_ratio()` upper bound instead of the quadratic `ratio()`.
+SIMILARITY_EXACT_LIMIT: Final = 4000
+# `seedlock.variant` values, by verdict.
+VARIANT_LABELS: Final = {
+    Verdict.FIRST: "first",
+    Verdict.REPRODUCED: "reproduced",
+    Verdict.KNOWN_VARIANT: "known",
+    Verdict.NEW_VARIANT: "new",
+    Verdict.EXPLAINED: "new",
+    Verdict.INCOMPLETE: "incomplete",
+}
+# What to check first when a request drifts under an unchanged backend.
+UNEXPLAINED_HINT: Final = (
+    "check concurrency/batching and prompt caching on the server, "
+    "or a silent model or settings change"
+)
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def request_label(record: CallRecord) -> str:
+    """A short name for the request, never its text: the user's
+    ``seedlock_label`` run metadata, else the graph node and step, else the
+    start of the request hash."""
+    ctx = record.context
+    label = ctx.get("seedlock_label")
+    if label:
+        return str(label)[:80]
+    node = ctx.get("langgraph_node")
+    if node:
+        step = ctx.get("langgraph_step", ctx.get("agent_step"))
+        return f"{node}#{step}" if step is not None else str(node)
+    return record.request_hash[:12]
+
+
+def first_difference(a: str, b: str) -> int:
+    """Index of the first character where ``a`` and ``b`` differ (the length of
+    the shorter one when it is a prefix of the other)."""
+    n = min(len(a), len(b))
+    lo = 0
+    # Compare in blocks first: long shared prefixes are the common case.
+    step = 256
+    while lo + step <= n and a[lo : lo + step] == b[lo : lo + step]:
+        lo += step
+    while lo < n and a[lo] == b[lo]:
+        lo += 1
+    return lo
+
+
+def first_token_difference(a: Sequence[str], b: Sequence[str]) -> int:
+    """Index of the first token where two token lists differ."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def similarity(a: str, b: str) -> tuple[float, bool]:
+    """difflib similarity ratio of two texts, and whether it is only an upper bound.
+
+    Short texts get `SequenceMatcher.ratio()`; long ones the linear
+    `quick_ratio()` (an upper bound of the ratio), so a drift on a long
+    answer never costs quadratic time.
+    """
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    if len(a) + len(b) > SIMILARITY_EXACT_LIMIT:
+        return round(matcher.quick_ratio(), 4), True
+    return round(matcher.ratio(), 4), False
+
+
+def _length_note(usual: _Output, current: _Output) -> str:
+    if usual.length is None or current.length is None:
+        return ""
+    low, high = usual.length
+    n = current.length[1]
+    if high and n >= 2 * high:
+        return f", {n / high:.1f}x longer than usual ({low}-{high} tokens)"
+    if low and n * 2 <= low:
+        return f", {low / max(n, 1):.1f}x shorter than usual ({low}-{high} tokens)"
+    return ""
+
+
+def variant_event(
+    record: CallRecord,
+    base: dict[str, Any],
+    decision: Decision,
+    *,
+    usual: _Output,
+    usual_hash: str,
+    current: _Output,
+    rate: tuple[int, int],
+    capture_content: bool,
+) -> tuple[str, str, dict[str, Any]]:
+    """(level, event name, fields) for a known variant, a new variant or an
+    explained change; the fields compare the call with the request's usual output."""
+    verdict = decision.verdict
+    explained = verdict is Verdict.EXPLAINED
+    label = request_label(record)
+    known, repeats = rate
+    where: dict[str, Any] = {
+        ev.K_DIFF_CHAR: None,
+        ev.K_DIFF_TOKEN: None,
+        ev.K_SIMILARITY: None,
+        ev.K_SIMILARITY_BOUND: None,
+    }
+    cur_text = record.output_text if record.output_text is not None else current.text
+    if usual.text is not None and cur_text is not None:
+        where[ev.K_DIFF_CHAR] = first_difference(usual.text, cur_text)
+        ratio, bound = similarity(usual.text, cur_text)
+        where[ev.K_SIMILARITY] = ratio
+        where[ev.K_SIMILARITY_BOUND] = bound
+    cur_tokens = record.output_token_list or current.tokens
+    if usual.tokens is not None and cur_tokens is not None:
+        where[ev.K_DIFF_TOKEN] = first_token_difference(usual.tokens, cur_tokens)
+    how = ""
+    if where[ev.K_DIFF_CHAR] is not None:
+        how = f"; first differs at char {where[ev.K_DIFF_CHAR]}"
+        approx = "<=" if where[ev.K_SIMILARITY_BOUND] else "~"
+        how += f", similarity {approx}{where[ev.K_SIMILARITY]:.2f}"
+    how += _length_note(usual, current)
+    if verdict is Verdict.KNOWN_VARIANT:
+        name, level = ev.OUTPUT_VARIANT, "info"
+        summary = (
+            f"known variant of request {label}: seen {decision.output_count}x before, "
+            f"one of {decision.distinct_outputs} answers (usual one {decision.usual_count}x)"
+        )
+    elif explained:
+        name, level = ev.OUTPUT_DRIFT, "info"
+        summary = (
+            f"new answer for request {label} after the backend changed "
+            f"(fingerprint {usual.fingerprint} -> {record.system_fingerprint}){how}; "
+            "expected after a backend change"
+        )
+    else:
+        name, level = ev.OUTPUT_DRIFT, decision.severity
+        if is_noisy(known, repeats):
+            summary = (
+                f"new answer for request {label} on a backend known to vary "
+                f"({known}/{repeats} repeat calls reproduced){how}"
+            )
+        else:
+            summary = (
+                f"new answer for request {label} under an unchanged backend "
+                f"(fingerprint {record.system_fingerprint}): its usual answer was seen "
+                f"{decision.usual_count}x{how}; {UNEXPLAINED_HINT}"
+            )
+    fields: dict[str, Any] = {
+        ev.K_SUMMARY: summary,
+        ev.K_VARIANT: VARIANT_LABELS[verdict],
+        ev.K_EXPLAINED: explained,
+        ev.K_REQUEST_LABEL: label,
+        **base,
+        ev.K_PREVIOUS_FINGERPRINT: usual.fingerprint,
+        ev.K_PREVIOUS_BACKEND_ID: usual.backend_id,
+        ev.K_PREVIOUS_OUTPUT_HASH: usual_hash,
+        ev.K_PREVIOUS_OUTPUT_COUNT: usual.count,
+        ev.K_PREVIOUS_OUTPUT_FIRST_SEEN: iso(usual.first_seen),
+        ev.K_OUTPUT_COUNT: current.count,
+        ev.K_DISTINCT_OUTPUTS: decision.distinct_outputs,
+        ev.K_USUAL_OUTPUT_TOKENS: list(usual.length) if usual.length else None,
+        ev.K_REPEAT_CALLS: repeats,
+        ev.K_REPRO_RATE: round(known / repeats, 4) if repeats else None,
+        **where,
+    }
+    if capture_content:
+        fields[ev.K_PREVIOUS_OUTPUT_TEXT] = usual.text
+        fields[ev.K_OUTPUT_TEXT] = cur_text
+    return level, name, fields
+
+
+def _interval(known: int, calls: int) -> list[float]:
+    return [round(x, 4) for x in wilson(known, calls)]
+
+
+def rate_change_fields(
+    record: CallRecord, base: dict[str, Any], change: RateChange
+) -> dict[str, Any]:
+    """``seedlock.reproducibility_changed``: the old and new rate of the backend."""
+    summary = (
+        f"reproducibility of {record.model_key} under fingerprint {record.system_fingerprint} "
+        f"dropped from {change.old_rate:.0%} to {change.new_rate:.0%} of repeat calls "
+        f"(last {change.new_calls}); {UNEXPLAINED_HINT}"
+    )
+    return {
+        ev.K_SUMMARY: summary,
+        ev.K_MODEL_KEY: record.model_key,
+        ev.K_REPRO_RATE: round(change.new_rate, 4),
+        ev.K_REPRO_INTERVAL: _interval(change.new_known, change.new_calls),
+        ev.K_PREVIOUS_REPRO_RATE: round(change.old_rate, 4),
+        ev.K_PREVIOUS_REPRO_INTERVAL: _interval(change.old_known, change.old_calls),
+        ev.K_REPEAT_CALLS: change.new_calls,
+        **base,
+    }
+
+
+def incomplete_summary(record: CallRecord) -> str:
+    return (
+        f"output of request {request_label(record)} ended without a finish reason "
+        "(a cut stream?): not kept as a variant or a baseline"
+    )
