@@ -6,6 +6,7 @@ agent middleware) and handed to the drift monitor, the store and the events.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,11 @@ def clean_fingerprint(value: Any) -> str | None:
     if len(text) <= MAX_FINGERPRINT_CHARS:
         return text
     return f"{text[:64]}...sha256:{sha256_hex(text)[:16]}"
+
+
+def new_id() -> str:
+    """A random 128-bit id as 32 hex digits (fork-safe: read from the OS each time)."""
+    return os.urandom(16).hex()
 
 
 # The sampling parameters a record keeps (CallRecord.params), by canonical name.
@@ -81,6 +87,10 @@ class CallRecord:
     prompt_text: str | None = None
     """Prompt text; only filled with ``capture_content=True``."""
     at: float = field(default_factory=time.time)
+    record_id: str | None = None
+    """Set by `BackgroundWriter` on the copy it writes, one per submission: a
+    store counts a record with an id once, even when a write whose outcome was
+    unknown (connection lost after COMMIT) is retried."""
 
     @property
     def backend_id(self) -> str:
