@@ -4,6 +4,7 @@
 dir, listening on 127.0.0.1 on a free port, password (scram) authentication
 only, stopped and deleted at the end. ``postgres_url``: the URL of a role with
 a password. ``fresh_postgres_url``: a new empty database per test.
+`CommitCutProxy`: a TCP proxy that makes the server's answer to a COMMIT get lost.
 Skips when the server binaries are not installed (CI installs them).
 """
 

@@ -134,12 +134,16 @@ def test_unreachable_host_opens_then_fails_on_use_within_bounded_time() -> None:
     ],
 )
 def test_malformed_url_fails_fast_without_connecting(url: str, match: str) -> None:
+    from langchain_seedlock import SeedLockCallbackHandler
+
     for connect in (True, False):
         start = time.monotonic()
         with pytest.raises(StoreError, match=match) as info:
             open_store(url, connect=connect)
         assert time.monotonic() - start < 1
         assert "Secret-bad-url-3" not in str(info.value)
+    with pytest.raises(StoreError, match=match):
+        SeedLockCallbackHandler(store=url)  # an application with a typo does not boot
 
 
 def test_password_never_in_url_or_repr(postgres_url: str) -> None:

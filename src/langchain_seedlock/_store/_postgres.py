@@ -110,7 +110,7 @@ CREATE INDEX IF NOT EXISTS seedlock_events_at ON seedlock_events (at);
     # writer acknowledges the batch) and event ids (unique, NULL allowed).
     2: """
 CREATE TABLE IF NOT EXISTS seedlock_record_ids (
-    record_id TEXT PRIMARY KEY,
+    record_id TEXT COLLATE "C" PRIMARY KEY,
     at DOUBLE PRECISION NOT NULL
 );
 ALTER TABLE seedlock_events ADD COLUMN IF NOT EXISTS event_id TEXT;
