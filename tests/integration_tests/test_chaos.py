@@ -37,7 +37,9 @@ CALLS = 500  # per thread
 PROMPTS = 300  # distinct requests: a process's first call of each reads the store
 PG_DOWN_S = 5.0
 SQLITE_LOCK_S = 10.0
-STUB_DELAY_S = 0.01  # a model that takes some time: the calls outlast both outages
+# The model answers in 30 ms until both outages are over, so the 500 calls of
+# a thread (at least 15 s) outlast them even on a fast machine; then at once.
+STUB_DELAY_S = 0.03
 TOTAL = PROCESSES * THREADS * CALLS
 
 
@@ -143,6 +145,7 @@ def test_processes_threads_and_two_failing_stores(
         pg_back_at = len(stub.requests)
         locker.join(timeout=SQLITE_LOCK_S + 10)
         lock_released_at = len(stub.requests)
+        stub.delay = 0.0
         for w in workers:
             w.join(timeout=120)
     finally:
