@@ -6,6 +6,7 @@ agent middleware) and handed to the drift monitor, the store and the events.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,11 @@ def is_complete(provider: str, finish_reason: Any) -> bool:
     streaming); without it the stream broke off. Other providers name it
     differently or not at all: their outputs count as complete."""
     return finish_reason is not None or provider not in _FINISH_REASON_PROVIDERS
+
+
+def new_id() -> str:
+    """A random 128-bit id as 32 hex digits (fork-safe: read from the OS each time)."""
+    return os.urandom(16).hex()
 
 
 # The sampling parameters a record keeps (CallRecord.params), by canonical name.
@@ -96,6 +102,10 @@ class CallRecord:
     """False when the output was cut before its finish reason (a stream that
     broke off): such an output is never a baseline (see `is_complete`)."""
     at: float = field(default_factory=time.time)
+    record_id: str | None = None
+    """Set by `BackgroundWriter` on the copy it writes, one per submission: a
+    store counts a record with an id once, even when a write whose outcome was
+    unknown (connection lost after COMMIT) is retried."""
 
     @property
     def backend_id(self) -> str:

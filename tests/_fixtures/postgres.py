@@ -4,6 +4,7 @@
 dir, listening on 127.0.0.1 on a free port, password (scram) authentication
 only, stopped and deleted at the end. ``postgres_url``: the URL of a role with
 a password. ``fresh_postgres_url``: a new empty database per test.
+`CommitCutProxy`: a TCP proxy that makes the server's answer to a COMMIT get lost.
 Skips when the server binaries are not installed (CI installs them).
 """
 
@@ -12,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import select
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -155,3 +158,80 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 def fresh_postgres_url(postgres_server: PostgresServer) -> str:
     """A new empty database for one test."""
     return postgres_server.create_database()
+
+
+class CommitCutProxy:
+    """A TCP proxy on 127.0.0.1 in front of a PostgreSQL server that can lose
+    the answer to a COMMIT.
+
+    While ``cuts`` is above zero, the next COMMIT a client sends is passed
+    to the server, the server's answer is awaited (the transaction is then
+    committed) and both connections are closed instead of passing it on:
+    the client sees its connection die and cannot know the commit happened.
+    ``cut`` counts the commits whose answer was dropped.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.cuts = 0
+        self.cut = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def url(self, server_url: str) -> str:
+        """``server_url`` pointed at this proxy (plain TCP: the proxy reads the bytes)."""
+        return server_url.replace(f":{self.target_port}/", f":{self.port}/") + "?sslmode=disable"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+    def _accept(self) -> None:
+        self._listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _take_cut(self) -> bool:
+        with self._lock:
+            if self.cuts <= 0:
+                return False
+            self.cuts -= 1
+            return True
+
+    def _pipe(self, client: socket.socket) -> None:
+        server = socket.create_connection(("127.0.0.1", self.target_port))
+        cutting = False
+        try:
+            while not self._stop.is_set():
+                ready, _, _ = select.select([client, server], [], [], 0.2)
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    if sock is client:
+                        # Query ('Q') or Parse ('P') message text ends with a NUL.
+                        if not cutting and b"COMMIT\x00" in data and self._take_cut():
+                            cutting = True
+                        server.sendall(data)
+                    elif cutting and b"COMMIT\x00" in data:  # CommandComplete of the COMMIT
+                        with self._lock:
+                            self.cut += 1
+                        return  # committed on the server; the client never hears it
+                    else:
+                        client.sendall(data)
+        except OSError:
+            return
+        finally:
+            client.close()
+            server.close()

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import threading
 import time
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from langchain_seedlock._errors import StoreError, StoreVersionError
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._store import StoredEvent, open_store
 from langchain_seedlock._store._writer import BackgroundWriter
-from tests._fixtures.postgres import PASSWORD, PostgresServer, _free_port
+from tests._fixtures.postgres import PASSWORD, CommitCutProxy, PostgresServer, _free_port
+from tests._fixtures.stub_openai import StubOpenAI
 from tests.unit_tests.test_store_memory_sqlite import check_exact, rec, run_processes
 
 pytestmark = pytest.mark.postgres
@@ -108,13 +113,37 @@ def test_wrong_password_is_a_clear_error_without_the_secret(
     assert info.value.__suppress_context__
 
 
-def test_unreachable_host_fails_within_bounded_time() -> None:
+def test_unreachable_host_opens_then_fails_on_use_within_bounded_time() -> None:
     url = f"postgres://u:Secret-unreach-77@127.0.0.1:{_free_port()}/db"
     start = time.monotonic()
+    store = open_store(url, connect_timeout=2)  # a server that is down is no error at open
+    assert time.monotonic() - start < 5
     with pytest.raises(StoreError, match="connecting failed") as info:
-        open_store(url, connect_timeout=2)
+        store.outputs_for("r1")
     assert time.monotonic() - start < 30
     assert "Secret-unreach-77" not in str(info.value)
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("postgresql://u:Secret-bad-url-3@[::1/db", r"connecting failed: invalid URL: .*IPv6"),
+        ("postgresql://u:Secret-bad-url-3@127.0.0.1:notaport/db", r"port 'notaport'"),
+        ("postgresql://u:Secret-bad-url-3@h/db?bogus=1", r"invalid URI query parameter"),
+    ],
+)
+def test_malformed_url_fails_fast_without_connecting(url: str, match: str) -> None:
+    from langchain_seedlock import SeedLockCallbackHandler
+
+    for connect in (True, False):
+        start = time.monotonic()
+        with pytest.raises(StoreError, match=match) as info:
+            open_store(url, connect=connect)
+        assert time.monotonic() - start < 1
+        assert "Secret-bad-url-3" not in str(info.value)
+    with pytest.raises(StoreError, match=match):
+        SeedLockCallbackHandler(store=url)  # an application with a typo does not boot
 
 
 def test_password_never_in_url_or_repr(postgres_url: str) -> None:
@@ -175,3 +204,168 @@ def test_write_throughput_batched(
         with capsys.disabled():
             print(f"\npostgres: 5000 records in batches of 500: {5000 / elapsed:.0f} records/s")
         assert sum(r.calls for r in s.requests(limit=10_000)) == 5000
+
+
+# -- lost commit answers, old stores, booting while the server is down --------------
+def _record_ids(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM seedlock_record_ids").fetchone()
+        return int(row[0]) if row else -1
+
+
+@pytest.mark.parametrize("cuts", [1, 2], ids=["retried-by-the-store", "retried-by-the-writer"])
+def test_lost_commit_answer_is_not_counted_twice(
+    postgres_server: PostgresServer, fresh_postgres_url: str, cuts: int
+) -> None:
+    """The connection dies right after the server committed a batch: the retry
+    (the store's own on a fresh connection, then the writer's) counts nothing twice."""
+    proxy = CommitCutProxy(postgres_server.port)
+    store = open_store(proxy.url(fresh_postgres_url), connect_timeout=2)
+    errors: list[BaseException] = []
+    writer = BackgroundWriter(store, batch_size=1000, max_backoff=0.2, on_error=errors.append)
+    try:
+        proxy.cuts = cuts
+        for i in range(300):
+            assert writer.submit(rec(f"r{i % 7}", f"o{i % 3}"), [StoredEvent("e", float(i))])
+        assert writer.flush(timeout=60)
+        assert proxy.cut == cuts  # the answers were really lost
+        assert writer.dropped == 0
+    finally:
+        writer.close(timeout=30)
+        store.close()
+        proxy.close()
+    with open_store(fresh_postgres_url) as s:
+        assert sum(r.calls for r in s.requests()) == 300
+        for i in range(7):
+            expected = sum(1 for j in range(300) if j % 7 == i)
+            assert sum(o.count for o in s.outputs_for(f"r{i}")) == expected
+        assert sum(f.count for f in s.fingerprints_for("openai:gpt-4o-mini")) == 300
+        assert len(s.events(limit=1000)) == 300
+    # The store retries once on a new connection; the second lost answer reaches the writer.
+    assert len(errors) == cuts - 1
+    assert all(PASSWORD not in str(e) and "writing failed" in str(e) for e in errors)
+    # Acknowledged batches leave no ids behind (the last one waits for the next write).
+    assert _record_ids(fresh_postgres_url) <= 300
+
+
+def test_writer_keeps_the_id_table_small(fresh_postgres_url: str) -> None:
+    store = open_store(fresh_postgres_url)
+    writer = BackgroundWriter(store, batch_size=50)
+    try:
+        for i in range(500):
+            writer.submit(rec(f"r{i % 3}"))
+            if i % 50 == 49:
+                assert writer.flush(timeout=30)
+    finally:
+        writer.close(timeout=30)
+        store.close()
+    assert 0 < _record_ids(fresh_postgres_url) <= 50  # the last batch's, until a next write
+    with open_store(fresh_postgres_url) as s:
+        assert sum(r.calls for r in s.requests()) == 500
+        s.prune(older_than=time.time() + 1)  # ids never acknowledged go with the rest
+    assert _record_ids(fresh_postgres_url) == 0
+
+
+def test_a_version_1_store_is_migrated_in_place(fresh_postgres_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(fresh_postgres_url) as conn:  # a store made by 0.1.0
+        conn.execute(V1_SCHEMA)
+        conn.execute("CREATE TABLE seedlock_schema_version (version INT NOT NULL)")
+        conn.execute("INSERT INTO seedlock_schema_version VALUES (1)")
+        conn.execute(
+            "INSERT INTO seedlock_outputs VALUES ('r1', 'b', 'o1', 'openai:gpt-4o-mini', "
+            "'fp_a', 5, 1, 2, NULL)"
+        )
+        conn.execute("INSERT INTO seedlock_events (name, at, fields) VALUES ('e', 1, '{}')")
+    store = open_store(fresh_postgres_url)
+    writer = BackgroundWriter(store)
+    try:
+        writer.submit(rec(output_hash="o1"), [StoredEvent("e", 2.0)])
+        assert writer.flush(timeout=30)
+    finally:
+        writer.close()
+        store.close()
+    with psycopg.connect(fresh_postgres_url) as conn:
+        versions = conn.execute("SELECT version FROM seedlock_schema_version ORDER BY 1").fetchall()
+        assert versions == [(1,), (2,)]
+    with open_store(fresh_postgres_url) as s:
+        assert [o.count for o in s.outputs_for("r1") if o.output_hash == "o1"] == [5, 1]
+        assert [e.at for e in s.events()] == [1.0, 2.0]
+
+
+# The schema 0.1.0 created (version 1), verbatim: what an existing store holds.
+V1_SCHEMA = """
+CREATE TABLE seedlock_outputs (
+    request_hash TEXT NOT NULL, backend_id TEXT NOT NULL, output_hash TEXT NOT NULL,
+    model_key TEXT NOT NULL, system_fingerprint TEXT, count BIGINT NOT NULL,
+    first_seen DOUBLE PRECISION NOT NULL, last_seen DOUBLE PRECISION NOT NULL,
+    output_text TEXT, PRIMARY KEY (request_hash, backend_id, output_hash)
+);
+CREATE INDEX seedlock_outputs_last_seen ON seedlock_outputs (last_seen);
+CREATE INDEX seedlock_outputs_model_key ON seedlock_outputs (model_key);
+CREATE TABLE seedlock_fingerprints (
+    model_key TEXT NOT NULL, fingerprint_key TEXT NOT NULL, system_fingerprint TEXT,
+    count BIGINT NOT NULL, first_seen DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL, PRIMARY KEY (model_key, fingerprint_key)
+);
+CREATE TABLE seedlock_events (
+    id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+    fields JSONB NOT NULL
+);
+CREATE INDEX seedlock_events_at ON seedlock_events (at);
+"""
+
+# How long the server stays down after the handler is built: three times the
+# writer's longest backoff (5 s), so the writer has settled into its capped
+# retries, and past the 1 + 2 + 4 + 8 s reconnection schedule of psycopg's pool.
+BOOT_OUTAGE_S = 15.0
+
+
+def test_handler_boots_while_the_server_is_down_and_stores_every_call_later(
+    stub: StubOpenAI, postgres_server: PostgresServer, fresh_postgres_url: str
+) -> None:
+    from langchain_openai import ChatOpenAI
+
+    from langchain_seedlock import SeedLockCallbackHandler
+
+    postgres_server.stop("fast")
+    try:
+        with capture_logs() as logs:
+            built = time.monotonic()
+            handler = SeedLockCallbackHandler(store=fresh_postgres_url)  # nothing listens
+            assert time.monotonic() - built < 2
+            model = ChatOpenAI(
+                model="gpt-4o-mini", base_url=stub.base_url, api_key=SecretStr("sk-test"),
+                seed=7, temperature=0, max_retries=0, callbacks=[handler],
+            )  # fmt: skip
+            calls = 0
+            while time.monotonic() - built < BOOT_OUTAGE_S:
+                assert model.invoke(f"question {calls % 5}").text  # never fails
+                calls += 1
+                time.sleep(0.1)
+            assert handler.monitor.flush(timeout=0.5) is False  # nothing could be stored
+            postgres_server.start()
+            back = time.monotonic()
+            # No flush (it would wake the writer): the writer finds the server by itself.
+            with open_store(fresh_postgres_url) as s:
+                while sum(r.calls for r in s.requests()) < calls:
+                    assert time.monotonic() - back < 30, "the writer never came back"
+                    time.sleep(0.2)
+            recovered = time.monotonic() - back
+            assert handler.close()
+    finally:
+        with contextlib.suppress(Exception):  # already running when the test got that far
+            postgres_server.start()
+    print(f"\nboot while down: {calls} calls in {BOOT_OUTAGE_S:g}s, stored {recovered:.1f}s after")
+    assert handler.monitor.dropped == 0
+    assert recovered < 12  # the writer's capped backoff (5 s), plus margin for a loaded machine
+    with open_store(fresh_postgres_url) as s:
+        assert sum(r.calls for r in s.requests()) == calls
+    errors = [e for e in logs if e["event"] == "seedlock.store_error"]
+    assert {e["seedlock.operation"] for e in errors} >= {"write"}
+    assert all("connecting failed" in e["error"] for e in errors)
+    assert PASSWORD not in json.dumps(logs, default=repr)
+    assert not [e for e in logs if e["event"] == "seedlock.store_overflow"]

@@ -3,8 +3,12 @@
 A store remembers, per request hash, each distinct output seen per backend
 identity (counts, first/last seen); per model, each fingerprint seen; and the
 drift events. Writes are batched upserts: counts stay exact whatever the
-number of concurrent writers. Reads are what the drift monitor needs on a
-cache miss and what the ``seedlock drift`` command shows.
+number of concurrent writers. Writes are idempotent for records and events
+that carry an id (`BackgroundWriter` gives each one it submits a random id),
+so a batch whose commit may or may not have happened (the connection died
+after COMMIT) can be written again without counting twice. Reads are what
+the drift monitor needs on a cache miss and what the ``seedlock drift``
+command shows.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ class StoredEvent:
     name: str
     at: float
     fields: Mapping[str, Any] = field(default_factory=dict)
+    event_id: str | None = field(default=None, compare=False)
+    """Set by `BackgroundWriter` (like ``CallRecord.record_id``): a retried
+    write stores the event once. None when read back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +130,24 @@ class BaselineStore(ABC):
         Each record adds 1 to the count of (request_hash, backend_id,
         output_hash) and of (model_key, fingerprint), and moves last_seen.
         Output text is stored only when ``capture_content`` is true.
+
+        Idempotent until `acknowledge`: a record whose ``record_id`` the
+        store already holds (a retry of a write that failed after it may
+        have committed) adds nothing, and so does an event whose
+        ``event_id`` is stored. Records and events without ids always count.
         """
+
+    def acknowledge(self, records: Sequence[CallRecord]) -> None:
+        """The caller saw ``write(records)`` succeed and will not write these
+        records again: the store may forget their ids. Never raises.
+
+        Stores keep the ``record_id`` of every record written until then, to
+        recognise a retry; `BackgroundWriter` acknowledges each batch it
+        wrote, so the ids kept stay about one batch per writer. Ids never
+        acknowledged (a process killed mid-retry) go with
+        ``prune(older_than=...)``. The default does nothing.
+        """
+        return
 
     @abstractmethod
     def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:

@@ -7,7 +7,7 @@ stores implement: what a count, a first/last seen and a prune mean.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from langchain_seedlock._record import CallRecord
@@ -44,6 +44,65 @@ class FingerprintDelta:
     count: int
     first_seen: float
     last_seen: float
+
+
+def unique_records(records: Sequence[CallRecord]) -> list[CallRecord]:
+    """``records`` without repeated ``record_id`` (the first one is kept; records
+    without an id are all kept)."""
+    seen: set[str] = set()
+    out = []
+    for rec in records:
+        rid = rec.record_id
+        if rid is not None:
+            if rid in seen:
+                continue
+            seen.add(rid)
+        out.append(rec)
+    return out
+
+
+def unique_events(
+    events: Sequence[StoredEvent], stored: Callable[[str], bool]
+) -> list[StoredEvent]:
+    """``events`` less those whose id is repeated or ``stored(id)`` (None ids all pass)."""
+    seen: set[str] = set()
+    out = []
+    for e in events:
+        if e.event_id is not None:
+            if e.event_id in seen or stored(e.event_id):
+                continue
+            seen.add(e.event_id)
+        out.append(e)
+    return out
+
+
+class AckedIds:
+    """Ids of acknowledged records that a SQL store has yet to forget.
+
+    `BaselineStore.acknowledge` only queues them; the store's next write
+    deletes them in its own transaction (no round trip of their own), and
+    puts them back here if that write fails.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: list[str] = []
+
+    def add(self, records: Sequence[CallRecord]) -> None:
+        ids = [r.record_id for r in records if r.record_id is not None]
+        if ids:
+            with self._lock:
+                self._ids.extend(ids)
+
+    def take(self) -> list[str]:
+        with self._lock:
+            ids, self._ids = self._ids, []
+        return ids
+
+    def put_back(self, ids: list[str]) -> None:
+        if ids:
+            with self._lock:
+                self._ids.extend(ids)
 
 
 @dataclass(slots=True)
@@ -100,6 +159,9 @@ class MemoryStore(BaselineStore):
         self._output_models: dict[str, str] = {}  # request_hash -> model_key
         self._fingerprints: dict[FingerprintKey, FingerprintSeen] = {}
         self._events: list[StoredEvent] = []
+        self._event_ids: set[str] = set()
+        # Ids of records written and not acknowledged yet -> the record's time.
+        self._held: dict[str, float] = {}
 
     # -- reads ---------------------------------------------------------------
     def outputs_for(self, request_hash: str) -> list[OutputSeen]:
@@ -160,8 +222,12 @@ class MemoryStore(BaselineStore):
         *,
         capture_content: bool = False,
     ) -> None:
-        batch = Batch.of(records, capture_content=capture_content)
         with self._lock:
+            fresh = [r for r in unique_records(records) if r.record_id not in self._held]
+            for r in fresh:
+                if r.record_id is not None:
+                    self._held[r.record_id] = r.at
+            batch = Batch.of(fresh, capture_content=capture_content)
             for (rh, bid, oh), d in batch.outputs.items():
                 old = self._outputs.get((rh, bid, oh))
                 if old is None:
@@ -192,7 +258,15 @@ class MemoryStore(BaselineStore):
                         last_seen=max(fold.last_seen, fd.last_seen),
                     )
                 )
-            self._events.extend(events)
+            new_events = unique_events(events, self._event_ids.__contains__)
+            self._events.extend(new_events)
+            self._event_ids.update(e.event_id for e in new_events if e.event_id is not None)
+
+    def acknowledge(self, records: Sequence[CallRecord]) -> None:
+        with self._lock:
+            for r in records:
+                if r.record_id is not None:
+                    self._held.pop(r.record_id, None)
 
     def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:
         check_prune_args(older_than, keep_last)
@@ -205,6 +279,8 @@ class MemoryStore(BaselineStore):
                 before = len(self._events)
                 self._events = [e for e in self._events if e.at >= older_than]
                 deleted += before - len(self._events)
+                self._event_ids = {e.event_id for e in self._events if e.event_id is not None}
+                self._held = {k: at for k, at in self._held.items() if at >= older_than}
                 deleted += self._prune_fingerprints(older_than)
             if keep_last is not None:
                 last: dict[str, float] = {}

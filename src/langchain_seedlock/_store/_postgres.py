@@ -2,17 +2,26 @@
 
 Same semantics as the SQLite store: one transaction per ``write()`` of atomic
 upserts (``count = count + excluded.count``), so workers on many machines
-give exact counts. psycopg 3 is imported lazily (the ``postgres`` extra). The
-password never leaves this module: ``url``, reprs and every error message
-carry the redacted URL, and driver messages are scrubbed before re-raising.
+give exact counts, and record ids (``seedlock_record_ids``) so a batch whose
+COMMIT was never acknowledged can be written again without counting twice.
+psycopg 3 is imported lazily (the ``postgres`` extra). The password never
+leaves this module: ``url``, reprs and every error message carry the
+redacted URL, and driver messages are scrubbed before re-raising.
+
+Opening never fails because the server is down: a malformed URL, wrong
+credentials or a newer schema raise at once, but a server that refuses,
+times out or is starting up leaves a store that connects on first use (the
+background writer keeps retrying and buffering meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,13 +39,13 @@ from langchain_seedlock._store._base import (
     StoredEvent,
     check_prune_args,
 )
-from langchain_seedlock._store._memory import Batch
+from langchain_seedlock._store._memory import AckedIds, Batch, unique_records
 
 if TYPE_CHECKING:
     import psycopg
-    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+    from psycopg_pool import AsyncConnectionPool
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # pg_advisory_xact_lock key: serializes first use by many workers at once.
 _MIGRATION_LOCK = 0x5EED_10C4
 _T = TypeVar("_T")
@@ -75,6 +84,16 @@ CREATE TABLE IF NOT EXISTS seedlock_events (
 );
 CREATE INDEX IF NOT EXISTS seedlock_events_at ON seedlock_events (at);
 """,
+    # Record ids (a retried write counts each record once; rows leave when the
+    # writer acknowledges the batch) and event ids (unique, NULL allowed).
+    2: """
+CREATE TABLE IF NOT EXISTS seedlock_record_ids (
+    record_id TEXT COLLATE "C" PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL
+);
+ALTER TABLE seedlock_events ADD COLUMN IF NOT EXISTS event_id TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS seedlock_events_event_id ON seedlock_events (event_id);
+""",
 }
 
 UPSERT_OUTPUT = """
@@ -98,7 +117,16 @@ ON CONFLICT (model_key, fingerprint_key) DO UPDATE SET
     last_seen = GREATEST(f.last_seen, excluded.last_seen)
 """
 
-INSERT_EVENT = "INSERT INTO seedlock_events (name, at, fields) VALUES (%s, %s, %s)"
+INSERT_EVENT = (
+    "INSERT INTO seedlock_events (name, at, fields, event_id) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (event_id) DO NOTHING"
+)
+FORGET_RECORD_IDS = "DELETE FROM seedlock_record_ids WHERE record_id = ANY(%s)"
+# The ids that were not there yet: only their records are counted.
+INSERT_RECORD_IDS = (
+    "INSERT INTO seedlock_record_ids (record_id, at) "
+    "SELECT * FROM unnest(%s::text[], %s::float8[]) ON CONFLICT DO NOTHING RETURNING record_id"
+)
 
 Q_OUTPUTS = (
     "SELECT request_hash, output_hash, backend_id, system_fingerprint, count, first_seen, "
@@ -142,13 +170,46 @@ def _secrets_of(url: str) -> list[str]:
     return sorted({s for s in secrets if s}, key=len, reverse=True)
 
 
-def _rows_of(
-    records: Sequence[CallRecord],
-    events: Sequence[StoredEvent],
-    capture_content: bool,
-    jsonb: Any,
-) -> tuple[list[Any], list[Any], list[Any]]:
-    """Parameter rows of one write: outputs, fingerprints, events (sync and async alike)."""
+# Server messages of failures that waiting will not fix (checked when the
+# error has no SQLSTATE, as connection failures do). "connection is bad" is
+# libpq refusing an option before any network traffic (e.g. sslmode=bogus).
+_CONFIG_FAILURE = re.compile(
+    r"authentication failed|no pg_hba\.conf entry|role \S+ does not exist|"
+    r"database \S+ does not exist|permission denied|connection is bad",
+    re.IGNORECASE,
+)
+# SQLSTATE classes of outages: connection exception, operator intervention
+# (shutdown, starting up), insufficient resources (too many clients).
+_OUTAGE_CLASSES = frozenset({"08", "57", "53"})
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` is an outage that waiting can fix (server down, unreachable,
+    starting up, full) rather than a configuration error (credentials, grants,
+    options). Unrecognised failures count as outages: opening the store then
+    succeeds and its first use reports them."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate[:2] in _OUTAGE_CLASSES
+    return not _CONFIG_FAILURE.search(str(exc))
+
+
+def _check_dsn(psycopg: Any, dsn: str) -> None:
+    """Raise ValueError for a URL libpq cannot parse or a port that is no port,
+    without connecting."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error as exc:
+        raise ValueError(str(exc).strip()) from None
+    for port in str(params.get("port") or "").split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+
+
+def _upsert_rows(
+    records: Sequence[CallRecord], capture_content: bool
+) -> tuple[list[Any], list[Any]]:
+    """Parameter rows of the upserts of one write: outputs, fingerprints."""
     batch = Batch.of(records, capture_content=capture_content)
     outputs = [
         (rh, bid, oh, d.model_key, d.system_fingerprint, d.count, d.first_seen, d.last_seen,
@@ -159,8 +220,89 @@ def _rows_of(
         (mk, _NULL_FP if fp is None else "s:" + fp, fp, d.count, d.first_seen, d.last_seen)
         for (mk, fp), d in batch.fingerprints.items()
     ]
-    event_rows = [(e.name, e.at, jsonb(_jsonable(e.fields))) for e in events]
-    return outputs, fingerprints, event_rows
+    return outputs, fingerprints
+
+
+class _PoolBusyError(Exception):
+    """Every connection of the pool stayed in use for the whole wait."""
+
+
+class _Connections:
+    """A small pool of synchronous connections, each opened by the thread that
+    needs it, at most ``max_size`` open at once.
+
+    Why not `psycopg_pool.ConnectionPool`: it opens connections in a
+    background worker and, after a failed attempt, retries on its own
+    schedule (1, 2, 4, 8... s, for up to 5 min) while callers wait for their
+    timeout. After an outage the store then came back only at the pool's
+    next attempt (as late as the outage was long), and a read on a model
+    call waited the whole timeout even while the server refused connections
+    at once. Here a refused connection fails at once, and when to try again
+    is the caller's decision (the background writer's backoff).
+    """
+
+    def __init__(self, connect: Callable[[], Any], max_size: int, timeout: float) -> None:
+        self._connect = connect
+        self._max_size = max_size
+        self._timeout = timeout
+        self._cond = threading.Condition()
+        self._idle: list[Any] = []
+        self._open = 0  # connections idle, in use, or being opened
+        self._closed = False
+
+    def get(self) -> tuple[Any, bool]:
+        """A connection, and whether it was used before (it may be stale)."""
+        deadline = time.monotonic() + self._timeout
+        with self._cond:
+            while True:
+                if self._idle:
+                    return self._idle.pop(), True
+                if self._open < self._max_size:
+                    self._open += 1
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _PoolBusyError(
+                        f"all {self._max_size} connections stayed busy for {self._timeout:g}s"
+                    )
+                self._cond.wait(remaining)
+        try:
+            return self._connect(), False
+        except BaseException:
+            self._release_slot()
+            raise
+
+    def put(self, conn: Any, *, broken: bool = False) -> None:
+        """Give a connection back; a broken one (or any, once closed) is closed."""
+        with self._cond:
+            keep = not (broken or self._closed or conn.closed)
+            if keep:
+                self._idle.append(conn)
+                self._cond.notify()
+        if not keep:
+            self._discard([conn])
+
+    def drop_idle(self) -> None:
+        """Close the idle connections (after one of them turned out dead)."""
+        with self._cond:
+            idle, self._idle = self._idle, []
+        self._discard(idle)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+        self.drop_idle()
+
+    def _discard(self, conns: list[Any]) -> None:
+        for conn in conns:
+            with contextlib.suppress(Exception):  # closing a dead connection is best effort
+                conn.close()
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        with self._cond:
+            self._open -= 1
+            self._cond.notify()
 
 
 class PostgresStore(BaselineStore):
@@ -181,6 +323,13 @@ class PostgresStore(BaselineStore):
         self._psycopg, self._pool_mod = _import_psycopg()
         # libpq only knows postgresql:// and postgres://: normalize the scheme.
         self._dsn = re.sub(r"^postgres(ql)?://", "postgresql://", url, flags=re.IGNORECASE)
+        try:
+            _check_dsn(self._psycopg, self._dsn)
+        except ValueError as exc:
+            raise StoreError(
+                f"PostgreSQL store {self.url!r}: connecting failed: invalid URL: "
+                f"{self._scrub(str(exc))}"
+            ) from None
         self.connect_timeout = connect_timeout
         self.statement_timeout = statement_timeout
         self._kwargs: dict[str, Any] = {
@@ -193,13 +342,23 @@ class PostgresStore(BaselineStore):
         self._max_size = max(max_size, 1)
         self._lock = threading.Lock()
         self._schema_ready = False
-        self._pool: ConnectionPool[Any] | None = None
+        self._conns = _Connections(self._connect, self._max_size, timeout=connect_timeout + 1)
+        self._acked = AckedIds()
         self._apools: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, AsyncConnectionPool[Any]
         ] = weakref.WeakKeyDictionary()
         self._closed = False
         if connect:
-            self._ensure_schema()
+            try:
+                self._setup()
+            except StoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every driver error becomes a StoreError
+                if not is_outage(exc):
+                    raise self._error("connecting", exc) from None
+                # The server is down or unreachable: not an error at open (an
+                # application must boot without its observability store); the
+                # first read or write connects, or reports the failure.
 
     # -- errors ----------------------------------------------------------------
     def _scrub(self, text: str) -> str:
@@ -212,7 +371,9 @@ class PostgresStore(BaselineStore):
             return exc
         kind = type(exc).__name__
         detail = self._scrub(str(exc).strip()) or kind
-        if kind == "PoolTimeout":
+        if isinstance(exc, _PoolBusyError):
+            detail = str(exc)
+        elif kind == "PoolTimeout":
             detail = (
                 f"no connection within {self.connect_timeout + 1:g}s "
                 "(server down, unreachable, or refusing connections)"
@@ -240,26 +401,42 @@ class PostgresStore(BaselineStore):
                 conn.execute(_MIGRATIONS[v])
                 conn.execute("INSERT INTO seedlock_schema_version (version) VALUES (%s)", (v,))
 
-    def _ensure_schema(self) -> None:
-        if self._schema_ready:
-            return
+    def _connect(self) -> psycopg.Connection[Any]:
+        # Autocommit: a read is one statement; writes open a transaction.
+        conn: psycopg.Connection[Any] = self._psycopg.connect(
+            self._dsn, autocommit=True, **self._kwargs
+        )
+        return conn
+
+    def _setup(self) -> None:
+        """Connect and migrate once (driver errors are raised as they are)."""
         with self._lock:
             if self._schema_ready:
                 return
             if self._closed:
                 raise StoreError(f"PostgreSQL store {self.url!r} is closed")
+            conn, _ = self._conns.get()
             try:
-                with self._psycopg.connect(self._dsn, **self._kwargs) as conn:
-                    self._migrate(conn)
-            except StoreError:
+                self._migrate(conn)
+            except BaseException:
+                self._conns.put(conn, broken=True)
                 raise
-            except Exception as exc:  # noqa: BLE001 - every driver error becomes a StoreError
-                # `from None`: the driver's exception may carry the DSN.
-                raise self._error("connecting", exc) from None
+            self._conns.put(conn)  # the first connection of the pool
             self._schema_ready = True
 
+    def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        try:
+            self._setup()
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every driver error becomes a StoreError
+            # `from None`: the driver's exception may carry the DSN.
+            raise self._error("connecting", exc) from None
+
     def _new_pool(self, pool_class: Any, name: str) -> Any:
-        """A closed pool (sync or asyncio class) with this store's settings."""
+        """A closed asyncio pool with this store's settings."""
         return pool_class(
             self._dsn,
             kwargs=self._kwargs,
@@ -273,35 +450,54 @@ class PostgresStore(BaselineStore):
             name=name,
         )
 
-    def _get_pool(self) -> ConnectionPool[Any]:
-        self._ensure_schema()
-        pool = self._pool
-        if pool is not None:
-            return pool
-        with self._lock:
-            if self._pool is None:
-                self._pool = self._new_pool(self._pool_mod.ConnectionPool, "langchain-seedlock")
-                self._pool.open(wait=False)
-            return self._pool
+    def _run(
+        self,
+        action: str,
+        fn: Callable[[psycopg.Connection[Any]], _T],
+        *,
+        transaction: bool = False,
+    ) -> _T:
+        """``fn(conn)`` on a pooled connection (in one transaction if asked).
 
-    def _run(self, action: str, fn: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        Retried at once on a deadlock, and on a connection that was idle in
+        the pool and turns out dead (a server restart kills them all); every
+        other failure is a `StoreError` for the caller to retry later. Both
+        retries are safe for writes, which are idempotent.
+        """
         if self._closed:
             raise StoreError(f"PostgreSQL store {self.url!r} is closed")
         errors = self._psycopg.errors
         retryable = (errors.DeadlockDetected, errors.SerializationFailure)
         for attempt in range(5):
+            last = attempt == 4
+            self._ensure_schema()
             try:
-                pool = self._get_pool()
-                with pool.connection() as conn:  # commits on success, rolls back on error
-                    return fn(conn)
-            except retryable:
-                if attempt == 4:
-                    raise
-                continue
-            except StoreError:
-                raise
+                conn, reused = self._conns.get()
             except Exception as exc:  # noqa: BLE001 - scrubbed, re-raised as StoreError
                 raise self._error(action, exc) from None
+            try:
+                if transaction:
+                    with conn.transaction():
+                        result = fn(conn)
+                else:
+                    result = fn(conn)
+            except retryable as exc:
+                self._conns.put(conn)
+                if last:
+                    raise self._error(action, exc) from None
+                continue
+            except Exception as exc:  # noqa: BLE001 - scrubbed, re-raised as StoreError
+                broken = bool(conn.broken or conn.closed)
+                self._conns.put(conn, broken=broken)
+                if broken and reused and not last:
+                    self._conns.drop_idle()  # from the same dead server, most likely
+                    continue
+                raise self._error(action, exc) from None
+            except BaseException:
+                self._conns.put(conn, broken=True)  # interrupted: state unknown
+                raise
+            self._conns.put(conn)
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- reads -----------------------------------------------------------------
@@ -351,7 +547,7 @@ class PostgresStore(BaselineStore):
                 "AND (%s::float8 IS NULL OR at >= %s::float8) ORDER BY at, id LIMIT %s",
                 (name, name, since, since, max(limit, 0)),
             ).fetchall()
-            return [StoredEvent(n, at, f) for n, at, f in rows]
+            return [StoredEvent(n, at, f, None) for n, at, f in rows]
 
         return self._run("reading events", q)
 
@@ -365,17 +561,44 @@ class PostgresStore(BaselineStore):
     ) -> None:
         if not records and not events:
             return
-        outputs, fingerprints, rows = _rows_of(
-            records, events, capture_content, self._psycopg.types.json.Jsonb
-        )
+        unique, ids, ats, events_rows = self._write_params(records, events)
+        forget = self._acked.take()
 
         def w(c: psycopg.Connection[Any]) -> None:
             with c.cursor() as cur:
+                if forget:
+                    cur.execute(FORGET_RECORD_IDS, (forget,))
+                new: set[str] = set()
+                if ids:
+                    cur.execute(INSERT_RECORD_IDS, (ids, ats))
+                    new = {row[0] for row in cur.fetchall()}
+                outputs, fingerprints = _upsert_rows(
+                    [r for r in unique if r.record_id is None or r.record_id in new],
+                    capture_content,
+                )
                 cur.executemany(UPSERT_OUTPUT, outputs)
                 cur.executemany(UPSERT_FINGERPRINT, fingerprints)
-                cur.executemany(INSERT_EVENT, rows)
+                cur.executemany(INSERT_EVENT, events_rows)
 
-        self._run("writing", w)
+        try:
+            self._run("writing", w, transaction=True)
+        except BaseException:
+            self._acked.put_back(forget)
+            raise
+
+    def acknowledge(self, records: Sequence[CallRecord]) -> None:
+        self._acked.add(records)
+
+    def _write_params(
+        self, records: Sequence[CallRecord], events: Sequence[StoredEvent]
+    ) -> tuple[list[CallRecord], list[str | None], list[float], list[Any]]:
+        """A write's records without repeats, the ids and times of those with an
+        id, its event rows."""
+        unique = unique_records(records)
+        with_id = [r for r in unique if r.record_id is not None]
+        jsonb = self._psycopg.types.json.Jsonb
+        events_rows = [(e.name, e.at, jsonb(_jsonable(e.fields)), e.event_id) for e in events]
+        return unique, [r.record_id for r in with_id], [r.at for r in with_id], events_rows
 
     def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:
         check_prune_args(older_than, keep_last)
@@ -394,6 +617,8 @@ class PostgresStore(BaselineStore):
                     "AND g.fingerprint_key > f.fingerprint_key)))",
                 ):
                     deleted += c.execute(sql, (older_than,)).rowcount
+                # Ids never acknowledged (not counted: they are bookkeeping).
+                c.execute("DELETE FROM seedlock_record_ids WHERE at < %s", (older_than,))
             if keep_last is not None:
                 deleted += c.execute(
                     "DELETE FROM seedlock_outputs WHERE request_hash NOT IN (SELECT request_hash "
@@ -403,7 +628,7 @@ class PostgresStore(BaselineStore):
                 ).rowcount
             return deleted
 
-        return self._run("pruning", w)
+        return self._run("pruning", w, transaction=True)
 
     # -- async -----------------------------------------------------------------
     async def _aget_pool(self) -> AsyncConnectionPool[Any]:
@@ -463,17 +688,30 @@ class PostgresStore(BaselineStore):
     ) -> None:
         if not records and not events:
             return
-        outputs, fingerprints, rows = _rows_of(
-            records, events, capture_content, self._psycopg.types.json.Jsonb
-        )
+        unique, ids, ats, events_rows = self._write_params(records, events)
+        forget = self._acked.take()
 
         async def w(c: Any) -> None:
             async with c.cursor() as cur:
+                if forget:
+                    await cur.execute(FORGET_RECORD_IDS, (forget,))
+                new: set[str] = set()
+                if ids:
+                    await cur.execute(INSERT_RECORD_IDS, (ids, ats))
+                    new = {row[0] for row in await cur.fetchall()}
+                outputs, fingerprints = _upsert_rows(
+                    [r for r in unique if r.record_id is None or r.record_id in new],
+                    capture_content,
+                )
                 await cur.executemany(UPSERT_OUTPUT, outputs)
                 await cur.executemany(UPSERT_FINGERPRINT, fingerprints)
-                await cur.executemany(INSERT_EVENT, rows)
+                await cur.executemany(INSERT_EVENT, events_rows)
 
-        await self._arun("writing", w)
+        try:
+            await self._arun("writing", w)
+        except BaseException:
+            self._acked.put_back(forget)
+            raise
 
     async def aclose(self) -> None:
         """Close the pool of the running loop too (``close()`` cannot await it)."""
@@ -484,10 +722,7 @@ class PostgresStore(BaselineStore):
 
     def close(self) -> None:
         self._closed = True
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
+        self._conns.close()
         # Async pools of other loops: their workers die with their loop; drop
         # the references so nothing keeps the loop alive.
         self._apools.clear()

@@ -3,8 +3,9 @@
 WAL mode lets readers run while one process writes; every ``write()`` is one
 ``BEGIN IMMEDIATE`` transaction of atomic upserts (``count = count +
 excluded.count``), so several processes writing at once still give exact
-counts. Each thread gets its own connection (sqlite3 connections must not be
-shared across threads mid-transaction).
+counts, and each record's id enters ``record_ids`` in the same transaction,
+so a retried batch is counted once. Each thread gets its own connection
+(sqlite3 connections must not be shared across threads mid-transaction).
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from langchain_seedlock._store._base import (
     StoredEvent,
     check_prune_args,
 )
-from langchain_seedlock._store._memory import Batch
+from langchain_seedlock._store._memory import AckedIds, Batch, unique_records
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _T = TypeVar("_T")
 
 # Fingerprints may be None; a NULL in a unique key never conflicts in SQL, so
@@ -75,6 +76,25 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 """
+
+# Version 2: record ids (a retried write counts each record once; rows leave
+# when the writer acknowledges the batch) and event ids (unique, NULL allowed).
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS record_ids (
+    record_id TEXT PRIMARY KEY,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE events ADD COLUMN event_id TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS events_event_id ON events (event_id);
+"""
+
+INSERT_RECORD_ID = (
+    "INSERT INTO record_ids (record_id, at) VALUES (?, ?) ON CONFLICT (record_id) DO NOTHING"
+)
+INSERT_EVENT = (
+    "INSERT INTO events (name, at, fields, event_id) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (event_id) DO NOTHING"
+)
 
 UPSERT_OUTPUT = """
 INSERT INTO outputs (request_hash, backend_id, output_hash, model_key, system_fingerprint,
@@ -185,6 +205,7 @@ class SQLiteStore(BaselineStore):
         self._conns_lock = threading.Lock()
         self._closed = False
         self._inode: int | None = None
+        self._acked = AckedIds()
         self._open()
 
     @classmethod
@@ -251,12 +272,13 @@ class SQLiteStore(BaselineStore):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise self._version_error(version)
-            if version < 1:
-                for stmt in _SCHEMA_V1.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
-                conn.execute("DELETE FROM schema_version")
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (1,))
+            for v, script in ((1, _SCHEMA_V1), (2, _SCHEMA_V2)):
+                if version < v:
+                    for stmt in script.split(";"):
+                        if stmt.strip():
+                            conn.execute(stmt)
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -406,7 +428,7 @@ class SQLiteStore(BaselineStore):
                 "AND (? IS NULL OR at >= ?) ORDER BY at, id LIMIT ?",
                 (name, name, since, since, max(limit, 0)),
             ).fetchall()
-            return [StoredEvent(n, at, json.loads(f)) for n, at, f in rows]
+            return [StoredEvent(n, at, json.loads(f), None) for n, at, f in rows]
 
         return self._run("reading events", q, write=False)
 
@@ -420,24 +442,39 @@ class SQLiteStore(BaselineStore):
     ) -> None:
         if not records and not events:
             return
-        batch = Batch.of(records, capture_content=capture_content)
-        outputs = [
-            (rh, bid, oh, d.model_key, d.system_fingerprint, d.count, d.first_seen,
-             d.last_seen, d.output_text)
-            for (rh, bid, oh), d in batch.outputs.items()
-        ]  # fmt: skip
-        fingerprints = [
-            (mk, fingerprint_key(fp), fp, d.count, d.first_seen, d.last_seen)
-            for (mk, fp), d in batch.fingerprints.items()
-        ]
-        rows = [(e.name, e.at, dump_fields(e.fields)) for e in events]
+        unique = unique_records(records)
+        rows = [(e.name, e.at, dump_fields(e.fields), e.event_id) for e in events]
+        forget = self._acked.take()
 
         def w(c: sqlite3.Connection) -> None:
-            c.executemany(UPSERT_OUTPUT, outputs)
-            c.executemany(UPSERT_FINGERPRINT, fingerprints)
-            c.executemany("INSERT INTO events (name, at, fields) VALUES (?, ?, ?)", rows)
+            if forget:
+                c.executemany("DELETE FROM record_ids WHERE record_id = ?", [(i,) for i in forget])
+            # A record with an id counts only if its id is new: else an earlier
+            # try of this same batch committed it.
+            fresh = [
+                r for r in unique
+                if r.record_id is None or c.execute(INSERT_RECORD_ID, (r.record_id, r.at)).rowcount
+            ]  # fmt: skip
+            batch = Batch.of(fresh, capture_content=capture_content)
+            c.executemany(UPSERT_OUTPUT, [
+                (rh, bid, oh, d.model_key, d.system_fingerprint, d.count, d.first_seen,
+                 d.last_seen, d.output_text)
+                for (rh, bid, oh), d in batch.outputs.items()
+            ])  # fmt: skip
+            c.executemany(UPSERT_FINGERPRINT, [
+                (mk, fingerprint_key(fp), fp, d.count, d.first_seen, d.last_seen)
+                for (mk, fp), d in batch.fingerprints.items()
+            ])  # fmt: skip
+            c.executemany(INSERT_EVENT, rows)
 
-        self._run("writing", w, write=True)
+        try:
+            self._run("writing", w, write=True)
+        except BaseException:
+            self._acked.put_back(forget)
+            raise
+
+    def acknowledge(self, records: Sequence[CallRecord]) -> None:
+        self._acked.add(records)
 
     def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:
         check_prune_args(older_than, keep_last)
@@ -450,6 +487,8 @@ class SQLiteStore(BaselineStore):
                 ).rowcount
                 deleted += c.execute("DELETE FROM events WHERE at < ?", (older_than,)).rowcount
                 deleted += c.execute(PRUNE_FINGERPRINTS, (older_than,)).rowcount
+                # Ids never acknowledged (not counted: they are bookkeeping).
+                c.execute("DELETE FROM record_ids WHERE at < ?", (older_than,))
             if keep_last is not None:
                 deleted += c.execute(
                     "DELETE FROM outputs WHERE request_hash NOT IN (SELECT request_hash "

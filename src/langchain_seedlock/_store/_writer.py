@@ -3,7 +3,9 @@
 A model call only appends to a bounded buffer; a daemon thread writes
 batches. When the store is down the batch is kept and retried with a bounded
 backoff, so nothing is lost until the buffer is full; what overflows is
-dropped, counted and reported, never lost silently.
+dropped, counted and reported, never lost silently. Each record and event of
+a batch gets an id, so a retry after a write that may have committed (the
+connection died after COMMIT) counts nothing twice.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
-from langchain_seedlock._record import CallRecord
+from langchain_seedlock._record import CallRecord, new_id
 from langchain_seedlock._store._base import BaselineStore, StoredEvent
 
 _Item = tuple[CallRecord | None, Sequence[StoredEvent]]
@@ -183,8 +186,7 @@ class BackgroundWriter:
             batch = self._take()
             if batch is None:
                 return
-            records = [r for r, _ in batch if r is not None]
-            events = [e for _, evs in batch for e in evs]
+            records, events = _with_ids(batch)
             attempt = 0
             while True:
                 try:
@@ -206,6 +208,9 @@ class BackgroundWriter:
                             self._abandon_locked(len(batch))
                             break
                     continue
+                # Written and seen to be: the store may forget the records' ids.
+                with contextlib.suppress(Exception):
+                    self.store.acknowledge(records)
                 with self._cond:
                     self.written += len(records)
                     self._done += len(batch)
@@ -219,6 +224,25 @@ class BackgroundWriter:
         self._done += lost
         self._report_overflow_locked()
         self._cond.notify_all()
+
+
+def _with_ids(batch: list[_Item]) -> tuple[list[CallRecord], list[StoredEvent]]:
+    """The batch's records and events, each a copy with a new random id (unless
+    it has one): retrying the batch after a write whose outcome is unknown
+    then counts nothing twice, and a record object submitted twice still
+    counts twice. Copies, not the submitted objects: those are shared with
+    the caller. Done here, in the writer thread, off the model call's path."""
+    records = [
+        r if r.record_id is not None else replace(r, record_id=new_id())
+        for r, _ in batch
+        if r is not None
+    ]
+    events = [
+        e if e.event_id is not None else replace(e, event_id=new_id())
+        for _, evs in batch
+        for e in evs
+    ]
+    return records, events
 
 
 def _close_ref(ref: weakref.ref[BackgroundWriter]) -> None:
