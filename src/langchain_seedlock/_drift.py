@@ -624,7 +624,7 @@ class DriftMonitor:
             )  # fmt: skip
             ev.emit_on(log, _WHERE_EMIT, level, name, fields)
             if name == ev.OUTPUT_DRIFT:  # known variants are counted in the store already
-                stored.append(StoredEvent(name, record.at, fields))
+                stored.append(StoredEvent(name, record.at, {**fields, "level": level}))
         if d.rate_change is not None:
             fields = dev.rate_change_fields(record, base, d.rate_change)
             ev.emit_on(log, _WHERE_EMIT, "warning", ev.REPRODUCIBILITY_CHANGED, fields)

@@ -369,3 +369,20 @@ def test_handler_boots_while_the_server_is_down_and_stores_every_call_later(
     assert all("connecting failed" in e["error"] for e in errors)
     assert PASSWORD not in json.dumps(logs, default=repr)
     assert not [e for e in logs if e["event"] == "seedlock.store_overflow"]
+
+
+def test_backends_aggregate_in_sql_over_100k_calls(fresh_postgres_url: str) -> None:
+    """The report's per-backend figures come from one SQL query returning one row
+    per (model, backend): the same numbers as the definition, over 100,000 calls."""
+    from tests.unit_tests.test_store_memory_sqlite import (
+        _random_calls,
+        expected_backends,
+        summarized,
+    )
+
+    calls = _random_calls(100_000, seed=11)
+    with open_store(fresh_postgres_url) as s:
+        for i in range(0, len(calls), 5000):
+            s.write(calls[i : i + 5000])
+        assert len(s.backends()) == 4  # 2 models x 2 fingerprints: one row each
+        assert summarized(s) == expected_backends(calls)

@@ -93,3 +93,64 @@ def test_bad_limit_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["drift", "--limit", "0"])
     assert info.value.code == 2
+
+
+def test_backends_rate_and_tarr(recorded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Under fp_stub_1: 'stable' 2 calls / 1 output, 'drifting' 2 calls / 2 outputs:
+    2 repeat calls, 1 known (rate 50 %), TARr 1 of 2 requests."""
+    assert main(["drift", "--store", recorded, "--json", "--model", "gpt-4o-mini"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {b["system_fingerprint"]: b for b in report["backends"]}
+    assert set(rows) == {"fp_stub_1", "fp_stub_2"}
+    one = rows["fp_stub_1"]
+    assert (one["requests"], one["calls"], one["repeat_calls"]) == (2, 4, 2)
+    assert (one["reproducibility_rate"], one["tarr"], one["tarr_requests"]) == (0.5, 0.5, 2)
+    lo, hi = one["reproducibility_interval"]
+    assert lo < 0.5 < hi
+    two = rows["fp_stub_2"]
+    assert (two["calls"], two["repeat_calls"], two["reproducibility_rate"], two["tarr"]) == (
+        1, 0, None, None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fail_on", "code"), [(None, 0), ("new", 3), ("unexplained", 3), ("any", 3)]
+)
+def test_fail_on_exits_3_for_ci(
+    recorded: str, capsys: pytest.CaptureFixture[str], fail_on: str | None, code: int
+) -> None:
+    args = ["drift", "--store", recorded] + (["--fail-on", fail_on] if fail_on else [])
+    assert main(args) == code
+    if code:
+        assert "match --fail-on" in capsys.readouterr().err
+
+
+def test_fail_on_new_ignores_explained_drift(
+    stub: StubOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    with SeedLockCallbackHandler(store=url) as handler:
+        model = ChatOpenAI(model="m", base_url=stub.base_url, api_key="sk-test", seed=1)
+        model.invoke("q", config={"callbacks": [handler]})
+        stub.fingerprint, stub.reply = "fp_other", "changed with the backend"
+        model.invoke("q", config={"callbacks": [handler]})
+    assert main(["drift", "--store", url, "--fail-on", "new"]) == 0
+    assert main(["drift", "--store", url, "--fail-on", "unexplained"]) == 0
+    assert main(["drift", "--store", url, "--fail-on", "any"]) == 3
+
+
+def test_request_drill_down(recorded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drift", "--store", recorded, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    drifting = next(r for r in report["requests"] if r["calls"] == 3)["request_hash"]
+    assert main(["drift", "--store", recorded, "--json", "--request", drifting[:10]]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["request_hash"] == drifting
+    assert sorted(v["count"] for v in one["variants"]) == [1, 1, 1]
+    assert {v["system_fingerprint"] for v in one["variants"]} == {"fp_stub_1", "fp_stub_2"}
+    assert [e["seedlock.variant"] for e in one["events"]] == ["new", "new"]
+    assert [e["seedlock.explained"] for e in one["events"]] == [False, True]
+    assert main(["drift", "--store", recorded, "--request", drifting[:10]]) == 0
+    assert "Variants" in capsys.readouterr().out
+    assert main(["drift", "--store", recorded, "--request", "zzzz"]) == 1
+    assert "no request" in capsys.readouterr().err

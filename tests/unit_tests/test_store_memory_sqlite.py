@@ -320,3 +320,63 @@ def test_sqlite_8_processes_x_1000_writes_exact(tmp_path: Path) -> None:
 def test_open_store_factory_is_callable_type() -> None:
     factory: Callable[..., BaselineStore] = open_store
     assert isinstance(factory("memory://"), BaselineStore)
+
+
+def _random_calls(n: int, seed: int) -> list[CallRecord]:
+    import random
+
+    rng = random.Random(seed)
+    calls = []
+    for i in range(n):
+        model = rng.choice(["m1", "m2"])  # a request hash covers the model: one per hash
+        calls.append(
+            rec(
+                request_hash=f"{model}-r{rng.randrange(20)}",
+                output_hash=f"o{rng.choices(range(3), (6, 3, 1))[0]}",
+                fp=rng.choice(["fp_a", "fp_b"]),
+                model=model,
+                at=float(i),
+            )
+        )
+    return calls
+
+
+def expected_backends(calls: list[CallRecord]) -> dict[tuple[str, str | None], tuple[int, ...]]:
+    """The definition, written out the slow way: per (model, fingerprint)."""
+    outs: dict[tuple[str, str | None], dict[str, list[str]]] = {}
+    for c in calls:
+        per = outs.setdefault((c.model_key, c.system_fingerprint), {})
+        per.setdefault(c.request_hash, []).append(c.output_hash)
+    result = {}
+    for key, per in outs.items():
+        ns = [(len(v), len(set(v))) for v in per.values()]
+        result[key] = (
+            len(per),
+            sum(n for n, _ in ns),
+            sum(n - 1 for n, _ in ns),
+            sum(n - k for n, k in ns),
+            sum(n >= 2 for n, _ in ns),
+            sum(n >= 2 and k == 1 for n, k in ns),
+        )
+    return result
+
+
+def summarized(store: BaselineStore) -> dict[tuple[str, str | None], tuple[int, ...]]:
+    return {
+        (b.model_key, b.system_fingerprint): (
+            b.requests, b.calls, b.repeat_calls, b.known_repeats, b.tarr_requests,
+            b.tarr_identical,
+        )  # fmt: skip
+        for b in store.backends()
+    }
+
+
+def test_backends_match_the_definition(store: BaselineStore) -> None:
+    calls = _random_calls(600, seed=3)
+    store.write(calls)
+    assert summarized(store) == expected_backends(calls)
+    (one,) = [
+        b for b in store.backends(model_key="openai:m1") if b.system_fingerprint == "fp_a"
+    ]
+    assert one.reproducibility_rate == one.known_repeats / one.repeat_calls
+    assert all(b.model_key == "openai:m1" for b in store.backends(model_key="openai:m1"))

@@ -83,6 +83,97 @@ def check_prune_args(older_than: float | None, keep_last: int | None) -> None:
         check_int(owner, "keep_last", keep_last, minimum=0)
 
 
+@dataclass(frozen=True, slots=True)
+class BackendSummary:
+    """What the store knows about one model under one backend identity
+    (``seedlock drift``): computed from the output rows, so shared by every
+    process writing to the store.
+
+    Per request hash under this backend, with ``n`` calls and ``k`` distinct
+    outputs: ``n - 1`` repeat calls, of which ``n - k`` gave an output already
+    known (each distinct output is new once, the first call is the baseline).
+    """
+
+    model_key: str
+    backend_id: str
+    system_fingerprint: str | None
+    requests: int
+    calls: int
+    repeat_calls: int
+    known_repeats: int
+    tarr_requests: int
+    """Requests called at least twice under this backend."""
+    tarr_identical: int
+    """... of which every output was identical."""
+    first_seen: float
+    last_seen: float
+
+    @property
+    def reproducibility_rate(self) -> float | None:
+        """Share of repeat calls that gave an already-known output."""
+        return self.known_repeats / self.repeat_calls if self.repeat_calls else None
+
+    @property
+    def tarr(self) -> float | None:
+        """TARr@N (Atil et al. 2024, arXiv 2408.04667): share of the requests
+        called N >= 2 times whose outputs were all identical."""
+        return self.tarr_identical / self.tarr_requests if self.tarr_requests else None
+
+
+# One query for SQLite and PostgreSQL (``{outputs}``: the table; ``{p}``: the
+# placeholder; ``{text}``: the cast a NULL text parameter needs in PostgreSQL).
+# The aggregation runs in the database: one row per (model, backend) is read.
+BACKENDS_SQL = """
+SELECT model_key, backend_id, max(system_fingerprint), count(*), sum(n), sum(n - 1),
+       sum(n - k), sum(CASE WHEN n >= 2 THEN 1 ELSE 0 END),
+       sum(CASE WHEN n >= 2 AND k = 1 THEN 1 ELSE 0 END), min(fs), max(ls)
+FROM (
+    SELECT model_key, backend_id, request_hash, max(system_fingerprint) AS system_fingerprint,
+           sum(count) AS n, count(*) AS k, min(first_seen) AS fs, max(last_seen) AS ls
+    FROM {outputs}
+    WHERE ({p}{text} IS NULL OR model_key = {p}{text})
+    GROUP BY model_key, backend_id, request_hash
+) AS per_request
+GROUP BY model_key, backend_id
+ORDER BY model_key, min(fs), backend_id
+"""
+
+
+def summarize_backends(
+    rows: Sequence[OutputSeen], model_keys: Mapping[str, str]
+) -> list[BackendSummary]:
+    """`BACKENDS_SQL` in Python, for the memory store. ``model_keys``: the
+    model key of each request hash."""
+    per_request: dict[tuple[str, str, str], list[OutputSeen]] = {}
+    for o in rows:
+        key = (model_keys.get(o.request_hash, "?"), o.backend_id, o.request_hash)
+        per_request.setdefault(key, []).append(o)
+    groups: dict[tuple[str, str], list[list[OutputSeen]]] = {}
+    for (model, backend, _), outs in per_request.items():
+        groups.setdefault((model, backend), []).append(outs)
+    out = []
+    for (model, backend), requests in groups.items():
+        ns = [(sum(o.count for o in outs), len(outs)) for outs in requests]
+        fps = [o.system_fingerprint for outs in requests for o in outs if o.system_fingerprint]
+        out.append(
+            BackendSummary(
+                model_key=model,
+                backend_id=backend,
+                system_fingerprint=max(fps) if fps else None,
+                requests=len(requests),
+                calls=sum(n for n, _ in ns),
+                repeat_calls=sum(n - 1 for n, _ in ns),
+                known_repeats=sum(n - k for n, k in ns),
+                tarr_requests=sum(1 for n, _ in ns if n >= 2),
+                tarr_identical=sum(1 for n, k in ns if n >= 2 and k == 1),
+                first_seen=min(o.first_seen for outs in requests for o in outs),
+                last_seen=max(o.last_seen for outs in requests for o in outs),
+            )
+        )
+    out.sort(key=lambda b: (b.model_key, b.first_seen, b.backend_id))
+    return out
+
+
 class BaselineStore(ABC):
     """Where baselines live. Implementations: memory, SQLite, PostgreSQL.
 
@@ -105,6 +196,11 @@ class BaselineStore(ABC):
     @abstractmethod
     def requests(self, *, model_key: str | None = None, limit: int = 100) -> list[RequestSummary]:
         """Request summaries, most recently seen first."""
+
+    @abstractmethod
+    def backends(self, *, model_key: str | None = None) -> list[BackendSummary]:
+        """Per (model, backend identity): calls, repeat calls, reproducibility
+        rate and TARr, aggregated where the data is (SQL in the databases)."""
 
     @abstractmethod
     def models(self) -> list[FingerprintSeen]:

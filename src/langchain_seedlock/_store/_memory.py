@@ -13,12 +13,14 @@ from dataclasses import dataclass, replace
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_url
 from langchain_seedlock._store._base import (
+    BackendSummary,
     BaselineStore,
     FingerprintSeen,
     OutputSeen,
     RequestSummary,
     StoredEvent,
     check_prune_args,
+    summarize_backends,
 )
 
 OutputKey = tuple[str, str, str]  # request_hash, backend_id, output_hash
@@ -196,6 +198,13 @@ class MemoryStore(BaselineStore):
             summaries = [s for s in summaries if s.model_key == model_key]
         summaries.sort(key=lambda s: (s.last_seen, s.request_hash), reverse=True)
         return summaries[: max(limit, 0)]
+
+    def backends(self, *, model_key: str | None = None) -> list[BackendSummary]:
+        with self._lock:
+            rows = list(self._outputs.values())
+            models = dict(self._output_models)
+        found = summarize_backends(rows, models)
+        return [b for b in found if model_key is None or b.model_key == model_key]
 
     def models(self) -> list[FingerprintSeen]:
         with self._lock:

@@ -24,6 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -32,6 +33,8 @@ from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import SECRET_PARAMS as _SECRET_PARAMS
 from langchain_seedlock._redact import redact_url
 from langchain_seedlock._store._base import (
+    BACKENDS_SQL,
+    BackendSummary,
     BaselineStore,
     FingerprintSeen,
     OutputSeen,
@@ -526,6 +529,19 @@ class PostgresStore(BaselineStore):
             return [RequestSummary(*r) for r in rows]
 
         return self._run("reading requests", q)
+
+    def backends(self, *, model_key: str | None = None) -> list[BackendSummary]:
+        sql = BACKENDS_SQL.format(outputs="seedlock_outputs", p="%s", text="::text")
+
+        def q(c: psycopg.Connection[Any]) -> list[BackendSummary]:
+            rows = c.execute(sql, (model_key, model_key)).fetchall()
+            # PostgreSQL sums integers as numeric: back to int.
+            plain: list[list[Any]] = [
+                [int(x) if isinstance(x, Decimal) else x for x in r] for r in rows
+            ]
+            return [BackendSummary(*r) for r in plain]
+
+        return self._run("reading backends", q)
 
     def models(self) -> list[FingerprintSeen]:
         def q(c: psycopg.Connection[Any]) -> list[FingerprintSeen]:

@@ -27,6 +27,8 @@ from langchain_seedlock._errors import StoreError, StoreVersionError
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_url
 from langchain_seedlock._store._base import (
+    BACKENDS_SQL,
+    BackendSummary,
     BaselineStore,
     FingerprintSeen,
     OutputSeen,
@@ -408,6 +410,14 @@ class SQLiteStore(BaselineStore):
             return [RequestSummary(*r) for r in rows]
 
         return self._run("reading requests", q, write=False)
+
+    def backends(self, *, model_key: str | None = None) -> list[BackendSummary]:
+        sql = BACKENDS_SQL.format(outputs="outputs", p="?", text="")
+
+        def q(c: sqlite3.Connection) -> list[BackendSummary]:
+            return [BackendSummary(*r) for r in c.execute(sql, (model_key, model_key))]
+
+        return self._run("reading backends", q, write=False)
 
     def models(self) -> list[FingerprintSeen]:
         def q(c: sqlite3.Connection) -> list[FingerprintSeen]:

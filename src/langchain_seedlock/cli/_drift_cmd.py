@@ -33,10 +33,24 @@ def add_parser(subparsers: Any) -> None:
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument(
+        "--request", metavar="HASH", default=None,
+        help="drill into one request (a request hash or a unique prefix of one): its "
+        "variants with counts, backends, first/last seen, and its drift events",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fail-on", choices=FAIL_ON, default=None,
+        help="exit 3 when the store holds drift of this kind: 'new' (a new variant under "
+        "an unchanged backend, logged as a warning), 'unexplained' (any new variant under "
+        "an unchanged backend), 'any' (any output_drift, explained ones included)",
+    )  # fmt: skip
+    parser.add_argument(
         "--limit", metavar="N", type=int_at_least(1), default=50,
         help="at most N requests, most recently seen first (default 50)",
     )  # fmt: skip
     parser.set_defaults(run=run)
+
+
+FAIL_ON = ("new", "unexplained", "any")
 
 
 def _iso(ts: float) -> str:
@@ -90,7 +104,102 @@ def collect(store: Any, *, model: str | None, limit: int) -> dict[str, Any]:
         for r in store.requests(model_key=wanted_key, limit=limit if model is None else 100_000)
         if _matches(r.model_key, model)
     ][:limit]
-    return {"store": store.url, "models": models, "requests": requests}
+    return {
+        "store": store.url,
+        "models": models,
+        "backends": backends(store, model),
+        "requests": requests,
+    }
+
+
+def backends(store: Any, model: str | None) -> list[dict[str, Any]]:
+    """Per model and backend identity: calls, reproducibility rate, TARr."""
+    from langchain_seedlock._decide import wilson
+
+    out = []
+    for b in store.backends():
+        if not _matches(b.model_key, model):
+            continue
+        rate = b.reproducibility_rate
+        out.append(
+            {
+                "model": b.model_key,
+                "backend_id": b.backend_id,
+                "system_fingerprint": b.system_fingerprint,
+                "requests": b.requests,
+                "calls": b.calls,
+                "repeat_calls": b.repeat_calls,
+                "reproducibility_rate": None if rate is None else round(rate, 4),
+                "reproducibility_interval": (
+                    None
+                    if rate is None
+                    else [round(x, 4) for x in wilson(b.known_repeats, b.repeat_calls)]
+                ),
+                "tarr": None if b.tarr is None else round(b.tarr, 4),
+                "tarr_requests": b.tarr_requests,
+                "first_seen": _iso(b.first_seen),
+                "last_seen": _iso(b.last_seen),
+            }
+        )
+    return out
+
+
+def drill(store: Any, prefix: str) -> dict[str, Any]:
+    """One request: its variants per backend and its drift events."""
+    from langchain_seedlock._errors import StoreError
+    from langchain_seedlock._events import K_REQUEST_HASH, OUTPUT_DRIFT, OUTPUT_VARIANT
+
+    matches = [r for r in store.requests(limit=1_000_000) if r.request_hash.startswith(prefix)]
+    if len(matches) != 1:
+        found = "no request" if not matches else f"{len(matches)} requests"
+        raise StoreError(f"{found} in the store with a hash starting {prefix!r}")
+    (req,) = matches
+    outputs = store.outputs_for(req.request_hash)
+    events = [
+        {"event": e.name, "at": _iso(e.at), **e.fields}
+        for name in (OUTPUT_DRIFT, OUTPUT_VARIANT)
+        for e in store.events(name=name, limit=100_000)
+        if e.fields.get(K_REQUEST_HASH) == req.request_hash
+    ]
+    events.sort(key=lambda e: str(e["at"]))
+    return {
+        "store": store.url,
+        "request_hash": req.request_hash,
+        "model": req.model_key,
+        "calls": req.calls,
+        "variants": [
+            {
+                "output_hash": o.output_hash,
+                "backend_id": o.backend_id,
+                "system_fingerprint": o.system_fingerprint,
+                "count": o.count,
+                "first_seen": _iso(o.first_seen),
+                "last_seen": _iso(o.last_seen),
+                "text": o.output_text,  # only when stored with capture_content=True
+            }
+            for o in outputs
+        ],
+        "events": events,
+    }
+
+
+def failing(store: Any, fail_on: str, model: str | None) -> int:
+    """How many stored drift events match ``--fail-on``."""
+    from langchain_seedlock._events import K_EXPLAINED, K_REQUEST_MODEL, OUTPUT_DRIFT
+
+    count = 0
+    for e in store.events(name=OUTPUT_DRIFT, limit=1_000_000):
+        f = e.fields
+        key = f"{f.get('gen_ai.provider.name')}:{f.get(K_REQUEST_MODEL)}"
+        if model is not None and not _matches(key, model):
+            continue
+        explained = f.get(K_EXPLAINED) is True
+        warned = f.get("level", "warning") == "warning"  # the level it was logged at
+        if fail_on == "any" or (
+            not explained and (fail_on == "unexplained" or (fail_on == "new" and warned))
+        ):
+            count += 1
+    return count
 
 
 def _print_tables(report: dict[str, Any]) -> None:
@@ -106,6 +215,22 @@ def _print_tables(report: dict[str, Any]) -> None:
         fp = m["system_fingerprint"] if m["system_fingerprint"] is not None else "(none)"
         models.add_row(m["model"], fp, str(m["calls"]), m["first_seen"], m["last_seen"])
     console.print(models)
+    backends_table = Table(title="Reproducibility per model and backend (repeat calls)")
+    for col in ("model", "fingerprint", "backend", "requests", "calls", "repeat", "rate", "TARr"):
+        backends_table.add_column(
+            col, justify="left" if col in ("model", "fingerprint", "backend") else "right"
+        )
+    for b in report["backends"]:
+        rate = "-"
+        if b["reproducibility_rate"] is not None:
+            lo, hi = b["reproducibility_interval"]
+            rate = f"{b['reproducibility_rate']:.0%} [{lo:.0%}-{hi:.0%}]"
+        tarr = "-" if b["tarr"] is None else f"{b['tarr']:.0%} of {b['tarr_requests']}"
+        backends_table.add_row(
+            b["model"], b["system_fingerprint"] or "(none)", b["backend_id"][:12],
+            str(b["requests"]), str(b["calls"]), str(b["repeat_calls"]), rate, tarr,
+        )  # fmt: skip
+    console.print(backends_table)
     requests = Table(title="Requests (most recently seen first)")
     for col in ("request", "model", "calls", "outputs", "backends", "drift", "last seen"):
         requests.add_column(
@@ -125,20 +250,58 @@ def _print_tables(report: dict[str, Any]) -> None:
         console.print("nothing recorded yet")
 
 
+def _print_request(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, width=max(Console().width, 120))
+    console.print(f"store: {report['store']}")
+    console.print(f"request {report['request_hash']} ({report['model']}), {report['calls']} calls")
+    table = Table(title="Variants")
+    for col in ("output", "fingerprint", "backend", "count", "first seen", "last seen", "text"):
+        table.add_column(col, justify="right" if col == "count" else "left")
+    for v in report["variants"]:
+        text = v["text"] if v["text"] is not None else "(not stored: capture_content=False)"
+        table.add_row(
+            v["output_hash"][:12], v["system_fingerprint"] or "(none)", v["backend_id"][:12],
+            str(v["count"]), v["first_seen"], v["last_seen"], text,
+        )  # fmt: skip
+    console.print(table)
+    for e in report["events"]:
+        console.print(f"{e['at']}  {e['event']}  {e.get('seedlock.summary', '')}")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the report; 1 if the store cannot be read."""
+    """Print the report; 1 if the store cannot be read, 3 for ``--fail-on`` drift."""
     from langchain_seedlock._errors import StoreError
-    from langchain_seedlock.cli import EXIT_ERROR, EXIT_OK, open_existing_store
+    from langchain_seedlock.cli import (
+        EXIT_ERROR,
+        EXIT_NOT_REPRODUCED,
+        EXIT_OK,
+        open_existing_store,
+    )
 
     try:
         # Read-only: looking must never create (or migrate) a store.
         with open_existing_store(args.store) as store:
-            report = collect(store, model=args.model, limit=args.limit)
+            if args.request is not None:
+                report = drill(store, args.request)
+            else:
+                report = collect(store, model=args.model, limit=args.limit)
+            failures = failing(store, args.fail_on, args.model) if args.fail_on else 0
     except StoreError as exc:
         print(f"seedlock drift: {exc}", file=sys.stderr)
         return EXIT_ERROR
     if args.json:
         print(json.dumps(report, indent=2))
+    elif args.request is not None:
+        _print_request(report)
     else:
         _print_tables(report)
+    if failures:
+        print(
+            f"seedlock drift: {failures} drift event(s) match --fail-on {args.fail_on}",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_REPRODUCED
     return EXIT_OK
