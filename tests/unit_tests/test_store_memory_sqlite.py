@@ -364,9 +364,13 @@ def expected_backends(calls: list[CallRecord]) -> dict[tuple[str, str | None], t
 def summarized(store: BaselineStore) -> dict[tuple[str, str | None], tuple[int, ...]]:
     return {
         (b.model_key, b.system_fingerprint): (
-            b.requests, b.calls, b.repeat_calls, b.known_repeats, b.tarr_requests,
+            b.requests,
+            b.calls,
+            b.repeat_calls,
+            b.known_repeats,
+            b.tarr_requests,
             b.tarr_identical,
-        )  # fmt: skip
+        )
         for b in store.backends()
     }
 
@@ -375,8 +379,6 @@ def test_backends_match_the_definition(store: BaselineStore) -> None:
     calls = _random_calls(600, seed=3)
     store.write(calls)
     assert summarized(store) == expected_backends(calls)
-    (one,) = [
-        b for b in store.backends(model_key="openai:m1") if b.system_fingerprint == "fp_a"
-    ]
+    (one,) = [b for b in store.backends(model_key="openai:m1") if b.system_fingerprint == "fp_a"]
     assert one.reproducibility_rate == one.known_repeats / one.repeat_calls
     assert all(b.model_key == "openai:m1" for b in store.backends(model_key="openai:m1"))
