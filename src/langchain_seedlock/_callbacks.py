@@ -50,6 +50,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 
 from langchain_seedlock import _events as ev
+from langchain_seedlock import _fork
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._enforce import apply_policy, find_violations
 from langchain_seedlock._errors import LockViolationError, MalformedResponseError
@@ -187,6 +188,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         self._max_runs = max_runs
         self._runs: dict[UUID, _Run] = {}  # insertion order: oldest first
         self._lock = threading.Lock()
+        _fork.register(self, after_in_child=SeedLockCallbackHandler._after_fork_in_child)
 
     def __repr__(self) -> str:
         return (
@@ -195,6 +197,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         )
 
     # -- lifecycle helpers ---------------------------------------------------------
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent's thread may have held it
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every observed call is in the store."""
         return self.monitor.flush(timeout)

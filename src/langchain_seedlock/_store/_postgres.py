@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from langchain_seedlock import _fork
 from langchain_seedlock._errors import StoreError, StoreVersionError
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._store._base import (
@@ -220,6 +221,7 @@ class PostgresStore(BaselineStore):
             asyncio.AbstractEventLoop, AsyncConnectionPool[Any]
         ] = weakref.WeakKeyDictionary()
         self._closed = False
+        _fork.register(self, after_in_child=PostgresStore._after_fork_in_child)
         if connect:
             self._ensure_schema()
 
@@ -494,6 +496,16 @@ class PostgresStore(BaselineStore):
                 await cur.executemany(INSERT_EVENT, rows)
 
         await self._arun("writing", w)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child never touches the parent's pools: their sockets are the
+        parent's sessions (closing one would end it) and their workers are gone.
+        They are kept, never closed nor collected; the child opens new pools on
+        first use."""
+        _fork.keep_forever(self._pool, list(self._apools.values()))
+        self._pool = None
+        self._apools = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
 
     async def aclose(self) -> None:
         """Close the pool of the running loop too (``close()`` cannot await it)."""
