@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,10 @@ from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
 from structlog.testing import capture_logs
 
-from langchain_seedlock import SeedLockCallbackHandler
-from langchain_seedlock._events import CALL, STORE_ERROR
-from langchain_seedlock._store import open_store
-
-pytest.importorskip("psycopg")
+from langchain_seedlock import DriftMonitor, SeedLockCallbackHandler
+from langchain_seedlock._events import CALL, FINGERPRINT_CHANGED, OUTPUT_DRIFT, STORE_ERROR
+from langchain_seedlock._record import CallRecord
+from langchain_seedlock._store import MemoryStore, open_store
 
 CALLS = 200
 CONNECT_TIMEOUT = 2  # seconds; libpq's minimum
@@ -169,6 +169,7 @@ def spy_threads(store: Any, names: tuple[str, ...]) -> list[tuple[str, int]]:
 async def test_200_ainvoke_with_the_postgres_store_down(
     stub_process: str, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    pytest.importorskip("psycopg")
     loop_thread = threading.get_ident()
     with down_server(kind) as port:
         store = open_store(
@@ -220,3 +221,65 @@ async def test_200_ainvoke_with_the_postgres_store_down(
     assert [name for name, thread in seen if thread == loop_thread] == []
     assert lag.ticks > 0
     assert handler.longest < CALLBACK_BOUND, f"a callback held the loop {handler.longest:.3f}s"
+
+
+class SlowReads(MemoryStore):
+    """A memory store whose reads take ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def outputs_for(self, request_hash: str) -> list[Any]:
+        time.sleep(self.delay)
+        return super().outputs_for(request_hash)
+
+    def fingerprints_for(self, model_key: str) -> list[Any]:
+        time.sleep(self.delay)
+        return super().fingerprints_for(model_key)
+
+
+def call(request_hash: str, fingerprint: str, run_id: str) -> CallRecord:
+    return CallRecord(
+        "openai", "m", request_hash, "out", seed=1, system_fingerprint=fingerprint, run_id=run_id
+    )
+
+
+async def test_calls_are_compared_in_order_while_a_read_waits() -> None:
+    # r1 and the model are in memory; r2 is not (its read is slow). A call of
+    # r1 that ends after r2's must still be compared after it: the model's
+    # fingerprint changes with r2's call (fp1 -> fp2), not with r1's.
+    monitor = DriftMonitor(SlowReads(delay=0.2))
+    try:
+        with capture_logs() as logs:
+            assert await monitor.aobserve(call("r1", "fp1", "first")) == [CALL]
+            monitor.observe(call("r2", "fp2", "second"))  # a miss: waits for the reader
+            monitor.observe(call("r1", "fp2", "third"))  # in memory, but behind "second"
+            assert await asyncio.to_thread(monitor.flush, 10)
+        changed = [line for line in logs if line["event"] == FINGERPRINT_CHANGED]
+        assert [line["run_id"] for line in changed] == ["second"]
+        assert [line["run_id"] for line in logs if line["event"] == CALL] == [
+            "first",
+            "second",
+            "third",
+        ]
+    finally:
+        monitor.close()
+
+
+async def test_aobserve_awaits_a_slow_read_without_holding_the_loop() -> None:
+    store = SlowReads(delay=0.3)
+    first = DriftMonitor(store)
+    assert await first.aobserve(call("r", "fp", "a")) == [CALL]
+    assert first.close()
+    lag = LoopLag()
+    ticker = asyncio.create_task(lag.run())
+    second = DriftMonitor(store)
+    drifted = replace(call("r", "fp", "b"), output_hash="other")
+    names = await second.aobserve(drifted)  # reads the baseline: 2 x 0.3 s
+    lag.stop()
+    await ticker
+    assert names == [CALL, OUTPUT_DRIFT]
+    assert lag.ticks > 10  # the loop ran meanwhile
+    assert lag.max < CALLBACK_BOUND
+    assert second.close()
