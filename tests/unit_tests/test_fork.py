@@ -70,14 +70,14 @@ def in_child(body: Callable[[], Any]) -> Callable[[], Any]:
     return wait
 
 
-def own_model(stub: StubOpenAI) -> ChatOpenAI:
+def own_model(stub: StubOpenAI, seed: int | None = 1) -> ChatOpenAI:
     # The process's own HTTP client: a keep-alive connection pooled by the
     # parent's client must not be used from both processes either.
     return ChatOpenAI(
         model="gpt-4o-mini",
         base_url=stub.base_url,
         api_key="sk-test",
-        seed=1,
+        seed=seed,
         max_retries=5,
         http_client=httpx.Client(),
     )
@@ -213,3 +213,37 @@ def test_a_lock_held_at_fork_is_free_in_the_child() -> None:
         release.set()
         holder.join()
     assert wait() == [True, True, ["seedlock.call"], True]
+
+
+def test_middleware_across_fork(stub: StubOpenAI, sqlite_url: str) -> None:
+    pytest.importorskip("langchain.agents")
+    from langchain.agents import create_agent
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from langchain_seedlock import SeedLock, SeedLockMiddleware
+    from tests.unit_tests.test_middleware import QUESTION, get_time, get_weather, two_tools
+
+    stub.tool_calls = two_tools  # three model calls per run: two tools, then text
+    store = open_store(sqlite_url)
+    middleware = SeedLockMiddleware(SeedLock(seed=5), store=store)
+
+    def runs(n: int, who: str) -> None:
+        agent = create_agent(
+            own_model(stub, seed=None), [get_weather, get_time], middleware=[middleware],
+            checkpointer=InMemorySaver(),
+        )  # fmt: skip
+        for i in range(n):
+            agent.invoke(QUESTION, {"configurable": {"thread_id": f"{who}-{i}"}})
+
+    runs(2, "parent")
+
+    def child() -> bool:
+        runs(5, "child")
+        return middleware.close(timeout=30)
+
+    wait = in_child(child)
+    runs(3, "parent")
+    assert wait() is True
+    assert middleware.close(timeout=30)
+    assert sum(s.calls for s in store.requests(limit=1000)) == 3 * (2 + 5 + 3)
+    store.close()
