@@ -36,6 +36,7 @@ from typing import Any, cast
 from langchain_core.tracers.context import register_configure_hook
 
 from langchain_seedlock import _events as ev
+from langchain_seedlock import _fork
 from langchain_seedlock._args import check_instance
 from langchain_seedlock._callbacks import SeedLockCallbackHandler
 
@@ -52,6 +53,10 @@ class _ProcessWideHandler:
         self._owned = False  # created here (then closed here)
         self._decided = False  # env var read, or enable/disable called
         self._lock = threading.Lock()
+        _fork.register(self, after_in_child=_ProcessWideHandler._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent's thread may have held it
 
     def get(self) -> SeedLockCallbackHandler | None:
         if self._decided:

@@ -50,6 +50,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 
 from langchain_seedlock import _events as ev
+from langchain_seedlock import _fork
 from langchain_seedlock._args import (
     check_bool,
     check_instance,
@@ -212,6 +213,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         self._max_runs = max_runs
         self._runs: dict[UUID, _Run] = {}  # insertion order: oldest first
         self._lock = threading.Lock()
+        _fork.register(self, after_in_child=SeedLockCallbackHandler._after_fork_in_child)
 
     def __repr__(self) -> str:
         return (
@@ -225,6 +227,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent's thread may have held it
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every observed call is in the store."""

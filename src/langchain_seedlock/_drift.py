@@ -12,20 +12,35 @@ Per request hash the monitor keeps the outputs it knows (count, first/last
 seen, backend, fingerprint, and the text in memory only, to locate the first
 difference) in a bounded LRU; per model, the fingerprints seen. The store is
 read only on a cache miss, and written by a `BackgroundWriter` thread.
+
+Never on an event loop's thread: a cache miss seen there (the callback
+handler runs inline in ``ainvoke``) or in `DriftMonitor.aobserve` is read
+and decided by the monitor's reader thread, in the caller's context, so a
+store that is slow or down (a connect timeout is seconds) never stalls the
+loop. `observe` on a loop waits at most `LOOP_READ_WAIT` for that decision
+(a healthy store answers well within it: the events are logged before the
+call returns, as in a thread); a slower one is logged when it is done, and
+`flush()` waits for it. Calls are still compared in order: while a call of a
+request (or model) waits for the reader, later calls of the same request or
+model queue behind it instead of being decided from memory first.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from langchain_seedlock import _drift_events as dev
 from langchain_seedlock import _events as ev
+from langchain_seedlock import _fork
 from langchain_seedlock._args import check_bool, check_int, check_number, check_store
 from langchain_seedlock._decide import Decision, RateChange, RateCusum, Verdict, classify, is_noisy
 from langchain_seedlock._errors import InvalidArgumentError, StoreError
@@ -55,6 +70,11 @@ CLOSED_MESSAGE: Final = (
 )
 _WHERE_VIOLATIONS: Final = "DriftMonitor.report_violations"
 _WHERE_EMIT: Final = "DriftMonitor.emit"
+# Seconds `observe` on an event loop's thread waits for the reader thread to
+# decide a cache miss (only when the reader is idle: a busy reader means the
+# store is slow, and the call returns at once). A read from a healthy store
+# takes well under a millisecond.
+LOOP_READ_WAIT: Final = 0.002
 _SAMPLING_KEYS: Final = (
     ("temperature", ev.K_TEMPERATURE),
     ("top_p", ev.K_TOP_P),
@@ -116,6 +136,25 @@ class _Decision:
     compared: tuple[_Output, str, _Output] | None = None
     rate: tuple[int, int] = (0, 0)  # the backend's (known, repeats) after this call
     rate_change: RateChange | None = None
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """A call whose decision waits for a store read by the reader thread."""
+
+    record: CallRecord
+    model_key: str
+    context: contextvars.Context  # the caller's: log lines keep its bound context
+    future: Future[list[str]] = field(default_factory=Future)
+    unqueued: bool = False  # no longer counted in the monitor's pending keys
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _iso(ts: float | None) -> str | None:
@@ -217,6 +256,15 @@ class DriftMonitor:
         self._closed = False
         self._dropped_after_close = 0
         self._writer: Any = None
+        # The reader thread (see the module docstring), started on first use;
+        # its queue and the keys of the calls in it share the monitor's lock.
+        self._reader: threading.Thread | None = None
+        self._reader_cond = threading.Condition(self._lock)
+        self._deferred: deque[_Deferred] = deque()
+        self._reading = False  # the reader is working on a call
+        self._pending_requests: dict[str, int] = {}  # request hash -> deferred calls
+        self._pending_models: dict[str, int] = {}  # model key -> deferred calls
+        _fork.register(self, after_in_child=DriftMonitor._after_fork_in_child)
         if store is not None:
             if buffer_size <= 0:
                 self._writer = _SyncWriter(
@@ -246,8 +294,13 @@ class DriftMonitor:
             names = self._decide(record, model_key, only_cached=True)
             if names is not None:
                 return names
-            need_request, need_model = self._misses(record, model_key)
             store = self.store
+            if store is not None and _on_event_loop():
+                deferred = self._defer(record, model_key)
+                if isinstance(deferred, list):
+                    return deferred
+                return self._wait_on_loop(*deferred)
+            need_request, need_model = self._misses(record, model_key)
             outputs = (
                 self._read("read", store.outputs_for, record.request_hash)
                 if (need_request and store is not None)
@@ -264,20 +317,20 @@ class DriftMonitor:
             return []
 
     async def aobserve(self, record: CallRecord) -> list[str]:
-        """`observe` for asyncio code: a store read on a cache miss is awaited."""
+        """`observe` for asyncio code: a store read on a cache miss is made by
+        the reader thread and awaited (the loop keeps running meanwhile)."""
         try:
             model_key = record.model_key
             names = self._decide(record, model_key, only_cached=True)
             if names is not None:
                 return names
-            need_request, need_model = self._misses(record, model_key)
-            store = self.store
-            outputs = fingerprints = None
-            if store is not None and need_request:
-                outputs = await self._aread(store.aoutputs_for(record.request_hash))
-            if store is not None and need_model:
-                fingerprints = await self._aread(store.afingerprints_for(model_key))
-            return self._decide(record, model_key, outputs, fingerprints) or []
+            if self.store is None:
+                return self._decide(record, model_key) or []
+            deferred = self._defer(record, model_key)
+            if isinstance(deferred, list):
+                return deferred
+            # Shielded: a cancelled caller must not cancel the decision.
+            return await asyncio.shield(asyncio.wrap_future(deferred[0].future))
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
             ev.log_internal_error("DriftMonitor.aobserve", exc)
             return []
@@ -351,25 +404,36 @@ class DriftMonitor:
         return [ev.CALL_FAILED]
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every record observed so far is in the store (False on timeout)."""
+        """Wait until every record observed so far is in the store (False on timeout).
+
+        Calls still waiting for the reader thread are decided (and logged) first.
+        """
         check_number("DriftMonitor.flush", "timeout", timeout, minimum=0, allow_none=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._wait_for_reader(deadline):
+            return False
         if self._writer is None:
             return True
-        return bool(self._writer.flush(timeout))
+        return bool(self._writer.flush(_remaining(deadline)))
 
     def close(self, timeout: float | None = 30.0) -> bool:
-        """Flush and stop the writer thread (the store stays open). Idempotent.
+        """Flush and stop the reader and writer threads (the store stays open). Idempotent.
 
         Final: a call observed afterwards is still compared and logged, but
         not stored; it is reported as ``seedlock.store_error`` (operation
         ``write``, rate-limited) and counted in `dropped`.
         """
         check_number("DriftMonitor.close", "timeout", timeout, minimum=0, allow_none=True)
-        if self._closed or self._writer is None:
-            self._closed = True
+        if self._closed:
             return True
-        self._closed = True
-        return bool(self._writer.close(timeout))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        read = self._wait_for_reader(deadline)
+        with self._lock:
+            self._closed = True
+            self._reader_cond.notify_all()  # an idle reader exits
+        if self._writer is None:
+            return read
+        return bool(self._writer.close(_remaining(deadline))) and read
 
     @property
     def dropped(self) -> int:
@@ -390,21 +454,34 @@ class DriftMonitor:
         fingerprints: list[FingerprintSeen] | None = None,
         *,
         only_cached: bool = False,
+        deferred: _Deferred | None = None,
     ) -> list[str] | None:
         """Compare under the lock, then log and queue; the event names.
 
         ``only_cached``: return None, deciding nothing, unless the request and
-        the model are both in memory (else the store is read first, outside
-        the lock). The common case so takes the lock once.
+        the model are both in memory and no earlier call of either waits for
+        the reader (else the store is read first, outside the lock). The
+        common case so takes the lock once. ``deferred``: the reader's call,
+        no longer pending once decided.
         """
         backend = record.backend_id  # a hash: compute once
         d = _Decision()
         names = [ev.CALL]
         with self._lock:
             if only_cached and (
-                record.request_hash not in self._requests or model_key not in self._models
+                record.request_hash not in self._requests
+                or model_key not in self._models
+                or (
+                    self._pending_requests
+                    and (
+                        record.request_hash in self._pending_requests
+                        or model_key in self._pending_models
+                    )
+                )
             ):
                 return None
+            if deferred is not None:
+                self._unqueue_locked(deferred)
             self._decide_model(record, model_key, fingerprints, d, names)
             self._decide_request(record, model_key, backend, outputs=outputs, d=d, names=names)
         stored = self._emit(record, backend, d, names)
@@ -631,6 +708,131 @@ class DriftMonitor:
             stored.append(StoredEvent(ev.REPRODUCIBILITY_CHANGED, record.at, fields))
         return stored
 
+    # -- the reader thread ----------------------------------------------------------
+    def _defer(self, record: CallRecord, model_key: str) -> tuple[_Deferred, bool] | list[str]:
+        """Queue a cache miss for the reader thread (the call, and whether the
+        reader was idle); or decide it now (the event names) when reads are
+        paused and no earlier call of its keys waits."""
+        with self._lock:
+            paused = time.monotonic() < self._reads_paused_until
+            if not (
+                paused
+                and record.request_hash not in self._pending_requests
+                and model_key not in self._pending_models
+            ):
+                item = _Deferred(record, model_key, contextvars.copy_context())
+                idle = not self._deferred and not self._reading
+                self._deferred.append(item)
+                pr, pm = self._pending_requests, self._pending_models
+                pr[record.request_hash] = pr.get(record.request_hash, 0) + 1
+                pm[model_key] = pm.get(model_key, 0) + 1
+                if self._reader is None:
+                    self._reader = threading.Thread(
+                        target=self._read_loop, name="seedlock-store-reader", daemon=True
+                    )
+                    self._reader.start()
+                self._reader_cond.notify_all()
+                return item, idle
+        # The store is down: compare with what this process knows, as `observe` does.
+        return self._decide(record, model_key) or []
+
+    @staticmethod
+    def _wait_on_loop(item: _Deferred, idle: bool) -> list[str]:
+        """The names of a deferred call if the reader decides it within
+        `LOOP_READ_WAIT` (waited for only when the reader was idle: else the
+        store is slow), else ``[]`` (it is logged when decided)."""
+        if not idle:
+            return []
+        try:
+            return item.future.result(LOOP_READ_WAIT)
+        except TimeoutError:
+            return []
+
+    def _unqueue_locked(self, item: _Deferred) -> None:
+        if item.unqueued:
+            return
+        item.unqueued = True
+        for pending, key in (
+            (self._pending_requests, item.record.request_hash),
+            (self._pending_models, item.model_key),
+        ):
+            left = pending[key] - 1
+            if left:
+                pending[key] = left
+            else:
+                del pending[key]
+
+    def _read_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._deferred:
+                    if self._closed:
+                        self._reader = None
+                        return
+                    self._reader_cond.wait()
+                item = self._deferred.popleft()
+                self._reading = True
+            names: list[str] = []
+            try:
+                names = item.context.run(self._decide_deferred, item)
+            except Exception as exc:  # noqa: BLE001 - only under SEEDLOCK_RAISE_INTERNAL_ERRORS
+                # Surfaced as any thread's uncaught exception (pytest reports
+                # it); the reader goes on with the next call.
+                threading.excepthook(
+                    threading.ExceptHookArgs(
+                        (type(exc), exc, exc.__traceback__, threading.current_thread())
+                    )
+                )
+            finally:
+                with self._lock:
+                    self._unqueue_locked(item)
+                    self._reading = False
+                    self._reader_cond.notify_all()  # flush() may wait
+            if not item.future.done():
+                item.future.set_result(names)
+
+    def _decide_deferred(self, item: _Deferred) -> list[str]:
+        record, model_key = item.record, item.model_key
+        try:
+            need_request, need_model = self._misses(record, model_key)
+            store = self.store
+            assert store is not None
+            outputs = (
+                self._read("read", store.outputs_for, record.request_hash) if need_request else None
+            )
+            fingerprints = (
+                self._read("read", store.fingerprints_for, model_key) if need_model else None
+            )
+            return self._decide(record, model_key, outputs, fingerprints, deferred=item) or []
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("DriftMonitor.observe", exc)
+            return []
+
+    def _wait_for_reader(self, deadline: float | None) -> bool:
+        """Wait until no call waits for the reader thread; False at the deadline."""
+        with self._lock:
+            while self._deferred or self._reading:
+                if self._reader is None or not self._reader.is_alive():
+                    return False
+                remaining = _remaining(deadline)
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._reader_cond.wait(remaining)
+        return True
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's threads may have held the lock, the reader thread is
+        # gone, and the calls waiting for it are the parent's (it decides and
+        # stores them): the child starts with an empty queue. What the cache
+        # knew at the fork stays (it is this process's knowledge too).
+        self._lock = threading.Lock()
+        self._reader_cond = threading.Condition(self._lock)
+        self._reader = None
+        self._deferred = deque()
+        self._reading = False
+        self._pending_requests = {}
+        self._pending_models = {}
+
     # -- the store -----------------------------------------------------------------
     def _submit(self, record: CallRecord | None, events: Sequence[StoredEvent]) -> None:
         if self._writer is None or (record is None and not events):
@@ -651,18 +853,6 @@ class DriftMonitor:
         except Exception as exc:  # noqa: BLE001 - a store failure never fails the call
             self._reads_paused_until = time.monotonic() + READ_RETRY_INTERVAL
             self._store_error(op, exc)
-            return None
-
-    async def _aread(self, awaitable: Awaitable[list[_T]]) -> list[_T] | None:
-        if time.monotonic() < self._reads_paused_until:
-            if isinstance(awaitable, Coroutine):
-                awaitable.close()  # never awaited: close it so Python does not warn
-            return None
-        try:
-            return await awaitable
-        except Exception as exc:  # noqa: BLE001 - a store failure never fails the call
-            self._reads_paused_until = time.monotonic() + READ_RETRY_INTERVAL
-            self._store_error("read", exc)
             return None
 
     def _on_write_error(self, exc: BaseException) -> None:
@@ -703,6 +893,10 @@ class DriftMonitor:
                 ev.K_SUPPRESSED: suppressed,
             },
         )
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
 def _short(text: str, limit: int = 300) -> str:

@@ -15,6 +15,8 @@ import hashlib
 import importlib
 import json
 import math
+import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -240,9 +242,24 @@ def request_hash(provider: str, payload: Mapping[str, Any]) -> str:
 
 # Raw orjson text -> canonical JSON, for the large values a request repeats
 # call after call (tool schemas, response formats): one C-speed encode and a
-# dict lookup instead of a walk. Bounded; evicted oldest first.
+# dict lookup instead of a walk. Bounded; evicted oldest first. Shared by
+# every thread: lookups are single dict operations (atomic), every change
+# (insert and eviction) holds _MEMO_LOCK, so two threads never evict the same
+# key or iterate the dict while another one inserts.
 _MEMO: dict[bytes, Any] = {}
 _MEMO_SIZE = 256
+_MEMO_LOCK = threading.Lock()
+
+
+def _reset_memo_lock() -> None:
+    # A thread of the parent may have held the lock at fork(): the child's
+    # copy would stay locked forever.
+    global _MEMO_LOCK  # noqa: PLW0603 - replaced, in the child only
+    _MEMO_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_reset_memo_lock)
 # Values orjson would encode like a plain dict (dataclasses, datetimes) but
 # `_normalize` does not: sent to the walk.
 _MEMO_OPTIONS = (
@@ -269,9 +286,10 @@ def _canonical_memo(value: Any) -> Any:
     canonical = _MEMO.get(raw)
     if canonical is None:
         canonical = _Canonical(_encode_normalized(_normalize(value)))
-        if len(_MEMO) >= _MEMO_SIZE:
-            del _MEMO[next(iter(_MEMO))]
-        _MEMO[raw] = canonical
+        with _MEMO_LOCK:
+            while len(_MEMO) >= _MEMO_SIZE:
+                del _MEMO[next(iter(_MEMO))]
+            _MEMO[raw] = canonical
     return canonical
 
 

@@ -50,6 +50,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
 from langchain_seedlock import _events as ev
+from langchain_seedlock import _fork
 from langchain_seedlock._args import check_bool, check_instance, check_number, check_store
 from langchain_seedlock._body import PARAM_CONTAINERS
 from langchain_seedlock._chat_models import LockedChatModel, lock_model
@@ -233,6 +234,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         )
         self._models_lock = threading.Lock()
         _LIVE.add(self)  # see _InternalCallGuard
+        _fork.register(self, after_in_child=SeedLockMiddleware._after_fork_in_child)
 
     def __repr__(self) -> str:
         return (
@@ -241,6 +243,9 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         )
 
     step_seed = staticmethod(step_seed)
+
+    def _after_fork_in_child(self) -> None:
+        self._models_lock = threading.Lock()  # a parent's thread may have held it
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every observed call is in the store."""

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from langchain_seedlock import _fork
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_url
 from langchain_seedlock._store._base import (
@@ -157,6 +158,7 @@ class MemoryStore(BaselineStore):
     def __init__(self, url: str = "memory://") -> None:
         self.url = redact_url(url)
         self._lock = threading.Lock()
+        _fork.register(self, after_in_child=MemoryStore._after_fork_in_child)
         self._outputs: dict[OutputKey, OutputSeen] = {}
         self._output_models: dict[str, str] = {}  # request_hash -> model_key
         self._fingerprints: dict[FingerprintKey, FingerprintSeen] = {}
@@ -164,6 +166,9 @@ class MemoryStore(BaselineStore):
         self._event_ids: set[str] = set()
         # Ids of records written and not acknowledged yet -> the record's time.
         self._held: dict[str, float] = {}
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent's thread may have held it
 
     # -- reads ---------------------------------------------------------------
     def outputs_for(self, request_hash: str) -> list[OutputSeen]:

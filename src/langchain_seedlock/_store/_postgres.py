@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from langchain_seedlock import _fork
 from langchain_seedlock._errors import StoreError, StoreVersionError
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import SECRET_PARAMS as _SECRET_PARAMS
@@ -351,6 +352,7 @@ class PostgresStore(BaselineStore):
             asyncio.AbstractEventLoop, AsyncConnectionPool[Any]
         ] = weakref.WeakKeyDictionary()
         self._closed = False
+        _fork.register(self, after_in_child=PostgresStore._after_fork_in_child)
         if connect:
             try:
                 self._setup()
@@ -728,6 +730,21 @@ class PostgresStore(BaselineStore):
         except BaseException:
             self._acked.put_back(forget)
             raise
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child never touches the parent's connections: their sockets
+        are the parent's sessions (closing one, or letting it be collected,
+        sends a terminate message that ends the parent's session) and the
+        async pools' workers are gone. They are kept, never closed nor
+        collected; the child opens its own on first use. Ids the parent has
+        yet to forget are the parent's."""
+        with self._conns._cond:
+            inherited = list(self._conns._idle)
+        _fork.keep_forever(self._conns, inherited, list(self._apools.values()))
+        self._conns = _Connections(self._connect, self._max_size, timeout=self._conns._timeout)
+        self._acked = AckedIds()
+        self._apools = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
 
     async def aclose(self) -> None:
         """Close the pool of the running loop too (``close()`` cannot await it)."""

@@ -6,6 +6,16 @@ excluded.count``), so several processes writing at once still give exact
 counts, and each record's id enters ``record_ids`` in the same transaction,
 so a retried batch is counted once. Each thread gets its own connection
 (sqlite3 connections must not be shared across threads mid-transaction).
+
+Fork: a SQLite connection must never cross ``os.fork()`` (SQLite's "How To
+Corrupt" guide, 2.6). Before a fork, the store waits (up to `FORK_WAIT`
+seconds) until none of its threads is inside SQLite, so no SQLite mutex is
+held by a thread the child will not have. In the child, the connections
+inherited from the parent are closed (only those idle at the fork; a busy one
+is kept open, never used) and the child opens its own on first use. Closing
+them matters: while they are open, SQLite's per-file lock bookkeeping says
+this process holds the parent's locks, and a new connection would then skip
+taking the real (per-process) file locks.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl
 
+from langchain_seedlock import _fork
 from langchain_seedlock._args import check_bool, check_number
 from langchain_seedlock._errors import StoreError, StoreVersionError
 from langchain_seedlock._record import CallRecord
@@ -40,6 +51,8 @@ from langchain_seedlock._store._memory import AckedIds, Batch, unique_records
 
 SCHEMA_VERSION = 2
 _T = TypeVar("_T")
+# Seconds a fork waits for this store's SQLite calls in flight to end.
+FORK_WAIT = 2.0
 
 # Fingerprints may be None; a NULL in a unique key never conflicts in SQL, so
 # the key column holds a tagged string and the nullable column the real value.
@@ -203,11 +216,21 @@ class SQLiteStore(BaselineStore):
         self.read_only = check_bool(owner, "read_only", read_only)
         self.create = check_bool(owner, "create", create)
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: list[tuple[sqlite3.Connection, int]] = []  # (connection, its thread)
         self._conns_lock = threading.Lock()
+        # Threads inside a SQLite call (ident -> depth): a fork waits for
+        # them, and the child keeps their connections open, unused.
+        self._gate = threading.Condition(threading.Lock())
+        self._busy: dict[int, int] = {}
         self._closed = False
         self._inode: int | None = None
         self._acked = AckedIds()
+        _fork.register(
+            self,
+            before=SQLiteStore._before_fork,
+            after_in_parent=SQLiteStore._after_fork_in_parent,
+            after_in_child=SQLiteStore._after_fork_in_child,
+        )
         self._open()
 
     @classmethod
@@ -244,12 +267,13 @@ class SQLiteStore(BaselineStore):
             except OSError as exc:
                 raise self._error("creating its directory", exc) from exc
         try:
-            conn = self._conn()
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise self._version_error(version)
-            if version < SCHEMA_VERSION and not self.read_only:
-                self._migrate(conn)
+            with self._in_sqlite():
+                conn = self._conn()
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise self._version_error(version)
+                if version < SCHEMA_VERSION and not self.read_only:
+                    self._migrate(conn)
             self._inode = os.stat(self.path).st_ino
         except StoreError:
             self.close()
@@ -324,7 +348,7 @@ class SQLiteStore(BaselineStore):
             raise
         self._local.conn = conn
         with self._conns_lock:
-            self._conns.append(conn)
+            self._conns.append((conn, threading.get_ident()))
         return conn
 
     def _check_file(self) -> None:
@@ -344,7 +368,18 @@ class SQLiteStore(BaselineStore):
         if write and self.read_only:
             raise StoreError(f"SQLite store {str(self.path)!r} was opened read-only")
         self._check_file()
-        conn = self._conn()
+        with self._in_sqlite():
+            conn = self._conn()
+            return self._run_on(conn, fn, action, write=write)
+
+    def _run_on(
+        self,
+        conn: sqlite3.Connection,
+        fn: Callable[[sqlite3.Connection], _T],
+        action: str,
+        *,
+        write: bool,
+    ) -> _T:
         # busy_timeout covers lock waits; this loop covers the rare SQLITE_BUSY
         # the busy handler cannot retry (e.g. a WAL checkpoint race), so that
         # "database is locked" never reaches the caller while the lock is
@@ -510,16 +545,58 @@ class SQLiteStore(BaselineStore):
 
         return self._run("pruning", w, write=True)
 
+    # -- fork ------------------------------------------------------------------
     @contextmanager
-    def _all_conns(self) -> Iterator[list[sqlite3.Connection]]:
-        with self._conns_lock:
-            yield self._conns
+    def _in_sqlite(self) -> Iterator[None]:
+        """Count this thread as inside SQLite (see the module docstring)."""
+        me = threading.get_ident()
+        with self._gate:
+            self._busy[me] = self._busy.get(me, 0) + 1
+        try:
+            yield
+        finally:
+            with self._gate:
+                if self._busy[me] <= 1:
+                    del self._busy[me]
+                    self._gate.notify_all()  # a fork may be waiting
+                else:
+                    self._busy[me] -= 1
+
+    def _before_fork(self) -> None:
+        # Held until after the fork: no thread starts a SQLite call meanwhile.
+        self._gate.acquire()
+        deadline = time.monotonic() + FORK_WAIT
+        me = threading.get_ident()
+        while any(ident != me for ident in self._busy):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._gate.wait(remaining)
+
+    def _after_fork_in_parent(self) -> None:
+        self._gate.release()
+
+    def _after_fork_in_child(self) -> None:
+        busy_threads = set(self._busy)
+        inherited = self._conns
+        self._gate = threading.Condition(threading.Lock())
+        self._busy = {}
+        self._conns = []
+        self._conns_lock = threading.Lock()
+        self._local = threading.local()
+        for conn, owner in inherited:
+            if owner in busy_threads:
+                # Its thread (gone in the child) may hold the connection's mutex.
+                _fork.keep_forever(conn)
+                continue
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     def close(self) -> None:
         self._closed = True
-        with self._all_conns() as conns:
-            for conn in conns:
+        with self._in_sqlite(), self._conns_lock:
+            for conn, _ in self._conns:
                 with contextlib.suppress(sqlite3.Error):  # closing is best effort
                     conn.close()
-            conns.clear()
+            self._conns.clear()
         self._local = threading.local()

@@ -6,6 +6,12 @@ backoff, so nothing is lost until the buffer is full; what overflows is
 dropped, counted and reported, never lost silently. Each record and event of
 a batch gets an id, so a retry after a write that may have committed (the
 connection died after COMMIT) counts nothing twice.
+
+After ``os.fork()`` the child's copy works on its own: its locks are new, its
+thread starts with its first record, and the records the parent had queued
+are dropped from the child's copy (the parent writes them: writing them from
+both would count them twice). The counters (``written``, ``dropped``,
+``errors``) then count the child's records only.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from langchain_seedlock import _fork
 from langchain_seedlock._record import CallRecord, new_id
 from langchain_seedlock._store._base import BaselineStore, StoredEvent
 
@@ -81,8 +88,10 @@ class BackgroundWriter:
         self._flush_waiters = 0
         self._closing = False
         self._abandon = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        self._name = name
+        self._thread: threading.Thread | None = None
+        self._start_locked()
+        _fork.register(self, after_in_child=BackgroundWriter._after_fork_in_child)
         # A process that exits without close() still gets a bounded last flush.
         ref = weakref.ref(self)
         self._atexit = lambda: _close_ref(ref)
@@ -107,6 +116,8 @@ class BackgroundWriter:
                     self.dropped += 1
                     self._cond.notify()
                     return False
+                if self._thread is None:  # in a forked child, the first record
+                    self._start_locked()
                 self._buffer.append((record, tuple(events)))
                 self._accepted += 1
                 if len(self._buffer) >= self.batch_size:
@@ -124,7 +135,7 @@ class BackgroundWriter:
             self._cond.notify_all()
             try:
                 while self._done < target:
-                    if not self._thread.is_alive():
+                    if self._thread is None or not self._thread.is_alive():
                         return False
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
@@ -146,9 +157,28 @@ class BackgroundWriter:
             if not flushed:
                 self._abandon = True
             self._cond.notify_all()
-        self._thread.join(timeout=max(self.max_backoff, 1.0) + 5.0)
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=max(self.max_backoff, 1.0) + 5.0)
         atexit.unregister(self._atexit)
         return flushed
+
+    def _start_locked(self) -> None:
+        """Start the writer thread (caller holds the mutex, or is ``__init__``)."""
+        self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+        self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        # See the module docstring. The parent's thread may have held the
+        # mutex at the fork: the child gets new ones.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._thread = None
+        self._buffer = deque()
+        self.dropped = self.errors = self.written = 0
+        self._reported_dropped = self._accepted = self._done = 0
+        self._flush_waiters = 0
+        self._abandon = False
 
     # -- writer thread ---------------------------------------------------------
     def _take(self) -> list[_Item] | None:
