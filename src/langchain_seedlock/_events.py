@@ -297,7 +297,9 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        # Insertion order, not alphabetical: events put the summary and the
+        # verdict first, so a person reads what happened before the hashes.
+        else structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
     )
     structlog.configure(
         processors=[

@@ -114,3 +114,18 @@ def test_internal_error_traceback_has_no_locals(monkeypatch: pytest.MonkeyPatch)
     assert line["event"] == ev.INTERNAL_ERROR
     assert line["exception"][0]["exc_type"] == "RuntimeError"
     assert secret not in out.getvalue()
+
+
+def test_console_drift_line_reads_summary_first(stub: StubOpenAI) -> None:
+    """A person reading the console sees what happened before the hashes."""
+    out = io.StringIO()
+    ev.configure_logging(json=False, file=out, level="warning")
+    handler = SeedLockCallbackHandler()
+    model = make_model(stub)
+    model.invoke("hi", config={"callbacks": [handler]})
+    stub.reply = "something else"
+    model.invoke("hi", config={"callbacks": [handler]})
+    (line,) = [x for x in out.getvalue().splitlines() if "seedlock.output_drift" in x]
+    after_event = line.split("seedlock.output_drift", 1)[1].split()
+    assert after_event[0].startswith("seedlock.summary=")
+    assert line.index("seedlock.variant=") < line.index("seedlock.request_hash=")
