@@ -482,7 +482,8 @@ class DriftMonitor:
                 return None
             if deferred is not None:
                 self._unqueue_locked(deferred)
-            self._decide_model(record, model_key, fingerprints, d, names)
+            if record.complete:  # a cut stream says nothing about the backend
+                self._decide_model(record, model_key, fingerprints, d, names)
             self._decide_request(record, model_key, backend, outputs=outputs, d=d, names=names)
         stored = self._emit(record, backend, d, names)
         # An incomplete output is not a variant: only its event is stored.
@@ -690,7 +691,7 @@ class DriftMonitor:
             ev.emit_on(log, _WHERE_EMIT, "warning", ev.FINGERPRINT_CHANGED, fields)
             stored.append(StoredEvent(ev.FINGERPRINT_CHANGED, record.at, fields))
         if d.verdict is not None and d.verdict.verdict is Verdict.INCOMPLETE:
-            fields = {**base, ev.K_SUMMARY: dev.incomplete_summary(record)}
+            fields = {ev.K_SUMMARY: dev.incomplete_summary(record), **base}
             ev.emit_on(log, _WHERE_EMIT, "info", ev.INCOMPLETE_OUTPUT, fields)
             stored.append(StoredEvent(ev.INCOMPLETE_OUTPUT, record.at, fields))
         if d.compared is not None and d.verdict is not None:
