@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -38,3 +39,30 @@ def test_readme_quickstart_runs(tmp_path: Path) -> None:
     assert lines[1]  # the fingerprint llama.cpp reports
     assert re.fullmatch(r"[0-9a-f]{64}", lines[2])
     assert (tmp_path / "baselines.db").exists()
+
+
+@pytest.mark.llama
+def test_getting_started_script_reaches_a_drift_event(tmp_path: Path) -> None:
+    """docs/getting-started.md's whole script, as written: the same answer twice,
+    then flash attention off changes it and the handler says so."""
+    if not local_backend_installed():
+        pytest.skip(SKIP_REASON)
+    page = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    whole = page.split("## The whole script", 1)[1]
+    (block,) = re.findall(r"```python\n(.*?)```", whole, flags=re.DOTALL)
+    script = tmp_path / "getting_started.py"
+    script.write_text(block, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["True", "False"]
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    (drift,) = [e for e in events if e["event"] == "seedlock.output_drift"]
+    assert (drift["seedlock.variant"], drift["seedlock.explained"]) == ("new", False)
+    assert drift["level"] == "warning"
