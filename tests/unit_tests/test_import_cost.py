@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 # Importing the package must not import these modules of ours.
 LAZY_MODULES = (
     "langchain_seedlock._probe",
@@ -91,9 +93,5 @@ def test_lazy_names_still_import() -> None:
     assert SeedLockMiddleware.__module__ == "langchain_seedlock._middleware"
     assert callable(run_probe)
     assert {"LocalServer", "run_probe"} <= set(dir(langchain_seedlock))
-    try:
+    with pytest.raises(AttributeError, match="NoSuchName"):
         langchain_seedlock.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
-    except AttributeError as exc:
-        assert "NoSuchName" in str(exc)
-    else:  # pragma: no cover - the assertion that fails
-        raise AssertionError("an unknown name must raise AttributeError")
