@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -104,6 +104,7 @@ class _Run:
     config: Any = None  # the enclosing runnable's config: its tracers
     metadata_alone: bool = True
     chunk_fingerprint: str | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)  # `ev.call_context`, at the start
 
     @property
     def provider(self) -> str:
@@ -119,11 +120,6 @@ class _Run:
             self.params.get("model") or self.params.get("model_name") or meta.get("ls_model_name")
         )
         return str(model) if model is not None else None
-
-    @property
-    def context(self) -> dict[str, Any]:
-        meta = self.metadata
-        return {k: meta[k] for k in ev.CONTEXT_KEYS if k in meta} if meta else {}
 
 
 class SeedLockCallbackHandler(BaseCallbackHandler):
@@ -158,6 +154,12 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         monitor: a `DriftMonitor` to share with other handlers or middleware
             (then ``store`` and ``capture_content`` belong to it).
         max_runs: runs remembered between start and end (older are dropped).
+        metadata_keys: run metadata keys copied into every event of the call
+            (and the stored drift events), e.g. ``("tenant", "user_id")``;
+            none by default, as metadata may hold personal data. Always
+            copied: ``seedlock_label``, ``thread_id`` and the ``langgraph_*`` keys.
+        include_tags: put the run's tags (``config={"tags": [...]}``) in every
+            event of the call, as a list under ``tags``.
     """
 
     run_inline = True  # see the module docstring: ordered with the tracers
@@ -171,6 +173,8 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         capture_content: bool = False,
         monitor: DriftMonitor | None = None,
         max_runs: int = 10_000,
+        metadata_keys: Sequence[str] = (),
+        include_tags: bool = False,
     ) -> None:
         super().__init__()
         owner = "SeedLockCallbackHandler"
@@ -183,6 +187,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         if monitor is not None:
             check_instance(owner, "monitor", monitor, DriftMonitor, "a DriftMonitor")
         check_int(owner, "max_runs", max_runs, minimum=1)
+        self.metadata_keys, self.include_tags = ev.check_context_options(
+            owner, metadata_keys, include_tags
+        )
         if enforce and lock is None:
             raise InvalidArgumentError(
                 owner, "enforce", enforce,
@@ -270,8 +277,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         """Record the invocation params; check (or enforce) the lock."""
         try:
             self._start(
-                serialized, messages, run_id, parent_run_id, metadata=metadata, kwargs=kwargs
-            )
+                serialized, messages, run_id, parent_run_id,
+                metadata=metadata, tags=tags, kwargs=kwargs,
+            )  # fmt: skip
         except LockViolationError:
             raise
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
@@ -285,6 +293,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None,
         *,
         metadata: dict[str, Any] | None,
+        tags: Sequence[str] | None,
         kwargs: Mapping[str, Any],
     ) -> None:
         # As the server receives them: extra_body / model_kwargs entries included.
@@ -299,6 +308,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             # generate() with several prompts gives all their runs one metadata
             # dict: then it is no run's own to add the record to.
             metadata_alone=kwargs.get("batch_size", 1) == 1,
+            context=ev.call_context(
+                metadata, tags, metadata_keys=self.metadata_keys, include_tags=self.include_tags
+            ),
         )
         if self.lock is not None:
             violations = find_violations(self.lock, params, require_all=True)
