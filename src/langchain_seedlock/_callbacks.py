@@ -122,6 +122,31 @@ class _Run:
         return str(model) if model is not None else None
 
 
+def door_monitor(
+    owner: str, store: Any, monitor: Any, capture_content: bool
+) -> tuple[DriftMonitor, BaselineStore | None]:
+    """The `DriftMonitor` of a door (this handler, `SeedLockMiddleware`) from its
+    ``store=`` / ``monitor=`` arguments, checked here, and the store the door
+    opened from a URL (the door closes it), if any. Call it after the door's
+    other checks: it opens the store."""
+    check_store(owner, "store", store, urls=True)
+    if monitor is not None:
+        check_instance(owner, "monitor", monitor, DriftMonitor, "a DriftMonitor")
+        if store is not None:
+            raise InvalidArgumentError(
+                owner, "store", store,
+                "cannot be given with monitor=: pass either store= or monitor= "
+                "(the monitor owns its store)",
+            )  # fmt: skip
+        return monitor, None
+    owned: BaselineStore | None = None
+    if isinstance(store, str):
+        from langchain_seedlock._store import open_store  # SQLite code on demand
+
+        store = owned = open_store(store)
+    return DriftMonitor(store, capture_content=capture_content), owned
+
+
 class SeedLockCallbackHandler(BaseCallbackHandler):
     """Record, compare and (optionally) enforce the seed of every chat model run.
 
@@ -179,13 +204,10 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         super().__init__()
         owner = "SeedLockCallbackHandler"
         # Every argument checked here, before anything is opened or started.
-        check_store(owner, "store", store, urls=True)
         if lock is not None:
             check_instance(owner, "lock", lock, SeedLock, "a SeedLock")
         check_bool(owner, "enforce", enforce)
         check_bool(owner, "capture_content", capture_content)
-        if monitor is not None:
-            check_instance(owner, "monitor", monitor, DriftMonitor, "a DriftMonitor")
         check_int(owner, "max_runs", max_runs, minimum=1)
         self.metadata_keys, self.include_tags = ev.check_context_options(
             owner, metadata_keys, include_tags
@@ -195,19 +217,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
                 owner, "enforce", enforce,
                 "needs a lock: SeedLockCallbackHandler(lock=..., enforce=True)",
             )  # fmt: skip
-        if monitor is not None and store is not None:
-            raise InvalidArgumentError(
-                owner, "store", store,
-                "cannot be given with monitor=: pass either store= or monitor= "
-                "(the monitor owns its store)",
-            )  # fmt: skip
-        self._owned_store: BaselineStore | None = None
-        if monitor is None:
-            if isinstance(store, str):
-                from langchain_seedlock._store import open_store  # SQLite code on demand
-
-                store = self._owned_store = open_store(store)
-            monitor = DriftMonitor(store, capture_content=capture_content)
+        monitor, self._owned_store = door_monitor(owner, store, monitor, capture_content)
         self.monitor = monitor
         self.lock = lock
         self.enforce = enforce

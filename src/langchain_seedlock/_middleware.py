@@ -51,13 +51,13 @@ from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
 from langchain_seedlock import _events as ev
 from langchain_seedlock import _fork
-from langchain_seedlock._args import check_bool, check_instance, check_number, check_store
+from langchain_seedlock._args import check_bool, check_instance, check_number
 from langchain_seedlock._body import PARAM_CONTAINERS
+from langchain_seedlock._callbacks import door_monitor
 from langchain_seedlock._chat_models import LockedChatModel, lock_model
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._enforce import apply_policy, find_violations, locked_request
 from langchain_seedlock._errors import (
-    InvalidArgumentError,
     LockViolationError,
     UnsupportedModelError,
 )
@@ -213,28 +213,13 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         owner = "SeedLockMiddleware"
         # Every argument checked here, before anything is opened or started.
         check_instance(owner, "lock", lock, SeedLock, "a SeedLock")
-        check_store(owner, "store", store, urls=True)
-        if monitor is not None:
-            check_instance(owner, "monitor", monitor, DriftMonitor, "a DriftMonitor")
         check_bool(owner, "capture_content", capture_content)
         check_bool(owner, "seed_per_step", seed_per_step)
         check_bool(owner, "lock_models", lock_models)
         self.metadata_keys, self.include_tags = ev.check_context_options(
             owner, metadata_keys, include_tags
         )
-        if monitor is not None and store is not None:
-            raise InvalidArgumentError(
-                owner, "store", store,
-                "cannot be given with monitor=: pass either store= or monitor= "
-                "(the monitor owns its store)",
-            )  # fmt: skip
-        self._owned_store: BaselineStore | None = None
-        if monitor is None:
-            if isinstance(store, str):
-                from langchain_seedlock._store import open_store
-
-                store = self._owned_store = open_store(store)
-            monitor = DriftMonitor(store, capture_content=capture_content)
+        monitor, self._owned_store = door_monitor(owner, store, monitor, capture_content)
         self.lock = lock
         self.monitor = monitor
         self.capture_content = monitor.capture_content
