@@ -27,9 +27,7 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
 
-from langchain_seedlock import SeedLock
-from langchain_seedlock._events import configure_logging
-from langchain_seedlock._middleware import SeedLockMiddleware
+from langchain_seedlock import SeedLock, SeedLockMiddleware, configure_logging
 
 
 @tool

@@ -13,8 +13,7 @@ from __future__ import annotations
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
-from langchain_seedlock import LockedChatOpenAI, SeedLock
-from langchain_seedlock._local_server import LocalServer
+from langchain_seedlock import LocalServer, LockedChatOpenAI, SeedLock
 
 lock = SeedLock(seed=123, temperature=0.7, max_tokens=40)
 prompt = ChatPromptTemplate.from_messages(

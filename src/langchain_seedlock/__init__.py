@@ -36,12 +36,13 @@ from langchain_seedlock._errors import (
     UnsupportedModelError,
 )
 from langchain_seedlock._events import configure_logging
-from langchain_seedlock._local_server import LocalServer
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._store import BaselineStore, open_store
 
 if TYPE_CHECKING:
+    from langchain_seedlock._local_server import LocalServer
     from langchain_seedlock._middleware import SeedLockMiddleware
+    from langchain_seedlock._probe import ProbeResult, run_probe
 
 try:
     __version__ = metadata.version(__package__ or "langchain-seedlock")
@@ -49,13 +50,31 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a sourc
     __version__ = "0.0.0"
 
 
-def __getattr__(name: str) -> Any:
-    # The middleware needs the `agents` extra (langchain); import it on first use.
-    if name == "SeedLockMiddleware":
-        from langchain_seedlock._middleware import SeedLockMiddleware
+# Imported on first use, not on `import langchain_seedlock`: the middleware
+# needs the `agents` extra (langchain); the local server and the probe are
+# only for `seedlock probe` / `seedlock serve` and their Python equivalents.
+# tests/unit_tests/test_import_cost.py keeps these modules out of the import.
+_LAZY: dict[str, str] = {
+    "LocalServer": "langchain_seedlock._local_server",
+    "ProbeResult": "langchain_seedlock._probe",
+    "SeedLockMiddleware": "langchain_seedlock._middleware",
+    "run_probe": "langchain_seedlock._probe",
+}
 
-        return SeedLockMiddleware
-    raise AttributeError(f"module 'langchain_seedlock' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'langchain_seedlock' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [
@@ -73,6 +92,7 @@ __all__ = [
     "MalformedResponseError",
     "ParamDroppedError",
     "ProbeError",
+    "ProbeResult",
     "SeedLock",
     "SeedLockCallbackHandler",
     "SeedLockError",
@@ -87,4 +107,5 @@ __all__ = [
     "enable_auto_attach",
     "lock_model",
     "open_store",
+    "run_probe",
 ]

@@ -8,6 +8,7 @@ Every check refuses a ``bool`` where a number is expected (``True`` is an
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 from langchain_seedlock._errors import InvalidArgumentError
@@ -68,6 +69,24 @@ def check_instance(
             owner, name, value, f"must be {what}, got {type(value).__name__}"
         )
     return value
+
+
+def check_names(owner: str, name: str, value: Any) -> tuple[str, ...]:
+    """``value`` as a tuple of distinct non-empty strings, in the given order, if it
+    is a collection of strings (a tuple, list or set; not one string)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Collection):
+        raise InvalidArgumentError(
+            owner, name, value, "must be a tuple or list of strings, e.g. ('tenant', 'user_id')"
+        )
+    names: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise InvalidArgumentError(
+                owner, name, value, f"must hold non-empty strings, got {item!r}"
+            )
+        if item not in names:
+            names.append(item)
+    return tuple(names)
 
 
 _STORE_METHODS = ("outputs_for", "fingerprints_for", "write")

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -104,6 +104,7 @@ class _Run:
     config: Any = None  # the enclosing runnable's config: its tracers
     metadata_alone: bool = True
     chunk_fingerprint: str | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)  # `ev.call_context`, at the start
 
     @property
     def provider(self) -> str:
@@ -120,10 +121,30 @@ class _Run:
         )
         return str(model) if model is not None else None
 
-    @property
-    def context(self) -> dict[str, Any]:
-        meta = self.metadata
-        return {k: meta[k] for k in ev.CONTEXT_KEYS if k in meta} if meta else {}
+
+def door_monitor(
+    owner: str, store: Any, monitor: Any, capture_content: bool
+) -> tuple[DriftMonitor, BaselineStore | None]:
+    """The `DriftMonitor` of a door (this handler, `SeedLockMiddleware`) from its
+    ``store=`` / ``monitor=`` arguments, checked here, and the store the door
+    opened from a URL (the door closes it), if any. Call it after the door's
+    other checks: it opens the store."""
+    check_store(owner, "store", store, urls=True)
+    if monitor is not None:
+        check_instance(owner, "monitor", monitor, DriftMonitor, "a DriftMonitor")
+        if store is not None:
+            raise InvalidArgumentError(
+                owner, "store", store,
+                "cannot be given with monitor=: pass either store= or monitor= "
+                "(the monitor owns its store)",
+            )  # fmt: skip
+        return monitor, None
+    owned: BaselineStore | None = None
+    if isinstance(store, str):
+        from langchain_seedlock._store import open_store  # SQLite code on demand
+
+        store = owned = open_store(store)
+    return DriftMonitor(store, capture_content=capture_content), owned
 
 
 class SeedLockCallbackHandler(BaseCallbackHandler):
@@ -158,6 +179,12 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         monitor: a `DriftMonitor` to share with other handlers or middleware
             (then ``store`` and ``capture_content`` belong to it).
         max_runs: runs remembered between start and end (older are dropped).
+        metadata_keys: run metadata keys copied into every event of the call
+            (and the stored drift events), e.g. ``("tenant", "user_id")``;
+            none by default, as metadata may hold personal data. Always
+            copied: ``seedlock_label``, ``thread_id`` and the ``langgraph_*`` keys.
+        include_tags: put the run's tags (``config={"tags": [...]}``) in every
+            event of the call, as a list under ``tags``.
     """
 
     run_inline = True  # see the module docstring: ordered with the tracers
@@ -171,36 +198,26 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         capture_content: bool = False,
         monitor: DriftMonitor | None = None,
         max_runs: int = 10_000,
+        metadata_keys: Sequence[str] = (),
+        include_tags: bool = False,
     ) -> None:
         super().__init__()
         owner = "SeedLockCallbackHandler"
         # Every argument checked here, before anything is opened or started.
-        check_store(owner, "store", store, urls=True)
         if lock is not None:
             check_instance(owner, "lock", lock, SeedLock, "a SeedLock")
         check_bool(owner, "enforce", enforce)
         check_bool(owner, "capture_content", capture_content)
-        if monitor is not None:
-            check_instance(owner, "monitor", monitor, DriftMonitor, "a DriftMonitor")
         check_int(owner, "max_runs", max_runs, minimum=1)
+        self.metadata_keys, self.include_tags = ev.check_context_options(
+            owner, metadata_keys, include_tags
+        )
         if enforce and lock is None:
             raise InvalidArgumentError(
                 owner, "enforce", enforce,
                 "needs a lock: SeedLockCallbackHandler(lock=..., enforce=True)",
             )  # fmt: skip
-        if monitor is not None and store is not None:
-            raise InvalidArgumentError(
-                owner, "store", store,
-                "cannot be given with monitor=: pass either store= or monitor= "
-                "(the monitor owns its store)",
-            )  # fmt: skip
-        self._owned_store: BaselineStore | None = None
-        if monitor is None:
-            if isinstance(store, str):
-                from langchain_seedlock._store import open_store  # SQLite code on demand
-
-                store = self._owned_store = open_store(store)
-            monitor = DriftMonitor(store, capture_content=capture_content)
+        monitor, self._owned_store = door_monitor(owner, store, monitor, capture_content)
         self.monitor = monitor
         self.lock = lock
         self.enforce = enforce
@@ -270,8 +287,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         """Record the invocation params; check (or enforce) the lock."""
         try:
             self._start(
-                serialized, messages, run_id, parent_run_id, metadata=metadata, kwargs=kwargs
-            )
+                serialized, messages, run_id, parent_run_id,
+                metadata=metadata, tags=tags, kwargs=kwargs,
+            )  # fmt: skip
         except LockViolationError:
             raise
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
@@ -285,6 +303,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None,
         *,
         metadata: dict[str, Any] | None,
+        tags: Sequence[str] | None,
         kwargs: Mapping[str, Any],
     ) -> None:
         # As the server receives them: extra_body / model_kwargs entries included.
@@ -299,6 +318,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             # generate() with several prompts gives all their runs one metadata
             # dict: then it is no run's own to add the record to.
             metadata_alone=kwargs.get("batch_size", 1) == 1,
+            context=ev.call_context(
+                metadata, tags, metadata_keys=self.metadata_keys, include_tags=self.include_tags
+            ),
         )
         if self.lock is not None:
             violations = find_violations(self.lock, params, require_all=True)

@@ -13,12 +13,12 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, TextIO
 
 import structlog
 
-from langchain_seedlock._args import check_bool, check_int
+from langchain_seedlock._args import check_bool, check_int, check_names
 from langchain_seedlock._errors import InvalidArgumentError
 
 LOGGER_NAME: Final = "langchain_seedlock"
@@ -125,6 +125,61 @@ CONTEXT_KEYS: Final = (
     "thread_id",
     "agent_step",
 )
+
+# include_tags=True: the run's tags (a list) under this key.
+K_TAGS: Final = "tags"
+# Keys a user's metadata key may not take in events: structlog's own, ours
+# (they would overwrite the call's model, seed, hashes...) and our namespaces.
+_STRUCTLOG_KEYS: Final = frozenset(
+    {"event", "level", "log_level", "logger", "logger_name", "timestamp", "exc_info", "stack_info"}
+)
+_RESERVED_PREFIXES: Final = ("seedlock.", "gen_ai.", "openai.", "error.", "process.")
+_RESERVED_KEYS: Final = _STRUCTLOG_KEYS | {"run_id", "parent_run_id", "lc_source"}
+
+
+def check_context_options(
+    owner: str, metadata_keys: Any, include_tags: Any
+) -> tuple[tuple[str, ...], bool]:
+    """The checked ``metadata_keys`` / ``include_tags`` arguments of a door
+    (`SeedLockCallbackHandler`, `SeedLockMiddleware`): see `call_context`."""
+    keys = check_names(owner, "metadata_keys", metadata_keys)
+    for key in keys:
+        if key in _RESERVED_KEYS or key == K_TAGS or key.startswith(_RESERVED_PREFIXES):
+            raise InvalidArgumentError(
+                owner, "metadata_keys", metadata_keys,
+                f"cannot hold {key!r}: events already use that name "
+                f"(reserved: {', '.join(sorted(_RESERVED_KEYS | {K_TAGS}))} "
+                f"and names starting with {', '.join(_RESERVED_PREFIXES)})",
+            )  # fmt: skip
+    return keys, check_bool(owner, "include_tags", include_tags)
+
+
+def call_context(
+    metadata: Mapping[str, Any] | None,
+    tags: Sequence[str] | None = None,
+    *,
+    metadata_keys: tuple[str, ...] = (),
+    include_tags: bool = False,
+) -> dict[str, Any]:
+    """The context a call's events carry (`CallRecord.context`), from its run
+    metadata and tags: the one rule every door applies.
+
+    Always the `CONTEXT_KEYS` present in ``metadata``; then only what the
+    user allowed, since metadata may hold personal data: the
+    ``metadata_keys`` present (values as given), and with ``include_tags``
+    the tags as a list under ``tags`` (left out when there are none).
+    """
+    if not metadata:
+        context: dict[str, Any] = {}
+    else:
+        context = {k: metadata[k] for k in CONTEXT_KEYS if k in metadata}
+        for key in metadata_keys:
+            if key in metadata:
+                context[key] = metadata[key]
+    if include_tags and tags:
+        context[K_TAGS] = list(tags)
+    return context
+
 
 # Environment variable that makes internal errors raise (set it in tests).
 RAISE_INTERNAL_ERRORS_ENV: Final = "SEEDLOCK_RAISE_INTERNAL_ERRORS"

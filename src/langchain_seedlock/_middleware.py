@@ -51,13 +51,13 @@ from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
 from langchain_seedlock import _events as ev
 from langchain_seedlock import _fork
-from langchain_seedlock._args import check_bool, check_instance, check_number, check_store
+from langchain_seedlock._args import check_bool, check_instance, check_number
 from langchain_seedlock._body import PARAM_CONTAINERS
+from langchain_seedlock._callbacks import door_monitor
 from langchain_seedlock._chat_models import LockedChatModel, lock_model
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._enforce import apply_policy, find_violations, locked_request
 from langchain_seedlock._errors import (
-    InvalidArgumentError,
     LockViolationError,
     UnsupportedModelError,
 )
@@ -189,6 +189,12 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         seed_per_step: a distinct, reproducible seed per agent step (above).
         lock_models: swap a plain OpenAI model for its locked twin (above);
             ``False`` applies the lock through ``model_settings`` only.
+        metadata_keys: run metadata keys (``config={"metadata": {...}}``)
+            copied into every event of the call and the stored drift events,
+            e.g. ``("tenant", "user_id")``; none by default, as metadata may
+            hold personal data.
+        include_tags: put the run's tags (``config={"tags": [...]}``) in every
+            event of the call, as a list under ``tags``.
     """
 
     def __init__(
@@ -200,30 +206,20 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         capture_content: bool = False,
         seed_per_step: bool = False,
         lock_models: bool = True,
+        metadata_keys: Sequence[str] = (),
+        include_tags: bool = False,
     ) -> None:
         super().__init__()
         owner = "SeedLockMiddleware"
         # Every argument checked here, before anything is opened or started.
         check_instance(owner, "lock", lock, SeedLock, "a SeedLock")
-        check_store(owner, "store", store, urls=True)
-        if monitor is not None:
-            check_instance(owner, "monitor", monitor, DriftMonitor, "a DriftMonitor")
         check_bool(owner, "capture_content", capture_content)
         check_bool(owner, "seed_per_step", seed_per_step)
         check_bool(owner, "lock_models", lock_models)
-        if monitor is not None and store is not None:
-            raise InvalidArgumentError(
-                owner, "store", store,
-                "cannot be given with monitor=: pass either store= or monitor= "
-                "(the monitor owns its store)",
-            )  # fmt: skip
-        self._owned_store: BaselineStore | None = None
-        if monitor is None:
-            if isinstance(store, str):
-                from langchain_seedlock._store import open_store
-
-                store = self._owned_store = open_store(store)
-            monitor = DriftMonitor(store, capture_content=capture_content)
+        self.metadata_keys, self.include_tags = ev.check_context_options(
+            owner, metadata_keys, include_tags
+        )
+        monitor, self._owned_store = door_monitor(owner, store, monitor, capture_content)
         self.lock = lock
         self.monitor = monitor
         self.capture_content = monitor.capture_content
@@ -312,7 +308,9 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
 
     # -- before the call -----------------------------------------------------------
     def _prepare(self, request: ModelRequest[Any]) -> _Call:
-        context, parent_run_id, node_run = _context(request)
+        context, parent_run_id, node_run = _context(
+            request, metadata_keys=self.metadata_keys, include_tags=self.include_tags
+        )
         graph_run = _GUARD.graph_of(node_run)
         self._report_internal_calls(graph_run)
         lock = self.lock
@@ -593,7 +591,7 @@ class _InternalCallGuard(BaseCallbackHandler):
                 "lc_source": metadata["lc_source"],
                 "seedlock.hint": _INTERNAL_HINT,
             }
-            fields.update({k: metadata[k] for k in ev.CONTEXT_KEYS if k in metadata})
+            fields.update(ev.call_context(metadata))
             notes = self._pending.setdefault(graph, [])
             self._pending.move_to_end(graph)
             if len(notes) < self._MAX_PER_GRAPH:
@@ -652,9 +650,12 @@ register_configure_hook(
 
 
 # -- helpers -----------------------------------------------------------------------
-def _context(request: ModelRequest[Any]) -> tuple[dict[str, Any], str | None, Any]:
-    """The agent's position: LangGraph metadata, thread and step in the loop;
-    the model node's run id (as a string, and as given: for `_GUARD`)."""
+def _context(
+    request: ModelRequest[Any], *, metadata_keys: tuple[str, ...], include_tags: bool
+) -> tuple[dict[str, Any], str | None, Any]:
+    """The agent's position: LangGraph metadata, thread and step in the loop,
+    and what the user allowed (`ev.call_context`); the model node's run id (as
+    a string, and as given: for `_GUARD`)."""
     context: dict[str, Any] = {}
     parent_run_id: str | None = None
     run: Any = None
@@ -667,9 +668,12 @@ def _context(request: ModelRequest[Any]) -> tuple[dict[str, Any], str | None, An
     if config is not None:
         metadata = config.get("metadata") or {}
         configurable = config.get("configurable") or {}
-        for key in ("langgraph_node", "langgraph_step", "langgraph_checkpoint_ns"):
-            if key in metadata:
-                context[key] = metadata[key]
+        context = ev.call_context(
+            metadata,
+            config.get("tags"),
+            metadata_keys=metadata_keys,
+            include_tags=include_tags,
+        )
         thread = configurable.get("thread_id", metadata.get("thread_id"))
         if thread is not None:
             context["thread_id"] = str(thread)

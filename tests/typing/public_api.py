@@ -5,11 +5,16 @@ from __future__ import annotations
 from langchain_core.messages import AIMessage
 
 from langchain_seedlock import (
+    LocalServer,
     LockedChatOpenAI,
     LockViolationError,
+    ProbeResult,
     SeedLock,
+    SeedLockCallbackHandler,
     SeedLockError,
+    SeedLockMiddleware,
     lock_model,
+    run_probe,
 )
 
 
@@ -30,3 +35,15 @@ def typed_usage() -> None:
     except SeedLockError:
         pass
     del seed, digest, fingerprint
+
+
+def typed_lazy_names() -> None:
+    # Imported on first use (module __getattr__), typed through TYPE_CHECKING.
+    with LocalServer(slots=1, cache_prompt=False) as server:
+        result: ProbeResult = run_probe(base_url=server.base_url, runs=2, store="memory://")
+    rate: float = result.seeded.exact_match_rate
+    handler = SeedLockCallbackHandler(metadata_keys=("tenant",), include_tags=True)
+    keys: tuple[str, ...] = handler.metadata_keys
+    middleware = SeedLockMiddleware(SeedLock(seed=1), metadata_keys=["user_id"])
+    tags: bool = middleware.include_tags
+    del rate, keys, tags

@@ -17,6 +17,7 @@ EXPECTED_ALL = [
     "MalformedResponseError",
     "ParamDroppedError",
     "ProbeError",
+    "ProbeResult",
     "SeedLock",
     "SeedLockCallbackHandler",
     "SeedLockError",
@@ -31,6 +32,7 @@ EXPECTED_ALL = [
     "enable_auto_attach",
     "lock_model",
     "open_store",
+    "run_probe",
 ]
 
 
