@@ -1,0 +1,201 @@
+"""How well do output sketches tell the size of a change, on real model outputs?
+
+    .venv/bin/python bench/sketch_accuracy.py [--prompts 25] [--max-tokens 110]
+        [--outputs outputs.json]
+
+Generates, with the real local model (llama.cpp + SmolLM2-135M, started by
+`LocalServer`), 8 outputs per prompt (temperature 0 to 1.2, different seeds:
+from near-copies to unrelated answers), sketches each with one random key,
+and compares every pair of outputs of the same prompt:
+
+- the estimated similarity (`estimate_similarity`) with the exact Jaccard of
+  the 3-word shingle sets: budget |estimate - exact| <= 0.1 for >= 95 % of
+  the pairs;
+- the divergence bucket (`divergence_bucket`) with the true first
+  difference: budget, always inside.
+
+Also the sketch size and the cost of sketching a ~200-token output (cold:
+a new key, no cached word hashes; warm: the words seen before).
+``--outputs`` keeps the generated texts in a JSON file and reuses it.
+Budgets are reported (PASS/MISS); the exit code is 1 on a MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from langchain_seedlock._drift_events import first_difference
+from langchain_seedlock._sketch import (
+    MINHASH_K,
+    Sketcher,
+    divergence_bucket,
+    estimate_similarity,
+    jaccard,
+    new_key,
+    shingles,
+)
+
+PROMPTS = [
+    "Tell a short story about a lighthouse keeper.",
+    "Explain why the sky is blue.",
+    "Describe a busy market in the morning.",
+    "Write a letter to a friend about a trip to the mountains.",
+    "What are the benefits of regular exercise?",
+    "Describe how bread is made.",
+    "Tell a story about a cat who learns to swim.",
+    "Explain how a bicycle works.",
+    "Write about a rainy day in a small town.",
+    "What makes a good teacher?",
+    "Describe the life of a honey bee.",
+    "Tell a story about a robot who wants to paint.",
+    "Explain what a computer does.",
+    "Describe a walk through a forest in autumn.",
+    "Why do people keep gardens?",
+    "Write about a child's first day at school.",
+    "Explain how rain forms.",
+    "Tell a story about a lost key.",
+    "Describe a train journey across the country.",
+    "What is the importance of sleep?",
+    "Write about an old bookshop.",
+    "Explain how plants grow from seeds.",
+    "Tell a story about two friends building a boat.",
+    "Describe a winter evening at home.",
+    "What do astronauts do in space?",
+    "Write about a festival in a village.",
+    "Explain why we need clean water.",
+    "Tell a story about a dragon who is afraid of the dark.",
+    "Describe a sunrise over the sea.",
+    "What makes music enjoyable?",
+]
+# (temperature, seed) per output of a prompt: near-copies to unrelated answers.
+SETTINGS = [(0.0, 1), (0.2, 1), (0.2, 2), (0.5, 3), (0.5, 4), (0.8, 5), (1.2, 6), (1.2, 7)]
+BINS = [(0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0), (1.0, 1.01)]
+
+
+def generate(n_prompts: int, max_tokens: int) -> list[list[str]]:
+    from langchain_openai import ChatOpenAI
+
+    from langchain_seedlock import LocalServer
+
+    out: list[list[str]] = []
+    with LocalServer(slots=1, cache_prompt=False) as server:
+        for prompt in PROMPTS[:n_prompts]:
+            texts = []
+            for temperature, seed in SETTINGS:
+                model = ChatOpenAI(
+                    base_url=server.base_url, api_key="none", model="x",  # type: ignore[arg-type]
+                    seed=seed, temperature=temperature, max_tokens=max_tokens,
+                )  # fmt: skip
+                texts.append(str(model.invoke(prompt).content))
+            out.append(texts)
+            print(f"  generated {len(out)}/{n_prompts}", file=sys.stderr)
+    return out
+
+
+def cost_us(texts: list[str]) -> tuple[float, float, int]:
+    """(cold, warm) microseconds to sketch a ~200-token text, and its length."""
+    words: list[str] = []
+    for t in itertools.chain(texts, texts):
+        words += t.split()
+        if len(words) >= 150:
+            break
+    text = " ".join(words[:150])  # ~200 tokens, ~1,000 characters
+    n = 200
+    cold = []
+    for _ in range(n):
+        s = Sketcher(new_key())
+        t0 = time.perf_counter()
+        s.sketch(text)
+        cold.append(time.perf_counter() - t0)
+    s = Sketcher(new_key())
+    s.sketch(text)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        s.sketch(text)
+    warm = (time.perf_counter() - t0) / n
+    return statistics.median(cold) * 1e6, warm * 1e6, len(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=25)
+    parser.add_argument("--max-tokens", type=int, default=110)
+    parser.add_argument("--outputs", type=Path, default=None)
+    args = parser.parse_args()
+    if args.outputs is not None and args.outputs.exists():
+        groups = json.loads(args.outputs.read_text())
+    else:
+        groups = generate(args.prompts, args.max_tokens)
+        if args.outputs is not None:
+            args.outputs.write_text(json.dumps(groups))
+    sketcher = Sketcher(new_key())
+    rows = []  # (exact, estimate, first difference, bucket, complete)
+    sizes = []
+    for texts in groups:
+        sketches = [sketcher.sketch(t) for t in texts]
+        sizes += [len(s) for s in sketches]
+        for i, j in itertools.combinations(range(len(texts)), 2):
+            a, b = texts[i], texts[j]
+            if a == b:
+                continue  # not a drift: nothing to size
+            sa, sb = shingles(a), shingles(b)
+            complete = len(sa) <= MINHASH_K and len(sb) <= MINHASH_K
+            rows.append(
+                (
+                    jaccard(sa, sb),
+                    estimate_similarity(sketches[i], sketches[j]),
+                    first_difference(a, b),
+                    divergence_bucket(sketches[i], sketches[j]),
+                    complete,
+                )
+            )
+    print(f"{len(rows)} pairs of distinct outputs ({len(groups)} prompts x {len(SETTINGS)} outputs)")
+    print(f"MinHash k = {MINHASH_K}; pairs where both shingle sets fit whole (exact): "
+          f"{sum(r[4] for r in rows)}")  # fmt: skip
+    print()
+    print("| exact Jaccard | pairs | estimated | mean abs error | max abs error | within 0.1 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for lo, hi in BINS:
+        sel = [r for r in rows if lo <= r[0] < hi]
+        if not sel:
+            continue
+        errs = [abs(r[1] - r[0]) for r in sel]
+        est = sum(not r[4] for r in sel)
+        within = sum(e <= 0.1 for e in errs) / len(errs)
+        label = "1.0" if lo == 1.0 else f"[{lo:.1f}, {hi:.1f})"
+        print(f"| {label} | {len(sel)} | {est} | {statistics.mean(errs):.3f} | "
+              f"{max(errs):.3f} | {within:.1%} |")  # fmt: skip
+    errs = [abs(r[1] - r[0]) for r in rows]
+    within = sum(e <= 0.1 for e in errs) / len(errs)
+    est_errs = [abs(r[1] - r[0]) for r in rows if not r[4]]
+    print(f"| all | {len(rows)} | {len(est_errs)} | {statistics.mean(errs):.3f} | "
+          f"{max(errs):.3f} | {within:.1%} |")  # fmt: skip
+    if est_errs:
+        est_within = sum(e <= 0.1 for e in est_errs) / len(est_errs)
+        print(f"\nestimated pairs only: mean abs error {statistics.mean(est_errs):.3f}, "
+              f"within 0.1: {est_within:.1%}")  # fmt: skip
+    inside = sum(r[3][0] <= r[2] < r[3][1] for r in rows)
+    widths = [r[3][1] - r[3][0] for r in rows]
+    print(f"\ndivergence bucket contains the first difference: {inside}/{len(rows)}; "
+          f"bucket width median {statistics.median(widths):.0f} chars, max {max(widths)}")
+    cold, warm, chars = cost_us([t for g in groups for t in g])
+    print(f"sketch size: median {statistics.median(sizes):.0f} bytes, max {max(sizes)}")
+    print(f"sketch cost ({chars} chars, 150 words): cold {cold:.0f} us, warm {warm:.0f} us")
+    ok_sim = within >= 0.95
+    ok_bucket = inside == len(rows)
+    print(f"\n{'PASS' if ok_sim else 'MISS'}  |estimate - exact| <= 0.1 for {within:.1%} (>= 95%)")
+    print(f"{'PASS' if ok_bucket else 'MISS'}  bucket contains the first difference "
+          f"{inside}/{len(rows)}")  # fmt: skip
+    return 0 if ok_sim and ok_bucket else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
