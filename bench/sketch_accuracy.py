@@ -1,10 +1,10 @@
 """How well do output sketches tell the size of a change, on real model outputs?
 
-    .venv/bin/python bench/sketch_accuracy.py [--prompts 25] [--max-tokens 110]
-        [--outputs outputs.json]
+    .venv/bin/python bench/sketch_accuracy.py [--prompts 6] [--max-tokens 110]
+        [--threads 1] [--outputs outputs.json]
 
 Generates, with the real local model (llama.cpp + SmolLM2-135M, started by
-`LocalServer`), 8 outputs per prompt (temperature 0 to 1.2, different seeds:
+`LocalServer`), 12 outputs per prompt (66 pairs) (temperature 0 to 1.2, different seeds:
 from near-copies to unrelated answers), sketches each with one random key,
 and compares every pair of outputs of the same prompt:
 
@@ -16,7 +16,8 @@ and compares every pair of outputs of the same prompt:
 
 Also the sketch size and the cost of sketching a ~200-token output (cold:
 a new key, no cached word hashes; warm: the words seen before).
-``--outputs`` keeps the generated texts in a JSON file and reuses it.
+``--outputs`` keeps the generated texts in a JSON file (after each prompt)
+and reuses them.
 Budgets are reported (PASS/MISS); the exit code is 1 on a MISS.
 """
 
@@ -76,18 +77,29 @@ PROMPTS = [
     "What makes music enjoyable?",
 ]
 # (temperature, seed) per output of a prompt: near-copies to unrelated answers.
-SETTINGS = [(0.0, 1), (0.2, 1), (0.2, 2), (0.5, 3), (0.5, 4), (0.8, 5), (1.2, 6), (1.2, 7)]
+SETTINGS = [
+    (0.0, 1), (0.2, 1), (0.2, 2), (0.4, 3), (0.4, 4), (0.6, 5),
+    (0.6, 6), (0.8, 7), (0.8, 8), (1.0, 9), (1.0, 10), (1.3, 11),
+]  # fmt: skip
 BINS = [(0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0), (1.0, 1.01)]
 
 
-def generate(n_prompts: int, max_tokens: int) -> list[list[str]]:
+def generate(
+    n_prompts: int, max_tokens: int, threads: int, keep: Path | None
+) -> list[list[str]]:
+    """The outputs per prompt; with ``keep``, saved after each prompt and
+    resumed from (the local model's own outputs, nothing from a hub)."""
     from langchain_openai import ChatOpenAI
 
     from langchain_seedlock import LocalServer
 
     out: list[list[str]] = []
-    with LocalServer(slots=1, cache_prompt=False) as server:
-        for prompt in PROMPTS[:n_prompts]:
+    if keep is not None and keep.exists():
+        out = json.loads(keep.read_text())
+    if len(out) >= n_prompts:
+        return out[:n_prompts]
+    with LocalServer(slots=1, cache_prompt=False, threads=threads) as server:
+        for prompt in PROMPTS[len(out) : n_prompts]:
             texts = []
             for temperature, seed in SETTINGS:
                 model = ChatOpenAI(
@@ -96,7 +108,9 @@ def generate(n_prompts: int, max_tokens: int) -> list[list[str]]:
                 )  # fmt: skip
                 texts.append(str(model.invoke(prompt).content))
             out.append(texts)
-            print(f"  generated {len(out)}/{n_prompts}", file=sys.stderr)
+            if keep is not None:
+                keep.write_text(json.dumps(out))
+            print(f"  generated {len(out)}/{n_prompts}", file=sys.stderr, flush=True)
     return out
 
 
@@ -126,16 +140,12 @@ def cost_us(texts: list[str]) -> tuple[float, float, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=25)
+    parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=110)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--outputs", type=Path, default=None)
     args = parser.parse_args()
-    if args.outputs is not None and args.outputs.exists():
-        groups = json.loads(args.outputs.read_text())
-    else:
-        groups = generate(args.prompts, args.max_tokens)
-        if args.outputs is not None:
-            args.outputs.write_text(json.dumps(groups))
+    groups = generate(args.prompts, args.max_tokens, args.threads, args.outputs)
     sketcher = Sketcher(new_key())
     rows = []  # (exact, estimate, first difference, bucket, complete)
     sizes = []
