@@ -84,9 +84,7 @@ SETTINGS = [
 BINS = [(0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0), (1.0, 1.01)]
 
 
-def generate(
-    n_prompts: int, max_tokens: int, threads: int, keep: Path | None
-) -> list[list[str]]:
+def generate(n_prompts: int, max_tokens: int, threads: int, keep: Path | None) -> list[list[str]]:
     """The outputs per prompt; with ``keep``, saved after each prompt and
     resumed from (the local model's own outputs, nothing from a hub)."""
     from langchain_openai import ChatOpenAI
@@ -167,7 +165,9 @@ def main() -> int:
                     complete,
                 )
             )
-    print(f"{len(rows)} pairs of distinct outputs ({len(groups)} prompts x {len(SETTINGS)} outputs)")
+    print(
+        f"{len(rows)} pairs of distinct outputs ({len(groups)} prompts x {len(SETTINGS)} outputs)"
+    )
     print(f"MinHash k = {MINHASH_K}; pairs where both shingle sets fit whole (exact): "
           f"{sum(r[4] for r in rows)}")  # fmt: skip
     print()
@@ -194,8 +194,10 @@ def main() -> int:
               f"within 0.1: {est_within:.1%}")  # fmt: skip
     inside = sum(r[3][0] <= r[2] < r[3][1] for r in rows)
     widths = [r[3][1] - r[3][0] for r in rows]
-    print(f"\ndivergence bucket contains the first difference: {inside}/{len(rows)}; "
-          f"bucket width median {statistics.median(widths):.0f} chars, max {max(widths)}")
+    print(
+        f"\ndivergence bucket contains the first difference: {inside}/{len(rows)}; "
+        f"bucket width median {statistics.median(widths):.0f} chars, max {max(widths)}"
+    )
     cold, warm, chars = cost_us([t for g in groups for t in g])
     print(f"sketch size: median {statistics.median(sizes):.0f} bytes, max {max(sizes)}")
     print(f"sketch cost ({chars} chars, 150 words): cold {cold:.0f} us, warm {warm:.0f} us")

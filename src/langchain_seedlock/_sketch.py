@@ -172,11 +172,7 @@ class Sketch:
         version, chars, n_words, n_shingles, n_values = _HEADER.unpack_from(data)
         positions = prefix_positions(chars)
         size = _HEADER.size + PREFIX_HASH_BYTES * len(positions) + 4 * n_values
-        if (
-            version != VERSION
-            or len(data) != size
-            or n_values != min(n_shingles, MINHASH_K)
-        ):
+        if version != VERSION or len(data) != size or n_values != min(n_shingles, MINHASH_K):
             raise ValueError("not a seedlock output sketch (or a newer version)")
         offset = _HEADER.size
         self.chars: int = chars

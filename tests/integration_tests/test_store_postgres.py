@@ -326,14 +326,16 @@ def test_a_version_2_store_gets_sketches_and_one_key(fresh_postgres_url: str) ->
         for s in stores:
             s.close()
     (key,) = keys
-    assert key is not None and len(key) == 32
+    assert key is not None
+    assert len(key) == 32
     with psycopg.connect(fresh_postgres_url) as conn:
         versions = conn.execute("SELECT version FROM seedlock_schema_version ORDER BY 1").fetchall()
         assert versions == [(1,), (2,), (3,)]
         assert conn.execute("SELECT value FROM seedlock_meta").fetchall() == [(key,)]
     with open_store(fresh_postgres_url) as s:
         rows = {o.output_hash: o for o in s.outputs_for("r1")}
-        assert rows["o1"].count == 5 and rows["o1"].sketch is None
+        assert rows["o1"].count == 5
+        assert rows["o1"].sketch is None
         assert rows["o2"].output_text is None
         assert rows["o2"].sketch == Sketcher(key).sketch("a new answer")
         assert s.sketch_key() == key

@@ -118,13 +118,16 @@ def test_sketch_is_small_keyed_and_keeps_no_text() -> None:
     text = text_of(rng, 400)  # ~2,000 characters
     sketch = SKETCHER.sketch(text)
     assert len(sketch) <= 400
-    assert Sketch(sketch).chars == len(text) and Sketch(sketch).words == 400
+    assert Sketch(sketch).chars == len(text)
+    assert Sketch(sketch).words == 400
     assert not any(w.encode() in sketch for w in text.split() if len(w) >= 3)
     other = Sketcher(new_key()).sketch(text)
-    assert other != sketch and len(other) == len(sketch)
+    assert other != sketch
+    assert len(other) == len(sketch)
     # Sketches of one text under two keys share nothing: no match across stores.
     assert estimate_similarity(sketch, other) < 0.1
-    assert "0001" not in repr(SKETCHER) and KEY.hex() not in repr(SKETCHER)
+    assert "0001" not in repr(SKETCHER)
+    assert KEY.hex() not in repr(SKETCHER)
 
 
 @pytest.mark.parametrize("junk", [b"", b"\x01", b"\x02" + bytes(40), SKETCHER.sketch("hi")[:-1]])
@@ -140,9 +143,11 @@ def test_memory_store_keeps_a_sketch_not_the_text() -> None:
     store.write([rec(text="an answer of a few words")])
     (row,) = store.outputs_for("r1")
     key = store.sketch_key()
-    assert row.output_text is None and key is not None
+    assert row.output_text is None
+    assert key is not None
     assert row.sketch == Sketcher(key).sketch("an answer of a few words")
-    assert store.sketch_key() == key and MemoryStore().sketch_key() != key
+    assert store.sketch_key() == key
+    assert MemoryStore().sketch_key() != key
 
 
 USUAL = " ".join(f"Step {i}: stir the pot and wait a minute." for i in range(12))
@@ -167,7 +172,8 @@ def test_a_drift_seen_by_another_process_is_sized_from_sketches(tmp_path: Path) 
         second.close()
     (drift,) = assert_drift(events, count=1)
     assert drift[K_SIMILARITY_ESTIMATE] is True
-    assert drift[K_DIFF_CHAR] is None and K_OUTPUT_TEXT not in drift
+    assert drift[K_DIFF_CHAR] is None
+    assert K_OUTPUT_TEXT not in drift
     lo, hi = (int(x) for x in drift[K_DIVERGENCE_AT].strip("[)").split(","))
     assert lo <= first_difference(USUAL, CHANGED) < hi
     exact = jaccard(shingles(USUAL), shingles(CHANGED))
@@ -176,4 +182,5 @@ def test_a_drift_seen_by_another_process_is_sized_from_sketches(tmp_path: Path) 
     conn = sqlite3.connect(tmp_path / "shared.db")
     rows = conn.execute("SELECT output_text, length(sketch) FROM outputs").fetchall()
     conn.close()
-    assert len(rows) == 2 and all(text is None and size for text, size in rows)
+    assert len(rows) == 2
+    assert all(text is None and size for text, size in rows)

@@ -193,11 +193,14 @@ def test_sqlite_version_2_file_is_migrated_in_place_with_a_sketch_key(tmp_path: 
         assert s.sketch_key() is None
     with open_store(f"sqlite:///{path}") as s:
         key = s.sketch_key()
-        assert key is not None and len(key) == 32
+        assert key is not None
+        assert len(key) == 32
         s.write([with_id(rec(output_hash="o2", text="a new answer"))])
         rows = {o.output_hash: o for o in s.outputs_for("r1")}
-        assert rows["o1"].count == 5 and rows["o1"].sketch is None
-        assert rows["o2"].sketch is not None and rows["o2"].output_text is None
+        assert rows["o1"].count == 5
+        assert rows["o1"].sketch is None
+        assert rows["o2"].sketch is not None
+        assert rows["o2"].output_text is None
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]

@@ -278,9 +278,7 @@ class MemoryStore(BaselineStore):
             for r in fresh:
                 if r.record_id is not None:
                     self._held[r.record_id] = r.at
-            batch = Batch.of(
-                fresh, capture_content=capture_content, sketches=sketches
-            )
+            batch = Batch.of(fresh, capture_content=capture_content, sketches=sketches)
             for (rh, bid, oh), d in batch.outputs.items():
                 old = self._outputs.get((rh, bid, oh))
                 if old is None:

@@ -33,6 +33,7 @@ from langchain_seedlock._errors import StoreError, StoreVersionError
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import SECRET_PARAMS as _SECRET_PARAMS
 from langchain_seedlock._redact import redact_url
+from langchain_seedlock._sketch import new_key
 from langchain_seedlock._store._base import (
     BACKENDS_SQL,
     BackendSummary,
@@ -43,7 +44,6 @@ from langchain_seedlock._store._base import (
     StoredEvent,
     check_prune_args,
 )
-from langchain_seedlock._sketch import new_key
 from langchain_seedlock._store._memory import AckedIds, Batch, sketches_of, unique_records
 
 if TYPE_CHECKING:

@@ -37,6 +37,7 @@ from langchain_seedlock._args import check_bool, check_number
 from langchain_seedlock._errors import StoreError, StoreVersionError
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_url
+from langchain_seedlock._sketch import new_key
 from langchain_seedlock._store._base import (
     BACKENDS_SQL,
     BackendSummary,
@@ -47,7 +48,6 @@ from langchain_seedlock._store._base import (
     StoredEvent,
     check_prune_args,
 )
-from langchain_seedlock._sketch import new_key
 from langchain_seedlock._store._memory import AckedIds, Batch, sketches_of, unique_records
 
 SCHEMA_VERSION = 3
@@ -122,6 +122,12 @@ INSERT_RECORD_ID = (
 INSERT_EVENT = (
     "INSERT INTO events (name, at, fields, event_id) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (event_id) DO NOTHING"
+)
+
+Q_OUTPUTS = (
+    "SELECT request_hash, output_hash, backend_id, system_fingerprint, count, first_seen, "
+    "last_seen, output_text, {sketch} FROM outputs WHERE request_hash = ? "
+    "ORDER BY first_seen, backend_id, output_hash"
 )
 
 UPSERT_OUTPUT = """
@@ -431,12 +437,11 @@ class SQLiteStore(BaselineStore):
 
     # -- reads -----------------------------------------------------------------
     def outputs_for(self, request_hash: str) -> list[OutputSeen]:
+        sql = Q_OUTPUTS.format(sketch=self._sketch_column)  # "sketch" or "NULL"
+
         def q(c: sqlite3.Connection) -> list[OutputSeen]:
             rows = c.execute(
-                "SELECT request_hash, output_hash, backend_id, system_fingerprint, count, "
-                f"first_seen, last_seen, output_text, {self._sketch_column} "
-                "FROM outputs WHERE request_hash = ? "
-                "ORDER BY first_seen, backend_id, output_hash",
+                sql,
                 (request_hash,),
             ).fetchall()
             return [OutputSeen(*r) for r in rows]
