@@ -184,3 +184,30 @@ def test_a_drift_seen_by_another_process_is_sized_from_sketches(tmp_path: Path) 
     conn.close()
     assert len(rows) == 2
     assert all(text is None and size for text, size in rows)
+
+
+def test_sqlite_store_sketches_a_known_output_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_seedlock._store import _memory
+    from langchain_seedlock._store._sqlite import SQLiteStore
+    from tests.unit_tests.test_store_memory_sqlite import rec
+
+    made: list[str] = []
+    real = _memory._sketcher
+
+    class Counting:
+        def __init__(self, key: bytes) -> None:
+            self.inner = real(key)
+
+        def sketch(self, text: str) -> bytes:
+            made.append(text)
+            return self.inner.sketch(text)
+
+    monkeypatch.setattr(_memory, "_sketcher", Counting)
+    with SQLiteStore(tmp_path / "once.db") as store:
+        for _ in range(3):
+            store.write([rec(text="same answer"), rec(text="same answer")])
+        store.write([rec(output_hash="o2", text="other answer")])
+        assert [o.count for o in store.outputs_for("r1")] == [6, 1]
+    assert made == ["same answer", "other answer"]

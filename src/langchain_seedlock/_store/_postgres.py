@@ -44,7 +44,13 @@ from langchain_seedlock._store._base import (
     StoredEvent,
     check_prune_args,
 )
-from langchain_seedlock._store._memory import AckedIds, Batch, sketches_of, unique_records
+from langchain_seedlock._store._memory import (
+    AckedIds,
+    Batch,
+    Sketched,
+    sketches_of,
+    unique_records,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -366,6 +372,7 @@ class PostgresStore(BaselineStore):
         self._schema_ready = False
         self._conns = _Connections(self._connect, self._max_size, timeout=connect_timeout + 1)
         self._acked = AckedIds()
+        self._sketched = Sketched()
         self._apools: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, AsyncConnectionPool[Any]
         ] = weakref.WeakKeyDictionary()
@@ -600,7 +607,7 @@ class PostgresStore(BaselineStore):
         if not records and not events:
             return
         unique, ids, ats, events_rows = self._write_params(records, events)
-        sketches = sketches_of(unique, self.sketch_key() if unique else None)
+        sketches = sketches_of(unique, self.sketch_key() if unique else None, self._sketched)
         forget = self._acked.take()
 
         def w(c: psycopg.Connection[Any]) -> None:
@@ -625,6 +632,7 @@ class PostgresStore(BaselineStore):
         except BaseException:
             self._acked.put_back(forget)
             raise
+        self._sketched.add(sketches)
 
     def acknowledge(self, records: Sequence[CallRecord]) -> None:
         self._acked.add(records)
@@ -753,7 +761,7 @@ class PostgresStore(BaselineStore):
         key = self._sketch_key
         if key is None and unique:
             key = await self._asketch_key()
-        sketches = sketches_of(unique, key)
+        sketches = sketches_of(unique, key, self._sketched)
         forget = self._acked.take()
 
         async def w(c: Any) -> None:
@@ -778,6 +786,7 @@ class PostgresStore(BaselineStore):
         except BaseException:
             self._acked.put_back(forget)
             raise
+        self._sketched.add(sketches)
 
     def _after_fork_in_child(self) -> None:
         """A forked child never touches the parent's connections: their sockets
@@ -791,6 +800,7 @@ class PostgresStore(BaselineStore):
         _fork.keep_forever(self._conns, inherited, list(self._apools.values()))
         self._conns = _Connections(self._connect, self._max_size, timeout=self._conns._timeout)
         self._acked = AckedIds()
+        self._sketched = Sketched()  # its lock may be held by a parent's thread
         self._apools = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 

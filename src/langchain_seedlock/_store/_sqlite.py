@@ -48,7 +48,13 @@ from langchain_seedlock._store._base import (
     StoredEvent,
     check_prune_args,
 )
-from langchain_seedlock._store._memory import AckedIds, Batch, sketches_of, unique_records
+from langchain_seedlock._store._memory import (
+    AckedIds,
+    Batch,
+    Sketched,
+    sketches_of,
+    unique_records,
+)
 
 SCHEMA_VERSION = 3
 _T = TypeVar("_T")
@@ -245,6 +251,7 @@ class SQLiteStore(BaselineStore):
         self._closed = False
         self._inode: int | None = None
         self._acked = AckedIds()
+        self._sketched = Sketched()
         self._sketch_column = "sketch"
         _fork.register(
             self,
@@ -516,7 +523,7 @@ class SQLiteStore(BaselineStore):
         unique = unique_records(records)
         rows = [(e.name, e.at, dump_fields(e.fields), e.event_id) for e in events]
         # Before the transaction: sketching is not worth holding the write lock.
-        sketches = sketches_of(unique, self.sketch_key() if unique else None)
+        sketches = sketches_of(unique, self.sketch_key() if unique else None, self._sketched)
         forget = self._acked.take()
 
         def w(c: sqlite3.Connection) -> None:
@@ -545,6 +552,7 @@ class SQLiteStore(BaselineStore):
         except BaseException:
             self._acked.put_back(forget)
             raise
+        self._sketched.add(sketches)
 
     def acknowledge(self, records: Sequence[CallRecord]) -> None:
         self._acked.add(records)
@@ -625,6 +633,7 @@ class SQLiteStore(BaselineStore):
     def _after_fork_in_child(self) -> None:
         busy_threads = set(self._busy)
         inherited = self._conns
+        self._sketched = Sketched()  # its lock may be held by a parent's thread
         self._gate = threading.Condition(threading.Lock())
         self._busy = {}
         self._conns = []
