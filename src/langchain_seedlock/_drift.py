@@ -46,6 +46,7 @@ from langchain_seedlock._decide import Decision, RateChange, RateCusum, Verdict,
 from langchain_seedlock._errors import InvalidArgumentError, StoreError
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_optional_url
+from langchain_seedlock._sketch import Sketcher
 from langchain_seedlock._store._base import (
     BaselineStore,
     FingerprintSeen,
@@ -95,11 +96,14 @@ class _Output:
     tokens: tuple[str, ...] | None = None
     # Output length in tokens as seen (usage), for "3x longer than usual".
     length: tuple[int, int] | None = None  # (min, max)
+    # Its sketch as stored (`_sketch`), to size a change when the text is
+    # not in memory (another process saw it).
+    sketch: bytes | None = None
 
     def copy(self) -> _Output:
         return _Output(
             self.count, self.first_seen, self.last_seen, self.backend_id,
-            self.fingerprint, self.text, self.tokens, self.length,
+            self.fingerprint, self.text, self.tokens, self.length, self.sketch,
         )  # fmt: skip
 
 
@@ -255,6 +259,9 @@ class DriftMonitor:
         self._reads_paused_until = 0.0  # monotonic; see READ_RETRY_INTERVAL
         self._closed = False
         self._dropped_after_close = 0
+        # Made with the store's sketch key, read once when the first stored
+        # sketch is loaded (by a store read, so never on an event loop).
+        self._sketcher: Sketcher | None = None
         self._writer: Any = None
         # The reader thread (see the module docstring), started on first use;
         # its queue and the keys of the calls in it share the monitor's lock.
@@ -306,6 +313,8 @@ class DriftMonitor:
                 if (need_request and store is not None)
                 else None
             )
+            if store is not None:
+                self._load_sketcher(store, outputs)
             fingerprints = (
                 self._read("read", store.fingerprints_for, model_key)
                 if (need_model and store is not None)
@@ -535,9 +544,21 @@ class DriftMonitor:
         for o in outputs or ():
             req.by_backend.setdefault(o.backend_id, {})[o.output_hash] = _Output(
                 o.count, o.first_seen, o.last_seen, o.backend_id,
-                o.system_fingerprint, o.output_text,
+                o.system_fingerprint, o.output_text, sketch=o.sketch,
             )  # fmt: skip
         return req
+
+    def _load_sketcher(self, store: BaselineStore, outputs: list[OutputSeen] | None) -> None:
+        """Read the store's sketch key the first time stored sketches are loaded."""
+        if self._sketcher is not None or not outputs or all(o.sketch is None for o in outputs):
+            return
+        try:
+            key = store.sketch_key()
+        except Exception as exc:  # noqa: BLE001 - a store failure never fails the call
+            self._store_error("read", exc)
+            return
+        if key is not None:
+            self._sketcher = Sketcher(key)
 
     def _rate(self, model_key: str, backend: str) -> _BackendRate:
         key = (model_key, backend)
@@ -699,6 +720,7 @@ class DriftMonitor:
             level, name, fields = dev.variant_event(
                 record, base, d.verdict, usual=usual, usual_hash=usual_hash,
                 current=current, rate=d.rate, capture_content=self.capture_content,
+                sketcher=self._sketcher,
             )  # fmt: skip
             ev.emit_on(log, _WHERE_EMIT, level, name, fields)
             if name == ev.OUTPUT_DRIFT:  # known variants are counted in the store already
@@ -801,6 +823,7 @@ class DriftMonitor:
             outputs = (
                 self._read("read", store.outputs_for, record.request_hash) if need_request else None
             )
+            self._load_sketcher(store, outputs)
             fingerprints = (
                 self._read("read", store.fingerprints_for, model_key) if need_model else None
             )

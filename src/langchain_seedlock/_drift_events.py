@@ -17,6 +17,12 @@ from typing import TYPE_CHECKING, Any, Final
 from langchain_seedlock import _events as ev
 from langchain_seedlock._decide import Decision, RateChange, Verdict, is_noisy, wilson
 from langchain_seedlock._record import CallRecord
+from langchain_seedlock._sketch import (
+    Sketcher,
+    bucket_label,
+    divergence_bucket,
+    estimate_similarity,
+)
 
 if TYPE_CHECKING:
     from langchain_seedlock._drift import _Output
@@ -95,6 +101,26 @@ def similarity(a: str, b: str) -> tuple[float, bool]:
     return round(matcher.ratio(), 4), False
 
 
+def sketch_estimate(
+    usual: _Output, current: _Output, cur_text: str | None, sketcher: Sketcher | None
+) -> tuple[str, float] | None:
+    """(``seedlock.divergence_at``, estimated similarity) from the two outputs'
+    sketches, or None when one is unknown (or unreadable)."""
+    if usual.sketch is None:
+        return None
+    cur = current.sketch
+    if cur is None and cur_text is not None and sketcher is not None:
+        cur = sketcher.sketch(cur_text)
+    if cur is None:
+        return None
+    try:
+        bucket = divergence_bucket(usual.sketch, cur)
+        estimate = estimate_similarity(usual.sketch, cur)
+    except ValueError:  # a sketch from a newer version, or damaged
+        return None
+    return bucket_label(bucket), round(estimate, 4)
+
+
 def _length_note(usual: _Output, current: _Output) -> str:
     if usual.length is None or current.length is None:
         return ""
@@ -117,9 +143,16 @@ def variant_event(
     current: _Output,
     rate: tuple[int, int],
     capture_content: bool,
+    sketcher: Sketcher | None = None,
 ) -> tuple[str, str, dict[str, Any]]:
     """(level, event name, fields) for a known variant, a new variant or an
-    explained change; the fields compare the call with the request's usual output."""
+    explained change; the fields compare the call with the request's usual output.
+
+    When both texts are in memory the first difference and the similarity are
+    exact; else, when the usual output's stored sketch and this call's (made
+    with ``sketcher``, the store's key) are known, they are estimated: the
+    range of the first difference (``seedlock.divergence_at``) and the
+    shingle similarity (``seedlock.similarity_is_estimate``)."""
     verdict = decision.verdict
     explained = verdict is Verdict.EXPLAINED
     label = request_label(record)
@@ -129,6 +162,8 @@ def variant_event(
         ev.K_DIFF_TOKEN: None,
         ev.K_SIMILARITY: None,
         ev.K_SIMILARITY_BOUND: None,
+        ev.K_SIMILARITY_ESTIMATE: None,
+        ev.K_DIVERGENCE_AT: None,
     }
     cur_text = record.output_text if record.output_text is not None else current.text
     if usual.text is not None and cur_text is not None:
@@ -136,6 +171,12 @@ def variant_event(
         ratio, bound = similarity(usual.text, cur_text)
         where[ev.K_SIMILARITY] = ratio
         where[ev.K_SIMILARITY_BOUND] = bound
+        where[ev.K_SIMILARITY_ESTIMATE] = False
+    else:
+        estimate = sketch_estimate(usual, current, cur_text, sketcher)
+        if estimate is not None:
+            where[ev.K_DIVERGENCE_AT], where[ev.K_SIMILARITY] = estimate
+            where[ev.K_SIMILARITY_ESTIMATE] = True
     cur_tokens = record.output_token_list or current.tokens
     if usual.tokens is not None and cur_tokens is not None:
         where[ev.K_DIFF_TOKEN] = first_token_difference(usual.tokens, cur_tokens)
@@ -144,6 +185,11 @@ def variant_event(
         how = f"; first differs at char {where[ev.K_DIFF_CHAR]}"
         approx = "<=" if where[ev.K_SIMILARITY_BOUND] else "~"
         how += f", similarity {approx}{where[ev.K_SIMILARITY]:.2f}"
+    elif where[ev.K_DIVERGENCE_AT] is not None:
+        how = (
+            f"; first differs in chars {where[ev.K_DIVERGENCE_AT]}, "
+            f"similarity ~{where[ev.K_SIMILARITY]:.2f} (estimated from sketches)"
+        )
     how += _length_note(usual, current)
     if verdict is Verdict.KNOWN_VARIANT:
         name, level = ev.OUTPUT_VARIANT, "info"

@@ -93,6 +93,11 @@ K_DIFF_CHAR: Final = "seedlock.first_difference.char"
 K_DIFF_TOKEN: Final = "seedlock.first_difference.token"  # noqa: S105 - a key name
 K_SIMILARITY: Final = "seedlock.similarity"
 K_SIMILARITY_BOUND: Final = "seedlock.similarity_is_bound"
+K_SIMILARITY_ESTIMATE: Final = "seedlock.similarity_is_estimate"
+"""True: ``seedlock.similarity`` is estimated from the outputs' stored sketches
+(Jaccard of 3-word shingles), the texts being unknown to this process."""
+K_DIVERGENCE_AT: Final = "seedlock.divergence_at"
+"""``"[64, 128)"``: the characters where the first difference lies, from sketches."""
 K_USUAL_OUTPUT_TOKENS: Final = "seedlock.usual_output_tokens"
 # reproducibility_changed
 K_REPRO_RATE: Final = "seedlock.reproducibility_rate"

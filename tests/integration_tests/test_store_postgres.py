@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 
 from langchain_seedlock._errors import StoreError, StoreVersionError
 from langchain_seedlock._record import CallRecord
+from langchain_seedlock._sketch import Sketcher
 from langchain_seedlock._store import StoredEvent, open_store
 from langchain_seedlock._store._writer import BackgroundWriter
 from tests._fixtures.postgres import PASSWORD, CommitCutProxy, PostgresServer, _free_port
@@ -290,10 +291,63 @@ def test_a_version_1_store_is_migrated_in_place(fresh_postgres_url: str) -> None
         store.close()
     with psycopg.connect(fresh_postgres_url) as conn:
         versions = conn.execute("SELECT version FROM seedlock_schema_version ORDER BY 1").fetchall()
-        assert versions == [(1,), (2,)]
+        assert versions == [(1,), (2,), (3,)]
     with open_store(fresh_postgres_url) as s:
         assert [o.count for o in s.outputs_for("r1") if o.output_hash == "o1"] == [5, 1]
         assert [e.at for e in s.events()] == [1.0, 2.0]
+
+
+# What version 2 added to version 1, verbatim.
+V2_ADDITIONS = """
+CREATE TABLE seedlock_record_ids (record_id TEXT COLLATE "C" PRIMARY KEY,
+                                  at DOUBLE PRECISION NOT NULL);
+ALTER TABLE seedlock_events ADD COLUMN event_id TEXT;
+CREATE UNIQUE INDEX seedlock_events_event_id ON seedlock_events (event_id);
+"""
+
+
+def test_a_version_2_store_gets_sketches_and_one_key(fresh_postgres_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(fresh_postgres_url) as conn:  # a store made by 0.2
+        conn.execute(V1_SCHEMA)
+        conn.execute(V2_ADDITIONS)
+        conn.execute("CREATE TABLE seedlock_schema_version (version INT NOT NULL)")
+        conn.execute("INSERT INTO seedlock_schema_version VALUES (1), (2)")
+        conn.execute(
+            "INSERT INTO seedlock_outputs VALUES ('r1', 'b', 'o1', 'openai:gpt-4o-mini', "
+            "'fp_a', 5, 1, 2, NULL)"
+        )
+    stores = [open_store(fresh_postgres_url) for _ in range(2)]  # two workers
+    try:
+        keys = {s.sketch_key() for s in stores}
+        stores[0].write([rec(output_hash="o2", text="a new answer")])
+    finally:
+        for s in stores:
+            s.close()
+    (key,) = keys
+    assert key is not None
+    assert len(key) == 32
+    with psycopg.connect(fresh_postgres_url) as conn:
+        versions = conn.execute("SELECT version FROM seedlock_schema_version ORDER BY 1").fetchall()
+        assert versions == [(1,), (2,), (3,)]
+        assert conn.execute("SELECT value FROM seedlock_meta").fetchall() == [(key,)]
+    with open_store(fresh_postgres_url) as s:
+        rows = {o.output_hash: o for o in s.outputs_for("r1")}
+        assert rows["o1"].count == 5
+        assert rows["o1"].sketch is None
+        assert rows["o2"].output_text is None
+        assert rows["o2"].sketch == Sketcher(key).sketch("a new answer")
+        assert s.sketch_key() == key
+
+
+async def test_async_write_stores_sketches(fresh_postgres_url: str) -> None:
+    with open_store(fresh_postgres_url) as s:
+        await s.awrite([rec(output_hash="o3", text="written from asyncio")])
+        key = s.sketch_key()
+        assert key is not None
+        (row,) = s.outputs_for("r1")
+        assert row.sketch == Sketcher(key).sketch("written from asyncio")
 
 
 # The schema 0.1.0 created (version 1), verbatim: what an existing store holds.

@@ -164,11 +164,50 @@ def test_sqlite_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
         assert [o.count for o in s.outputs_for("r1")] == [5, 1]
         assert [e.at for e in s.events()] == [1, 2]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
     conn.close()
     with open_store(f"sqlite:///{path}", read_only=True) as s:
         assert len(s.events()) == 2
+
+
+# Version 2 as 0.2 made it: version 1 plus the record ids and event ids.
+V2_ADDITIONS = """
+CREATE TABLE record_ids (record_id TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+ALTER TABLE events ADD COLUMN event_id TEXT;
+CREATE UNIQUE INDEX events_event_id ON events (event_id);
+"""
+
+
+def test_sqlite_version_2_file_is_migrated_in_place_with_a_sketch_key(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(V1_SCHEMA + V2_ADDITIONS)
+    conn.execute("INSERT INTO outputs VALUES ('r1', 'b', 'o1', 'openai:m', 'fp', 5, 1, 2, NULL)")
+    conn.execute("INSERT INTO schema_version VALUES (2)")
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    # Read-only, it stays version 2: rows read back without a sketch.
+    with open_store(f"sqlite:///{path}", read_only=True) as s:
+        assert [o.sketch for o in s.outputs_for("r1")] == [None]
+        assert s.sketch_key() is None
+    with open_store(f"sqlite:///{path}") as s:
+        key = s.sketch_key()
+        assert key is not None
+        assert len(key) == 32
+        s.write([with_id(rec(output_hash="o2", text="a new answer"))])
+        rows = {o.output_hash: o for o in s.outputs_for("r1")}
+        assert rows["o1"].count == 5
+        assert rows["o1"].sketch is None
+        assert rows["o2"].sketch is not None
+        assert rows["o2"].output_text is None
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+    assert conn.execute("SELECT value FROM meta").fetchall() == [(key,)]  # one key, kept
+    conn.close()
+    with open_store(f"sqlite:///{path}") as s:
+        assert s.sketch_key() == key
 
 
 def test_sqlite_writer_keeps_the_id_table_small(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from langchain_seedlock._args import check_int, check_number
 from langchain_seedlock._record import CallRecord
+from langchain_seedlock._sketch import new_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,9 @@ class OutputSeen:
     last_seen: float
     output_text: str | None = None
     """Only stored when the monitor runs with ``capture_content=True``."""
+    sketch: bytes | None = None
+    """The output's sketch (`_sketch.Sketcher`, made with the store's
+    `BaselineStore.sketch_key`): sizes a change without the text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +187,16 @@ class BaselineStore(ABC):
 
     url: str
     """The store's URL with any password replaced by ``***``."""
+    _sketch_key: bytes | None = None
+
+    def sketch_key(self) -> bytes | None:
+        """The key output sketches are made with: one per store, generated
+        once and kept in it (never logged). None when the store cannot hold
+        one (a read-only store made before sketches). The default, for stores
+        that keep nothing across processes: a random key per instance."""
+        if self._sketch_key is None:
+            self._sketch_key = new_key()
+        return self._sketch_key
 
     # -- reads ---------------------------------------------------------------
     @abstractmethod

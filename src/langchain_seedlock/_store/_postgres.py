@@ -23,9 +23,9 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from langchain_seedlock import _fork
@@ -33,6 +33,7 @@ from langchain_seedlock._errors import StoreError, StoreVersionError
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import SECRET_PARAMS as _SECRET_PARAMS
 from langchain_seedlock._redact import redact_url
+from langchain_seedlock._sketch import new_key
 from langchain_seedlock._store._base import (
     BACKENDS_SQL,
     BackendSummary,
@@ -43,13 +44,19 @@ from langchain_seedlock._store._base import (
     StoredEvent,
     check_prune_args,
 )
-from langchain_seedlock._store._memory import AckedIds, Batch, unique_records
+from langchain_seedlock._store._memory import (
+    AckedIds,
+    Batch,
+    Sketched,
+    sketches_of,
+    unique_records,
+)
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # pg_advisory_xact_lock key: serializes first use by many workers at once.
 _MIGRATION_LOCK = 0x5EED_10C4
 _T = TypeVar("_T")
@@ -98,17 +105,32 @@ CREATE TABLE IF NOT EXISTS seedlock_record_ids (
 ALTER TABLE seedlock_events ADD COLUMN IF NOT EXISTS event_id TEXT;
 CREATE UNIQUE INDEX IF NOT EXISTS seedlock_events_event_id ON seedlock_events (event_id);
 """,
+    # Output sketches (size a change without the text), and the key they are
+    # made with, generated once per store (`BaselineStore.sketch_key`).
+    3: """
+ALTER TABLE seedlock_outputs ADD COLUMN IF NOT EXISTS sketch BYTEA;
+CREATE TABLE IF NOT EXISTS seedlock_meta (
+    name TEXT PRIMARY KEY,
+    value BYTEA NOT NULL
+);
+""",
 }
+SKETCH_KEY_NAME: Final = "sketch_key"
+INSERT_SKETCH_KEY = (
+    "INSERT INTO seedlock_meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING"
+)
+Q_SKETCH_KEY = "SELECT value FROM seedlock_meta WHERE name = %s"
 
 UPSERT_OUTPUT = """
 INSERT INTO seedlock_outputs AS o (request_hash, backend_id, output_hash, model_key,
-    system_fingerprint, count, first_seen, last_seen, output_text)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+    system_fingerprint, count, first_seen, last_seen, output_text, sketch)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (request_hash, backend_id, output_hash) DO UPDATE SET
     count = o.count + excluded.count,
     first_seen = LEAST(o.first_seen, excluded.first_seen),
     last_seen = GREATEST(o.last_seen, excluded.last_seen),
-    output_text = COALESCE(o.output_text, excluded.output_text)
+    output_text = COALESCE(o.output_text, excluded.output_text),
+    sketch = COALESCE(o.sketch, excluded.sketch)
 """
 
 UPSERT_FINGERPRINT = """
@@ -134,7 +156,7 @@ INSERT_RECORD_IDS = (
 
 Q_OUTPUTS = (
     "SELECT request_hash, output_hash, backend_id, system_fingerprint, count, first_seen, "
-    "last_seen, output_text FROM seedlock_outputs WHERE request_hash = %s "
+    "last_seen, output_text, sketch FROM seedlock_outputs WHERE request_hash = %s "
     "ORDER BY first_seen, backend_id, output_hash"
 )
 Q_FINGERPRINTS = (
@@ -211,13 +233,15 @@ def _check_dsn(psycopg: Any, dsn: str) -> None:
 
 
 def _upsert_rows(
-    records: Sequence[CallRecord], capture_content: bool
+    records: Sequence[CallRecord],
+    capture_content: bool,
+    sketches: Mapping[tuple[str, str, str], bytes],
 ) -> tuple[list[Any], list[Any]]:
     """Parameter rows of the upserts of one write: outputs, fingerprints."""
-    batch = Batch.of(records, capture_content=capture_content)
+    batch = Batch.of(records, capture_content=capture_content, sketches=sketches)
     outputs = [
         (rh, bid, oh, d.model_key, d.system_fingerprint, d.count, d.first_seen, d.last_seen,
-         d.output_text)
+         d.output_text, d.sketch)
         for (rh, bid, oh), d in batch.outputs.items()
     ]  # fmt: skip
     fingerprints = [
@@ -348,6 +372,7 @@ class PostgresStore(BaselineStore):
         self._schema_ready = False
         self._conns = _Connections(self._connect, self._max_size, timeout=connect_timeout + 1)
         self._acked = AckedIds()
+        self._sketched = Sketched()
         self._apools: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, AsyncConnectionPool[Any]
         ] = weakref.WeakKeyDictionary()
@@ -405,6 +430,8 @@ class PostgresStore(BaselineStore):
             for v in range(version + 1, SCHEMA_VERSION + 1):
                 conn.execute(_MIGRATIONS[v])
                 conn.execute("INSERT INTO seedlock_schema_version (version) VALUES (%s)", (v,))
+            if version < 3:
+                conn.execute(INSERT_SKETCH_KEY, (SKETCH_KEY_NAME, new_key()))
 
     def _connect(self) -> psycopg.Connection[Any]:
         # Autocommit: a read is one statement; writes open a transaction.
@@ -580,6 +607,7 @@ class PostgresStore(BaselineStore):
         if not records and not events:
             return
         unique, ids, ats, events_rows = self._write_params(records, events)
+        sketches = sketches_of(unique, self.sketch_key() if unique else None, self._sketched)
         forget = self._acked.take()
 
         def w(c: psycopg.Connection[Any]) -> None:
@@ -593,6 +621,7 @@ class PostgresStore(BaselineStore):
                 outputs, fingerprints = _upsert_rows(
                     [r for r in unique if r.record_id is None or r.record_id in new],
                     capture_content,
+                    sketches,
                 )
                 cur.executemany(UPSERT_OUTPUT, outputs)
                 cur.executemany(UPSERT_FINGERPRINT, fingerprints)
@@ -603,9 +632,31 @@ class PostgresStore(BaselineStore):
         except BaseException:
             self._acked.put_back(forget)
             raise
+        self._sketched.add(sketches)
 
     def acknowledge(self, records: Sequence[CallRecord]) -> None:
         self._acked.add(records)
+
+    def sketch_key(self) -> bytes | None:
+        """The store's sketch key, from ``seedlock_meta`` (read once)."""
+        if self._sketch_key is None:
+
+            def q(c: psycopg.Connection[Any]) -> bytes | None:
+                row = c.execute(Q_SKETCH_KEY, (SKETCH_KEY_NAME,)).fetchone()
+                return None if row is None else bytes(row[0])
+
+            self._sketch_key = self._run("reading the sketch key", q)
+        return self._sketch_key
+
+    async def _asketch_key(self) -> bytes | None:
+        async def q(c: Any) -> bytes | None:
+            cur = await c.execute(Q_SKETCH_KEY, (SKETCH_KEY_NAME,))
+            row = await cur.fetchone()
+            return None if row is None else bytes(row[0])
+
+        key: bytes | None = await self._arun("reading the sketch key", q)
+        self._sketch_key = key
+        return key
 
     def _write_params(
         self, records: Sequence[CallRecord], events: Sequence[StoredEvent]
@@ -707,6 +758,10 @@ class PostgresStore(BaselineStore):
         if not records and not events:
             return
         unique, ids, ats, events_rows = self._write_params(records, events)
+        key = self._sketch_key
+        if key is None and unique:
+            key = await self._asketch_key()
+        sketches = sketches_of(unique, key, self._sketched)
         forget = self._acked.take()
 
         async def w(c: Any) -> None:
@@ -720,6 +775,7 @@ class PostgresStore(BaselineStore):
                 outputs, fingerprints = _upsert_rows(
                     [r for r in unique if r.record_id is None or r.record_id in new],
                     capture_content,
+                    sketches,
                 )
                 await cur.executemany(UPSERT_OUTPUT, outputs)
                 await cur.executemany(UPSERT_FINGERPRINT, fingerprints)
@@ -730,6 +786,7 @@ class PostgresStore(BaselineStore):
         except BaseException:
             self._acked.put_back(forget)
             raise
+        self._sketched.add(sketches)
 
     def _after_fork_in_child(self) -> None:
         """A forked child never touches the parent's connections: their sockets
@@ -743,6 +800,7 @@ class PostgresStore(BaselineStore):
         _fork.keep_forever(self._conns, inherited, list(self._apools.values()))
         self._conns = _Connections(self._connect, self._max_size, timeout=self._conns._timeout)
         self._acked = AckedIds()
+        self._sketched = Sketched()  # its lock may be held by a parent's thread
         self._apools = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 

@@ -37,6 +37,7 @@ from langchain_seedlock._args import check_bool, check_number
 from langchain_seedlock._errors import StoreError, StoreVersionError
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_url
+from langchain_seedlock._sketch import new_key
 from langchain_seedlock._store._base import (
     BACKENDS_SQL,
     BackendSummary,
@@ -47,9 +48,15 @@ from langchain_seedlock._store._base import (
     StoredEvent,
     check_prune_args,
 )
-from langchain_seedlock._store._memory import AckedIds, Batch, unique_records
+from langchain_seedlock._store._memory import (
+    AckedIds,
+    Batch,
+    Sketched,
+    sketches_of,
+    unique_records,
+)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _T = TypeVar("_T")
 # Seconds a fork waits for this store's SQLite calls in flight to end.
 FORK_WAIT = 2.0
@@ -103,6 +110,18 @@ ALTER TABLE events ADD COLUMN event_id TEXT;
 CREATE UNIQUE INDEX IF NOT EXISTS events_event_id ON events (event_id);
 """
 
+# Version 3: output sketches (sizes a change without the text), and the key
+# they are made with, generated once per store (`BaselineStore.sketch_key`).
+_SCHEMA_V3 = """
+ALTER TABLE outputs ADD COLUMN sketch BLOB;
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+SKETCH_KEY_NAME: Final = "sketch_key"
+INSERT_SKETCH_KEY = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+
 INSERT_RECORD_ID = (
     "INSERT INTO record_ids (record_id, at) VALUES (?, ?) ON CONFLICT (record_id) DO NOTHING"
 )
@@ -111,15 +130,22 @@ INSERT_EVENT = (
     "ON CONFLICT (event_id) DO NOTHING"
 )
 
+Q_OUTPUTS = (
+    "SELECT request_hash, output_hash, backend_id, system_fingerprint, count, first_seen, "
+    "last_seen, output_text, {sketch} FROM outputs WHERE request_hash = ? "
+    "ORDER BY first_seen, backend_id, output_hash"
+)
+
 UPSERT_OUTPUT = """
 INSERT INTO outputs (request_hash, backend_id, output_hash, model_key, system_fingerprint,
-                     count, first_seen, last_seen, output_text)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     count, first_seen, last_seen, output_text, sketch)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (request_hash, backend_id, output_hash) DO UPDATE SET
     count = count + excluded.count,
     first_seen = min(first_seen, excluded.first_seen),
     last_seen = max(last_seen, excluded.last_seen),
-    output_text = coalesce(output_text, excluded.output_text)
+    output_text = coalesce(output_text, excluded.output_text),
+    sketch = coalesce(sketch, excluded.sketch)
 """
 
 UPSERT_FINGERPRINT = """
@@ -225,6 +251,8 @@ class SQLiteStore(BaselineStore):
         self._closed = False
         self._inode: int | None = None
         self._acked = AckedIds()
+        self._sketched = Sketched()
+        self._sketch_column = "sketch"
         _fork.register(
             self,
             before=SQLiteStore._before_fork,
@@ -274,6 +302,9 @@ class SQLiteStore(BaselineStore):
                     raise self._version_error(version)
                 if version < SCHEMA_VERSION and not self.read_only:
                     self._migrate(conn)
+                    version = SCHEMA_VERSION
+                # A read-only store older than version 3 has no sketch column.
+                self._sketch_column = "sketch" if version >= 3 else "NULL"
             self._inode = os.stat(self.path).st_ino
         except StoreError:
             self.close()
@@ -298,11 +329,13 @@ class SQLiteStore(BaselineStore):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise self._version_error(version)
-            for v, script in ((1, _SCHEMA_V1), (2, _SCHEMA_V2)):
+            for v, script in ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3)):
                 if version < v:
                     for stmt in script.split(";"):
                         if stmt.strip():
                             conn.execute(stmt)
+            if version < 3:
+                conn.execute(INSERT_SKETCH_KEY, (SKETCH_KEY_NAME, new_key()))
             conn.execute("DELETE FROM schema_version")
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -411,11 +444,11 @@ class SQLiteStore(BaselineStore):
 
     # -- reads -----------------------------------------------------------------
     def outputs_for(self, request_hash: str) -> list[OutputSeen]:
+        sql = Q_OUTPUTS.format(sketch=self._sketch_column)  # "sketch" or "NULL"
+
         def q(c: sqlite3.Connection) -> list[OutputSeen]:
             rows = c.execute(
-                "SELECT request_hash, output_hash, backend_id, system_fingerprint, count, "
-                "first_seen, last_seen, output_text FROM outputs WHERE request_hash = ? "
-                "ORDER BY first_seen, backend_id, output_hash",
+                sql,
                 (request_hash,),
             ).fetchall()
             return [OutputSeen(*r) for r in rows]
@@ -489,6 +522,8 @@ class SQLiteStore(BaselineStore):
             return
         unique = unique_records(records)
         rows = [(e.name, e.at, dump_fields(e.fields), e.event_id) for e in events]
+        # Before the transaction: sketching is not worth holding the write lock.
+        sketches = sketches_of(unique, self.sketch_key() if unique else None, self._sketched)
         forget = self._acked.take()
 
         def w(c: sqlite3.Connection) -> None:
@@ -500,10 +535,10 @@ class SQLiteStore(BaselineStore):
                 r for r in unique
                 if r.record_id is None or c.execute(INSERT_RECORD_ID, (r.record_id, r.at)).rowcount
             ]  # fmt: skip
-            batch = Batch.of(fresh, capture_content=capture_content)
+            batch = Batch.of(fresh, capture_content=capture_content, sketches=sketches)
             c.executemany(UPSERT_OUTPUT, [
                 (rh, bid, oh, d.model_key, d.system_fingerprint, d.count, d.first_seen,
-                 d.last_seen, d.output_text)
+                 d.last_seen, d.output_text, d.sketch)
                 for (rh, bid, oh), d in batch.outputs.items()
             ])  # fmt: skip
             c.executemany(UPSERT_FINGERPRINT, [
@@ -517,9 +552,28 @@ class SQLiteStore(BaselineStore):
         except BaseException:
             self._acked.put_back(forget)
             raise
+        self._sketched.add(sketches)
 
     def acknowledge(self, records: Sequence[CallRecord]) -> None:
         self._acked.add(records)
+
+    def sketch_key(self) -> bytes | None:
+        """The store's sketch key, from its ``meta`` table (read once)."""
+        if self._sketch_key is None:
+
+            def q(c: sqlite3.Connection) -> bytes | None:
+                row = c.execute(
+                    "SELECT value FROM meta WHERE name = ?", (SKETCH_KEY_NAME,)
+                ).fetchone()
+                return None if row is None else bytes(row[0])
+
+            try:
+                self._sketch_key = self._run("reading the sketch key", q, write=False)
+            except StoreError:
+                if not self.read_only:
+                    raise
+                return None  # a read-only store older than version 3
+        return self._sketch_key
 
     def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:
         check_prune_args(older_than, keep_last)
@@ -579,6 +633,7 @@ class SQLiteStore(BaselineStore):
     def _after_fork_in_child(self) -> None:
         busy_threads = set(self._busy)
         inherited = self._conns
+        self._sketched = Sketched()  # its lock may be held by a parent's thread
         self._gate = threading.Condition(threading.Lock())
         self._busy = {}
         self._conns = []
