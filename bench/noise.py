@@ -113,12 +113,14 @@ def fake_backend(requests: int, calls: int) -> None:
 def llama(calls_per_request: int = 10, requests: int = 20) -> None:
     from langchain_seedlock import LocalServer
 
-    print("## Scenario 2: the real local model (SmolLM2-135M, llama.cpp)\n")
-    lock = SeedLock(seed=123, temperature=0.0, max_tokens=48)
+    print("## Scenario 2: the real local model (SmolLM2-135M, llama.cpp)\n", flush=True)
+    lock = SeedLock(seed=123, temperature=0.0, max_tokens=32)
     prompts = [f"Write one sentence about the number {i}." for i in range(requests)]
     handler = SeedLockCallbackHandler(store=open_store("memory://"))
     config: Any = {"callbacks": [handler]}
-    with LocalServer(slots=1, cache_prompt=False) as server:
+    # One thread: llama.cpp's workers busy-wait, and two on a shared 2-core
+    # machine slow a request ~10x (outputs are the same with -t 1 and -t 2).
+    with LocalServer(slots=1, cache_prompt=False, threads=1) as server:
         model = LockedChatOpenAI(
             model="smollm2", base_url=server.base_url, api_key="none", lock=lock
         )
@@ -135,7 +137,7 @@ def llama(calls_per_request: int = 10, requests: int = 20) -> None:
         f"{len(warns)}",
     )
     # Same fingerprint, same requests, sent 4 at a time into a batching server.
-    with LocalServer(slots=4, cache_prompt=True) as server:
+    with LocalServer(slots=4, cache_prompt=True, threads=1) as server:
         model = LockedChatOpenAI(
             model="smollm2", base_url=server.base_url, api_key="none", lock=lock
         )
@@ -162,10 +164,14 @@ def main() -> int:
     parser.add_argument("--llama", action="store_true", help="also run on the real local model")
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--requests", type=int, default=10)
+    parser.add_argument(
+        "--llama-calls", type=int, default=10, help="seeded calls per request on the real model"
+    )
+    parser.add_argument("--llama-requests", type=int, default=20)
     args = parser.parse_args()
     fake_backend(args.requests, args.calls)
     if args.llama:
-        llama()
+        llama(args.llama_calls, args.llama_requests)
     return 0
 
 
