@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_openai import ChatOpenAI
@@ -154,3 +155,38 @@ def test_request_drill_down(recorded: str, capsys: pytest.CaptureFixture[str]) -
     assert "Variants" in capsys.readouterr().out
     assert main(["drift", "--store", recorded, "--request", "zzzz"]) == 1
     assert "no request" in capsys.readouterr().err
+
+
+def test_changes_over_time(recorded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The fingerprint change of the recorded sequence is on the timeline, once."""
+    assert main(["drift", "--store", recorded, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(c["event"], c["model"], c["change"]) for c in report["changes"]] == [
+        ("seedlock.fingerprint_changed", "openai:gpt-4o-mini", "fingerprint fp_stub_1 -> fp_stub_2")
+    ]
+    assert main(["drift", "--store", recorded]) == 0
+    assert "Changes over time" in capsys.readouterr().out
+
+
+def test_rate_change_is_on_the_timeline(
+    stub: StubOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import random
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    rng = random.Random(3)
+    model = ChatOpenAI(model="m", base_url=stub.base_url, api_key="sk-test", seed=1)
+    with SeedLockCallbackHandler(store=url) as handler:
+        config: Any = {"callbacks": [handler]}
+        stub.reply = lambda body: "stable " + str(body["messages"][-1]["content"])
+        for _ in range(7):
+            for i in range(10):
+                model.invoke(f"q{i}", config=config)
+        stub.reply = lambda body: f"noisy {rng.random()}"
+        for _ in range(2):
+            for i in range(10):
+                model.invoke(f"q{i}", config=config)
+    assert main(["drift", "--store", url, "--json"]) == 0
+    (change,) = json.loads(capsys.readouterr().out)["changes"]
+    assert change["event"] == "seedlock.reproducibility_changed"
+    assert change["change"].startswith("reproducibility of openai:m under fingerprint fp_stub_1")

@@ -108,8 +108,37 @@ def collect(store: Any, *, model: str | None, limit: int) -> dict[str, Any]:
         "store": store.url,
         "models": models,
         "backends": backends(store, model),
+        "changes": changes(store, model),
         "requests": requests,
     }
+
+
+def changes(store: Any, model: str | None, limit: int = 100) -> list[dict[str, Any]]:
+    """The changes over time, oldest first: backend (fingerprint) changes and
+    reproducibility-rate changes, as stored by every process."""
+    from langchain_seedlock._events import (
+        FINGERPRINT_CHANGED,
+        K_FINGERPRINT,
+        K_MODEL_KEY,
+        K_PREVIOUS_FINGERPRINT,
+        K_SUMMARY,
+        REPRODUCIBILITY_CHANGED,
+    )
+
+    found = []
+    for name in (FINGERPRINT_CHANGED, REPRODUCIBILITY_CHANGED):
+        for e in store.events(name=name, limit=100_000):
+            f = e.fields
+            key = str(f.get(K_MODEL_KEY))
+            if not _matches(key, model):
+                continue
+            if name == FINGERPRINT_CHANGED:
+                what = f"fingerprint {f.get(K_PREVIOUS_FINGERPRINT)} -> {f.get(K_FINGERPRINT)}"
+            else:
+                what = str(f.get(K_SUMMARY, "reproducibility changed"))
+            found.append({"at": _iso(e.at), "event": name, "model": key, "change": what})
+    found.sort(key=lambda c: str(c["at"]))
+    return found[-limit:]
 
 
 def backends(store: Any, model: str | None) -> list[dict[str, Any]]:
@@ -231,6 +260,13 @@ def _print_tables(report: dict[str, Any]) -> None:
             str(b["requests"]), str(b["calls"]), str(b["repeat_calls"]), rate, tarr,
         )  # fmt: skip
     console.print(backends_table)
+    if report["changes"]:
+        timeline = Table(title="Changes over time (oldest first)")
+        for col in ("at", "model", "change"):
+            timeline.add_column(col)
+        for c in report["changes"]:
+            timeline.add_row(c["at"], c["model"], c["change"])
+        console.print(timeline)
     requests = Table(title="Requests (most recently seen first)")
     for col in ("request", "model", "calls", "outputs", "backends", "drift", "last seen"):
         requests.add_column(
