@@ -590,9 +590,9 @@ class DriftMonitor:
                 self._requests.popitem(last=False)
         else:
             self._requests.move_to_end(record.request_hash)
-        seeded = record.seed is not None
-        rate = self._rate(model_key, backend) if seeded else None
-        if seeded and rate is not None:
+        # Drift is defined for seeded requests: an unseeded one varies by design.
+        rate = self._rate(model_key, backend) if record.seed is not None else None
+        if rate is not None:
             decision = d.verdict = classify(
                 record.output_hash,
                 backend,
@@ -620,7 +620,6 @@ class DriftMonitor:
             n = record.output_tokens
             low, high = current.length or (n, n)
             current.length = (min(low, n), max(high, n))
-        # Drift is defined for seeded requests: an unseeded one varies by design.
         if d.verdict is None or rate is None:
             return
         decision = d.verdict

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock._decide import Decision, RateChange, Verdict, is_noisy, wilson
+from langchain_seedlock._decide import Decision, RateChange, Verdict, is_noisy
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._sketch import (
     Sketcher,
@@ -241,10 +241,6 @@ def variant_event(
     return level, name, fields
 
 
-def _interval(known: int, calls: int) -> list[float]:
-    return [round(x, 4) for x in wilson(known, calls)]
-
-
 def rate_change_fields(
     record: CallRecord, base: dict[str, Any], change: RateChange
 ) -> dict[str, Any]:
@@ -258,9 +254,9 @@ def rate_change_fields(
         ev.K_SUMMARY: summary,
         ev.K_MODEL_KEY: record.model_key,
         ev.K_REPRO_RATE: round(change.new_rate, 4),
-        ev.K_REPRO_INTERVAL: _interval(change.new_known, change.new_calls),
+        ev.K_REPRO_INTERVAL: [round(x, 4) for x in change.new_interval],
         ev.K_PREVIOUS_REPRO_RATE: round(change.old_rate, 4),
-        ev.K_PREVIOUS_REPRO_INTERVAL: _interval(change.old_known, change.old_calls),
+        ev.K_PREVIOUS_REPRO_INTERVAL: [round(x, 4) for x in change.old_interval],
         ev.K_REPEAT_CALLS: change.new_calls,
         **base,
     }

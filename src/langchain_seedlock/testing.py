@@ -170,21 +170,23 @@ class FakeBackend:
         ```
     """
 
+    # The scriptable attributes; their defaults are set in one place, `reset`.
+    fingerprint: str | None
+    fingerprint_chunks: str
+    reply: str | Callable[[Body], str]
+    variants: Sequence[tuple[str, float]] | None
+    tool_calls: list[dict[str, Any]] | Callable[[Body], Any] | None
+    auto_tools: bool
+    model_name: str | None
+    delay: float
+    status: int
+    raw_response: bytes | None
+    raw_sse: bytes | None
+
     def __init__(self) -> None:
-        self.fingerprint: str | None = "fp_stub_1"
-        self.fingerprint_chunks = "last"
-        self.reply: str | Callable[[Body], str] = default_reply
-        self.variants: Sequence[tuple[str, float]] | None = None
-        self._variant_rng = random.Random(0)
-        self.tool_calls: list[dict[str, Any]] | Callable[[Body], Any] | None = None
-        self.auto_tools = True
-        self.model_name: str | None = None
-        self.delay = 0.0
-        self.status = 200
-        self.raw_response: bytes | None = None
-        self.raw_sse: bytes | None = None
         self.requests: list[Body] = []
         self._lock = threading.Lock()
+        self.reset()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -212,9 +214,6 @@ class FakeBackend:
 
     def reset(self) -> None:
         """Back to the defaults; forget the requests received."""
-        self.__init_state()
-
-    def __init_state(self) -> None:
         self.fingerprint = "fp_stub_1"
         self.fingerprint_chunks = "last"
         self.reply = default_reply

@@ -214,12 +214,12 @@ def drill(store: Any, prefix: str) -> dict[str, Any]:
 
 def failing(store: Any, fail_on: str, model: str | None) -> int:
     """How many stored drift events match ``--fail-on``."""
-    from langchain_seedlock._events import K_EXPLAINED, K_REQUEST_MODEL, OUTPUT_DRIFT
+    from langchain_seedlock._events import K_EXPLAINED, K_PROVIDER, K_REQUEST_MODEL, OUTPUT_DRIFT
 
     count = 0
     for e in store.events(name=OUTPUT_DRIFT, limit=1_000_000):
         f = e.fields
-        key = f"{f.get('gen_ai.provider.name')}:{f.get(K_REQUEST_MODEL)}"
+        key = f"{f.get(K_PROVIDER)}:{f.get(K_REQUEST_MODEL)}"
         if model is not None and not _matches(key, model):
             continue
         explained = f.get(K_EXPLAINED) is True
