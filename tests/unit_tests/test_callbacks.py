@@ -155,7 +155,7 @@ def test_call_failed(stub: StubOpenAI) -> None:
     assert failed["gen_ai.request.seed"] == 1
     assert len(failed["seedlock.request_hash"]) == 64
     assert named(logs, CALL) == []
-    assert handler._runs == {}  # the run was forgotten
+    assert len(handler._runs) == 0  # the run was forgotten
 
 
 def test_internal_error_is_logged_and_swallowed(
@@ -248,7 +248,7 @@ async def test_200_concurrent_ainvoke_one_handler_one_sqlite_store(
     (fp,) = store.models()
     assert (fp.system_fingerprint, fp.count) == ("fp_stub_1", 200)
     assert handler.monitor.dropped == 0
-    assert handler._runs == {}
+    assert len(handler._runs) == 0
     handler.close()
     store.close()
 

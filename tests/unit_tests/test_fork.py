@@ -189,7 +189,7 @@ def test_a_lock_held_at_fork_is_free_in_the_child() -> None:
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with handler.monitor._lock, handler._lock:
+        with handler.monitor._lock, handler._runs._lock:
             held.set()
             release.wait(30)
 
@@ -199,7 +199,7 @@ def test_a_lock_held_at_fork_is_free_in_the_child() -> None:
 
     def child() -> list[Any]:
         free = []
-        for lock in (handler.monitor._lock, handler._lock):
+        for lock in (handler.monitor._lock, handler._runs._lock):
             free.append(lock.acquire(timeout=5))
             if free[-1]:
                 lock.release()
