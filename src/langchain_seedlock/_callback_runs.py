@@ -13,6 +13,7 @@ from langchain_core.messages import BaseMessage
 
 from langchain_seedlock import _events as ev
 from langchain_seedlock import _fork
+from langchain_seedlock import _observe as core
 from langchain_seedlock._hashing import param_value
 
 
@@ -81,8 +82,18 @@ class RunTable:
             if len(self._runs) > self._max_runs:
                 del self._runs[next(iter(self._runs))]
 
-    def get(self, run_id: UUID) -> Run | None:
-        return self._runs.get(run_id)
+    def see_chunk(self, run_id: UUID, chunk: Any) -> None:
+        """Keep a streamed chunk's fingerprint on its run."""
+        run = self._runs.get(run_id)
+        if run is None:
+            return
+        message = getattr(chunk, "message", None)
+        fp = core.first_present(
+            (chunk.generation_info or {}).get(core.META_FINGERPRINT),
+            (getattr(message, "response_metadata", None) or {}).get(core.META_FINGERPRINT),
+        )
+        if isinstance(fp, str):
+            run.chunk_fingerprint = fp
 
     def pop(self, run_id: UUID, parent_run_id: UUID | None) -> tuple[Run, bool]:
         """The run, and whether it was known: a handler attached mid-run (or a

@@ -6,14 +6,8 @@ A translator: LangChain's callback arguments in, the core's record out
 A sync `BaseCallbackHandler` (not `AsyncCallbackHandler`): LangChain runs a
 sync handler in sync and async runs and honours ``raise_error`` in both (an
 async handler in a sync run cannot stop a call). ``run_inline = True`` keeps
-it ordered with the tracers, so in ``on_llm_end`` it adds the record to the
-run's metadata before a tracer after it posts the run, through two paths:
-the ``metadata`` dict given to ``on_chat_model_start`` (the very dict a
-`BaseTracer` keeps as ``run.extra["metadata"]``), and, since
-`LangChainTracer` copies that dict, ``run.add_metadata`` on the runs of the
-tracers of the enclosing runnable (``var_child_runnable_config``). A chat
-model invoked alone, outside any runnable, has no enclosing manager: a
-locked model stamps its own run then.
+it ordered with the tracers: ``on_llm_end`` adds the record to the run's
+metadata before a tracer after it posts the run (`_observe.add_run_metadata`).
 """
 
 from __future__ import annotations
@@ -191,14 +185,7 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
         if chunk is None:
             return
         try:
-            message = getattr(chunk, "message", None)
-            fp = core.first_present(
-                (chunk.generation_info or {}).get(core.META_FINGERPRINT),
-                (getattr(message, "response_metadata", None) or {}).get(core.META_FINGERPRINT),
-            )
-            run = self._runs.get(run_id)
-            if isinstance(fp, str) and run is not None:
-                run.chunk_fingerprint = fp
+            self._runs.see_chunk(run_id, chunk)
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
             ev.log_internal_error(f"{_SOURCE}.on_llm_new_token", exc)
 

@@ -182,7 +182,7 @@ class LockHolder(_LockBase):
         return lock_from(value)
 
     def to_json(self) -> Any:
-        data = super().to_json()
+        data: Any = super().to_json()
         # The lock as a plain dict (it is not a Serializable).
         if isinstance(data, dict) and isinstance(data.get("kwargs"), dict):
             data["kwargs"]["lock"] = self.lock.to_dict()

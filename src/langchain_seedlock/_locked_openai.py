@@ -37,7 +37,10 @@ from langchain_seedlock._record import clean_fingerprint
 # no contextvars, so it is safe across threads, tasks and generators.
 _CALL_KWARG = "seedlock_call"
 
-_OpenAIBase = BaseChatOpenAI if TYPE_CHECKING else object
+if TYPE_CHECKING:
+    _OpenAIBase = BaseChatOpenAI
+else:
+    _OpenAIBase = object
 
 
 class LockedOpenAIMixin(LockHolder, _OpenAIBase):

@@ -10,7 +10,7 @@ handed to `DriftMonitor.observe`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 try:
@@ -59,19 +59,14 @@ class _Call:
     provider: str
     model_name: str | None
     parent_run_id: str | None
-    log_fields: dict[str, Any] = field(default_factory=dict)
-    graph_run: Any = None  # the agent graph's run id (see `_agent_guard`)
+    fail_fields: dict[str, Any]  # the fields of its seedlock.call_failed
+    graph_run: Any  # the agent graph's run id (see `_agent_guard`)
 
 
 class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, Any]):
     """Lock, record and compare every model call of a LangChain v1 agent.
 
-    Setup:
-        ```bash
-        pip install "langchain-seedlock[agents]"
-        ```
-
-    Instantiate:
+    Setup (``pip install "langchain-seedlock[agents]"``):
         ```python
         from langchain.agents import create_agent
         from langchain_openai import ChatOpenAI
@@ -116,12 +111,9 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         seed_per_step: a distinct, reproducible seed per agent step (above).
         lock_models: swap a plain OpenAI model for its locked twin (above);
             ``False`` applies the lock through ``model_settings`` only.
-        metadata_keys: run metadata keys (``config={"metadata": {...}}``)
-            copied into every event of the call and the stored drift events,
-            e.g. ``("tenant", "user_id")``; none by default, as metadata may
-            hold personal data.
-        include_tags: put the run's tags (``config={"tags": [...]}``) in every
-            event of the call, as a list under ``tags``.
+        metadata_keys: run metadata keys copied into every event of the call
+            (see `SeedLockCallbackHandler`); none by default.
+        include_tags: put the run's tags in every event, under ``tags``.
     """
 
     def __init__(
@@ -153,10 +145,8 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         LIVE.add(self)  # see `_agent_guard`
 
     def __repr__(self) -> str:
-        return (
-            f"SeedLockMiddleware(lock={self.lock!r}, monitor={self.monitor!r}, "
-            f"seed_per_step={self.seed_per_step})"
-        )
+        lock, monitor, per_step = self.lock, self.monitor, self.seed_per_step
+        return f"SeedLockMiddleware(lock={lock!r}, monitor={monitor!r}, seed_per_step={per_step})"
 
     step_seed = staticmethod(step_seed)
 
@@ -211,13 +201,11 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
             lock = lock.replace(seed=step_seed(lock.seed, context["agent_step"]))
         model = request.model
         model_name = agent.model_name(model)
-        log_fields = {
-            ev.K_PROVIDER: agent.provider(model),
-            ev.K_REQUEST_MODEL: model_name,
-            **context,
-        }
+        log_fields = {ev.K_PROVIDER: agent.provider(model), ev.K_REQUEST_MODEL: model_name}
+        log_fields.update(context)
         # What earlier middleware put into model_settings goes through the lock;
         # then the model itself, so that later overrides are checked on the wire.
+        fail_fields = {**log_fields, ev.K_SEED: lock.seed, ev.K_LOCK_HASH: lock.lock_hash}
         try:
             given, _ = core.apply_lock(
                 request.model_settings or {}, lock, source=_SOURCE_SETTINGS, log_fields=log_fields
@@ -225,34 +213,20 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
             if self.lock_models:
                 model = self._twins.twin(model, lock, log_fields)
         except LockViolationError as exc:  # refused: logged like a call that failed
-            self.monitor.report_failure(
-                {**log_fields, ev.K_SEED: lock.seed, ev.K_LOCK_HASH: lock.lock_hash}, exc
-            )
+            self.monitor.report_failure(fail_fields, exc)
             raise
         settings = core.with_lock(given, lock, seed_key=agent.seed_field(model))
+        request = request.override(model=model, model_settings=settings)
+        fail_fields["parent_run_id"] = parent_run_id
         return _Call(
-            graph_run=graph_run,
-            request=request.override(model=model, model_settings=settings),
-            lock=lock,
-            settings=settings,
-            context=context,
-            provider=agent.provider(model),
-            model_name=model_name,
-            parent_run_id=parent_run_id,
-            log_fields=log_fields,
-        )
+            request, lock, settings, context, agent.provider(model), model_name,
+            parent_run_id, fail_fields, graph_run,
+        )  # fmt: skip
 
     # -- after the call ------------------------------------------------------------
     def _failed(self, call: _Call, exc: Exception) -> None:
-        if agent.is_control_flow(exc):
-            return
-        fields = {
-            **call.log_fields,
-            ev.K_SEED: call.lock.seed,
-            ev.K_LOCK_HASH: call.lock.lock_hash,
-            "parent_run_id": call.parent_run_id,
-        }
-        self.monitor.report_failure(fields, exc)
+        if not agent.is_control_flow(exc):
+            self.monitor.report_failure(call.fail_fields, exc)
 
     def _report_internal_calls(self, graph_run: Any) -> None:
         GUARD.report(graph_run, self.lock, self.monitor, source=_SOURCE_INTERNAL)

@@ -312,12 +312,18 @@ def add_run_metadata(
     metadata: dict[str, Any] | None = None,
     tracers: Sequence[Any] = (),
 ) -> None:
-    """Add ``fields`` to the metadata of the tracers' `Run` for ``run_id``.
+    """Add ``fields`` to the metadata of the tracers' `Run` for ``run_id``
+    (before the tracers post it: handlers run in list order, and tracers
+    enabled by environment variables come after the callbacks passed).
 
-    ``metadata`` is the run's metadata dict as given to the callbacks (shared
-    with `BaseTracer` runs); ``tracers`` are tracer objects whose
-    ``run_map`` may hold the run (for `LangChainTracer`, which copies the
-    dict): a locked model passes ``run_manager.handlers``.
+    Two paths reach that `Run`: ``metadata``, the dict LangChain gives to
+    ``on_chat_model_start``, is the very dict a `BaseTracer` keeps as
+    ``run.extra["metadata"]`` (the run collector, ``astream_events``, most
+    custom tracers); `LangChainTracer` copies it when it posts the run start,
+    so ``tracers`` (those of the enclosing runnable's callback manager,
+    `tracers_of`, or a locked model's ``run_manager.handlers``) get
+    ``run.add_metadata``. A chat model invoked alone, outside any runnable,
+    has no enclosing manager: a locked model stamps its own run then.
     """
     if metadata is not None:
         metadata.update(fields)
