@@ -79,9 +79,9 @@ def monitor_run(tmp: Path, calls: int, n_requests: int) -> tuple[list[list[objec
                 n_requests,
                 rss_mb(),
                 rss_mb() - start,
-                len(monitor._requests),
-                len(monitor._models),
-                monitor._writer.pending,
+                len(monitor._cache.requests),
+                len(monitor._cache.models),
+                monitor._store._writer.pending,
                 monitor.dropped,
             ]
         )
@@ -125,8 +125,8 @@ def model_run(tmp: Path, calls: int, n_requests: int) -> list[list[object]]:
                     n_requests,
                     rss_mb(),
                     rss_mb() - start,
-                    len(handler.monitor._requests),
-                    len(handler.monitor._models),
+                    len(handler.monitor._cache.requests),
+                    len(handler.monitor._cache.models),
                     len(handler._runs),
                     handler.monitor.dropped,
                 ]

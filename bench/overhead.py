@@ -90,7 +90,7 @@ def build_variants(
         with new_threads() as started:  # the handler's store writer thread
             h = SeedLockCallbackHandler(store=open_store(store_url))
         handlers.append(h)
-        writer = getattr(h.monitor._writer, "_thread", None)
+        writer = getattr(h.monitor._store._writer, "_thread", None)
         if writer not in started:
             print(f"note: {name}: its store writer thread was not seen starting\n")
         return model_variant(name, model, texts, callbacks=[h], drain=h.flush,

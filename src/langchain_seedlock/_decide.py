@@ -1,7 +1,8 @@
 """The drift decision: pure functions of a call and what is known before it.
 
 No I/O, no clock, no globals: the drift monitor gathers the history (from its
-cache or the store), calls `classify`, and acts on the verdict. The rate
+cache or the store), calls `decide` (which calls `classify`), and acts on the
+result. The rate
 detector `RateCusum` is a small value object updated with one Bernoulli
 observation per repeat call.
 
@@ -23,9 +24,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Literal, Protocol
+
+from langchain_seedlock._record import CallRecord
 
 Severity = Literal["debug", "info", "warning"]
 
@@ -273,3 +276,164 @@ class RateChange:
     @property
     def new_interval(self) -> tuple[float, float]:
         return wilson(self.new_known, self.new_calls)
+
+
+# -- one call against its history --------------------------------------------------
+@dataclass(slots=True)
+class Output:
+    """One distinct output of one request, as known (`VariantLike`)."""
+
+    count: int
+    first_seen: float
+    last_seen: float
+    backend_id: str
+    fingerprint: str | None
+    text: str | None = None  # memory only; never logged without capture_content
+    tokens: tuple[str, ...] | None = None
+    # Output length in tokens as seen (usage), for "3x longer than usual".
+    length: tuple[int, int] | None = None  # (min, max)
+    # Its sketch as stored (`_sketch`), to size a change when the text is
+    # not in memory (another process saw it).
+    sketch: bytes | None = None
+
+    def copy(self) -> Output:
+        return Output(
+            self.count, self.first_seen, self.last_seen, self.backend_id,
+            self.fingerprint, self.text, self.tokens, self.length, self.sketch,
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
+class RequestHistory:
+    """Per backend identity, a request's distinct outputs by output hash."""
+
+    by_backend: dict[str, dict[str, Output]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ModelHistory:
+    """The fingerprints a model was seen with: (first, last) seen, and the last one."""
+
+    last_fingerprint: str | None = None
+    seen: dict[str | None, tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BackendRate:
+    """Repeat calls of one model under one backend identity, and the detector
+    watching their reproducibility rate."""
+
+    repeats: int = 0
+    known: int = 0
+    cusum: RateCusum = field(default_factory=RateCusum)
+
+
+@dataclass(frozen=True, slots=True)
+class FingerprintChange:
+    previous: str | None
+    previous_first_seen: float | None
+    previous_last_seen: float | None
+    first_seen: float
+    """When this call's fingerprint was first seen."""
+
+
+@dataclass(slots=True)
+class CallDecision:
+    """Everything decided about one call (what the events report)."""
+
+    fingerprint_changed: FingerprintChange | None = None
+    fingerprint_missing: bool = False
+    verdict: Decision | None = None
+    # The request's usual output (copy), its hash, and this call's output (copy).
+    compared: tuple[Output, str, Output] | None = None
+    rate: tuple[int, int] = (0, 0)  # the backend's (known, repeats) after this call
+    rate_change: RateChange | None = None
+
+    @property
+    def incomplete(self) -> bool:
+        return self.verdict is not None and self.verdict.verdict is Verdict.INCOMPLETE
+
+
+def decide(
+    record: CallRecord,
+    backend: str,
+    request: RequestHistory,
+    model: ModelHistory | None,
+    rate: BackendRate | None,
+    *,
+    report_missing: bool,
+) -> CallDecision:
+    """Decide about ``record`` (its backend identity ``backend``) given its
+    request's history, its model's (None for a cut output: it says nothing
+    about the backend) and its backend's rate (None for an unseeded call:
+    drift is defined for seeded requests). ``report_missing``: a missing
+    fingerprint was not reported for the model yet.
+
+    No I/O, no clock, no lock: the histories are plain data, and are updated
+    with this call (the next call is decided against them). The caller owns
+    them (and holds its lock).
+    """
+    d = CallDecision()
+    if model is not None:
+        _decide_fingerprint(record, model, d, report_missing=report_missing)
+    now = record.at
+    if rate is not None:
+        d.verdict = classify(
+            record.output_hash,
+            backend,
+            request.by_backend,
+            complete=record.complete,
+            backend_noisy=is_noisy(rate.known, rate.repeats),
+        )
+        if d.verdict.verdict is Verdict.INCOMPLETE:
+            return d  # never a variant, never a baseline
+    here = request.by_backend.setdefault(backend, {})
+    current = here.get(record.output_hash)
+    if current is None:
+        current = here[record.output_hash] = Output(0, now, now, backend, record.system_fingerprint)
+    current.count += 1
+    current.last_seen = max(current.last_seen, now)
+    current.fingerprint = record.system_fingerprint
+    if current.text is None and record.output_text is not None:
+        current.text = record.output_text
+    if current.tokens is None and record.output_token_list is not None:
+        current.tokens = record.output_token_list
+    if record.output_tokens is not None:
+        n = record.output_tokens
+        low, high = current.length or (n, n)
+        current.length = (min(low, n), max(high, n))
+    decision = d.verdict
+    if decision is None or rate is None:
+        return d
+    if decision.repeat:
+        rate.repeats += 1
+        rate.known += decision.known
+        d.rate_change = rate.cusum.update(decision.known)
+    d.rate = (rate.known, rate.repeats)
+    if decision.verdict in (Verdict.NEW_VARIANT, Verdict.EXPLAINED, Verdict.KNOWN_VARIANT):
+        usual_hash = decision.usual_output
+        assert usual_hash is not None
+        usual = here.get(usual_hash) or next(
+            outs[usual_hash] for outs in request.by_backend.values() if usual_hash in outs
+        )
+        # Copies: the caller reports them outside its lock.
+        d.compared = (usual.copy(), usual_hash, current.copy())
+    return d
+
+
+def _decide_fingerprint(
+    record: CallRecord, model: ModelHistory, d: CallDecision, *, report_missing: bool
+) -> None:
+    fp = record.system_fingerprint
+    now = record.at
+    if fp is None:
+        d.fingerprint_missing = report_missing
+    else:
+        previous = model.last_fingerprint
+        if previous is not None and previous != fp:
+            prev_first, prev_last = model.seen.get(previous, (None, None))
+            cur_first = model.seen.get(fp, (now, now))[0]
+            d.fingerprint_changed = FingerprintChange(previous, prev_first, prev_last, cur_first)
+        model.last_fingerprint = fp
+    first, _ = model.seen.get(fp, (now, now))
+    model.seen[fp] = (min(first, now), now)

@@ -10,12 +10,19 @@ them first.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock._decide import Decision, RateChange, Verdict, is_noisy
+from langchain_seedlock._decide import (
+    CallDecision,
+    Decision,
+    Output,
+    RateChange,
+    Verdict,
+    is_noisy,
+)
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._sketch import (
     Sketcher,
@@ -25,7 +32,7 @@ from langchain_seedlock._sketch import (
 )
 
 if TYPE_CHECKING:
-    from langchain_seedlock._drift import _Output
+    from langchain_seedlock._enforce import Violation
 
 # Above this many characters (both texts together) the similarity ratio is
 # difflib's O(n) `quick_ratio()` upper bound instead of the quadratic `ratio()`.
@@ -102,7 +109,7 @@ def similarity(a: str, b: str) -> tuple[float, bool]:
 
 
 def sketch_estimate(
-    usual: _Output, current: _Output, cur_text: str | None, sketcher: Sketcher | None
+    usual: Output, current: Output, cur_text: str | None, sketcher: Sketcher | None
 ) -> tuple[str, float] | None:
     """(``seedlock.divergence_at``, estimated similarity) from the two outputs'
     sketches, or None when one is unknown (or unreadable)."""
@@ -121,7 +128,7 @@ def sketch_estimate(
     return bucket_label(bucket), round(estimate, 4)
 
 
-def _length_note(usual: _Output, current: _Output) -> str:
+def _length_note(usual: Output, current: Output) -> str:
     if usual.length is None or current.length is None:
         return ""
     low, high = usual.length
@@ -138,9 +145,9 @@ def variant_event(
     base: dict[str, Any],
     decision: Decision,
     *,
-    usual: _Output,
+    usual: Output,
     usual_hash: str,
-    current: _Output,
+    current: Output,
     rate: tuple[int, int],
     capture_content: bool,
     sketcher: Sketcher | None = None,
@@ -267,3 +274,147 @@ def incomplete_summary(record: CallRecord) -> str:
         f"output of request {request_label(record)} ended without a finish reason "
         "(a cut stream?): not kept as a variant or a baseline"
     )
+
+
+# -- the events of one call --------------------------------------------------------
+_SAMPLING_KEYS: Final = (
+    ("temperature", ev.K_TEMPERATURE),
+    ("top_p", ev.K_TOP_P),
+    ("max_tokens", ev.K_MAX_TOKENS),
+)
+# (level, event name, fields, whether the store keeps it)
+Finding = tuple[str, str, dict[str, Any], bool]
+
+
+def base_fields(record: CallRecord, backend: str | None = None) -> dict[str, Any]:
+    """The keys every event about ``record`` carries (see docs/events.md)."""
+    fields: dict[str, Any] = {
+        ev.K_PROVIDER: record.provider,
+        ev.K_REQUEST_MODEL: record.request_model,
+        ev.K_RESPONSE_MODEL: record.response_model,
+        ev.K_SEED: record.seed,
+        ev.K_FINGERPRINT: record.system_fingerprint,
+        ev.K_REQUEST_HASH: record.request_hash,
+        ev.K_OUTPUT_HASH: record.output_hash,
+        ev.K_BACKEND_ID: backend if backend is not None else record.backend_id,
+        ev.K_LOCK_HASH: record.lock_hash,
+        "run_id": record.run_id,
+        "parent_run_id": record.parent_run_id,
+    }
+    if record.context:
+        fields.update(record.context)
+    return fields
+
+
+def call_fields(
+    record: CallRecord, base: Mapping[str, Any], d: CallDecision, *, capture_content: bool
+) -> dict[str, Any]:
+    """The fields of the ``seedlock.call`` line."""
+    call = dict(base)
+    for name, key in _SAMPLING_KEYS:
+        if name in record.params:
+            call[key] = record.params[name]
+    call[ev.K_SERVICE_TIER] = record.service_tier
+    call[ev.K_INPUT_TOKENS] = record.input_tokens
+    call[ev.K_OUTPUT_TOKENS] = record.output_tokens
+    if d.verdict is not None:
+        call[ev.K_VARIANT] = VARIANT_LABELS[d.verdict.verdict]
+    if capture_content:
+        call[ev.K_PROMPT_TEXT] = record.prompt_text
+        call[ev.K_OUTPUT_TEXT] = record.output_text
+    return call
+
+
+def event_names(d: CallDecision) -> list[str]:
+    """The names of the events a decision fires, ``seedlock.call`` first."""
+    names = [ev.CALL]
+    if d.fingerprint_missing:
+        names.append(ev.FINGERPRINT_MISSING)
+    if d.fingerprint_changed is not None:
+        names.append(ev.FINGERPRINT_CHANGED)
+    if d.incomplete:
+        names.append(ev.INCOMPLETE_OUTPUT)
+    if d.rate_change is not None:
+        names.append(ev.REPRODUCIBILITY_CHANGED)
+    if d.compared is not None and d.verdict is not None:
+        known = d.verdict.verdict is Verdict.KNOWN_VARIANT
+        names.append(ev.OUTPUT_VARIANT if known else ev.OUTPUT_DRIFT)
+    return names
+
+
+def findings(
+    record: CallRecord,
+    base: Mapping[str, Any],
+    d: CallDecision,
+    *,
+    capture_content: bool,
+    sketcher: Sketcher | None,
+) -> list[Finding]:
+    """The events of a decision beyond ``seedlock.call`` (the change of rate
+    after the variant that caused it)."""
+    out: list[Finding] = []
+    if d.fingerprint_missing:
+        fields = {
+            ev.K_PROVIDER: record.provider,
+            ev.K_REQUEST_MODEL: record.request_model,
+            ev.K_RESPONSE_MODEL: record.response_model,
+            ev.K_MODEL_KEY: record.model_key,
+            "run_id": record.run_id,
+            **record.context,
+        }
+        out.append(("info", ev.FINGERPRINT_MISSING, fields, True))
+    change = d.fingerprint_changed
+    if change is not None:
+        fields = {
+            **base,
+            ev.K_MODEL_KEY: record.model_key,
+            ev.K_PREVIOUS_FINGERPRINT: change.previous,
+            ev.K_PREVIOUS_FINGERPRINT_FIRST_SEEN: iso(change.previous_first_seen),
+            ev.K_PREVIOUS_FINGERPRINT_LAST_SEEN: iso(change.previous_last_seen),
+            ev.K_FINGERPRINT_FIRST_SEEN: iso(change.first_seen),
+        }
+        out.append(("warning", ev.FINGERPRINT_CHANGED, fields, True))
+    if d.incomplete:
+        fields = {ev.K_SUMMARY: incomplete_summary(record), **base}
+        out.append(("info", ev.INCOMPLETE_OUTPUT, fields, True))
+    if d.compared is not None and d.verdict is not None:
+        usual, usual_hash, current = d.compared
+        level, name, fields = variant_event(
+            record, dict(base), d.verdict, usual=usual, usual_hash=usual_hash,
+            current=current, rate=d.rate, capture_content=capture_content, sketcher=sketcher,
+        )  # fmt: skip
+        # Known variants are counted in the store already.
+        out.append((level, name, fields, name == ev.OUTPUT_DRIFT))
+    if d.rate_change is not None:
+        fields = rate_change_fields(record, dict(base), d.rate_change)
+        out.append(("warning", ev.REPRODUCIBILITY_CHANGED, fields, True))
+    return out
+
+
+def violation_events(
+    record_fields: Mapping[str, Any],
+    violations: Sequence[Violation],
+    *,
+    lock_hash: str | None,
+    source: str,
+) -> list[tuple[str, dict[str, Any]]]:
+    """(name, fields) of each observed difference from a lock: a missing seed is
+    ``seedlock.unseeded_call``, any other one ``seedlock.lock_violation``."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for v in violations:
+        if v.field == "seed" and v.attempted is None:
+            fields = {**record_fields, ev.K_LOCK_HASH: lock_hash, "source": source}
+            fields["locked"] = v.locked
+            out.append((ev.UNSEEDED_CALL, fields))
+        else:
+            fields = {
+                **record_fields,
+                "field": v.field,
+                "locked": v.locked,
+                "attempted": v.attempted,
+                "source": source,
+                "action": "observed",
+                ev.K_LOCK_HASH: lock_hash,
+            }
+            out.append((ev.LOCK_VIOLATION, fields))
+    return out

@@ -148,7 +148,7 @@ class SeedLock:
     def __init__(self, seed: int, *, on_violation: OnViolation = "raise", **params: Any) -> None:
         checked: dict[str, Any] = {}
         for raw_name, value in params.items():
-            name = "max_tokens" if raw_name == "max_completion_tokens" else raw_name
+            name = PARAM_ALIASES.get(raw_name, raw_name)  # max_completion_tokens: max_tokens
             if name not in LOCKABLE_PARAMS:
                 raise InvalidLockError(
                     raw_name, value, f"is not a lockable parameter; use one of {LOCKABLE_PARAMS}"

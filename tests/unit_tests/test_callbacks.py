@@ -167,7 +167,7 @@ def test_internal_error_is_logged_and_swallowed(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug in the monitor")
 
-    monkeypatch.setattr(handler.monitor, "_decide_model", broken)
+    monkeypatch.setattr(handler.monitor, "_decide", broken)
     with capture_logs() as logs:
         msg = make_model(stub).invoke("hi", config={"callbacks": [handler]})
     assert msg.text  # the call succeeded
@@ -184,7 +184,7 @@ def test_internal_error_raises_under_tests(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug in the monitor")
 
-    monkeypatch.setattr(handler.monitor, "_decide_model", broken)
+    monkeypatch.setattr(handler.monitor, "_decide", broken)
     with pytest.raises(RuntimeError, match="bug in the monitor"):
         make_model(stub).invoke("hi", config={"callbacks": [handler]})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from langchain_seedlock import DriftMonitor, StoreError, _drift
+from langchain_seedlock import DriftMonitor, StoreError, _drift_store
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._store import open_store
 
@@ -44,7 +44,7 @@ def record(i: int) -> CallRecord:
 def test_reads_pause_after_a_failure_then_resume(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SEEDLOCK_RAISE_INTERNAL_ERRORS")
     now = [1000.0]
-    monkeypatch.setattr(_drift.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(_drift_store.time, "monotonic", lambda: now[0])
     store = FailingReads()
     monitor = DriftMonitor(store, buffer_size=0)  # type: ignore[arg-type]
     with capture_logs() as logs:
@@ -53,7 +53,7 @@ def test_reads_pause_after_a_failure_then_resume(monkeypatch: pytest.MonkeyPatch
         for i in range(2, 50):
             monitor.observe(record(i))
         assert store.reads == 1  # nobody waited on the dead store
-        now[0] += _drift.READ_RETRY_INTERVAL + 0.1
+        now[0] += _drift_store.READ_RETRY_INTERVAL + 0.1
         store.down = False
         monitor.observe(record(99))
         assert store.reads >= 2  # reads resumed for the new request

@@ -13,6 +13,7 @@ import pytest
 import structlog
 from langchain_openai import ChatOpenAI
 
+from langchain_seedlock import _drift_events
 from langchain_seedlock import _events as ev
 from langchain_seedlock._callbacks import SeedLockCallbackHandler
 from langchain_seedlock._drift import DriftMonitor
@@ -84,18 +85,21 @@ def test_fields_are_not_built_when_the_call_line_is_discarded(
     ev.configure_logging(file=io.StringIO(), level="info")
     monitor = DriftMonitor()
     built: list[Any] = []
-    original = monitor.base_fields
+    original = _drift_events.base_fields
 
     def spy(*args: Any, **kwargs: Any) -> dict[str, Any]:
         built.append(args)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(monitor, "base_fields", spy)
+    monkeypatch.setattr(_drift_events, "base_fields", spy)
     record = CallRecord("openai", "m", "req", "out", seed=1, system_fingerprint="fp")
     assert monitor.observe(record) == [ev.CALL]
     assert built == []
     assert ev.is_enabled(ev.get_logger().bind(), "info") is True
     assert ev.is_enabled(ev.get_logger().bind(), "debug") is False
+    ev.configure_logging(file=io.StringIO(), level="debug", force=True)
+    monitor.observe(record)
+    assert len(built) == 1  # the spy sees the fields built once the line is kept
 
 
 def test_internal_error_traceback_has_no_locals(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,10 +108,10 @@ def test_internal_error_traceback_has_no_locals(monkeypatch: pytest.MonkeyPatch)
     ev.configure_logging(file=out)
     monitor = DriftMonitor()
 
-    def broken(*args: Any) -> Any:
+    def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(monitor, "_decide_model", broken)
+    monkeypatch.setattr(monitor, "_decide", broken)
     secret = "the secret output text"
     monitor.observe(CallRecord("openai", "m", "r", "o", seed=1, output_text=secret))
     (line,) = [json.loads(x) for x in out.getvalue().splitlines()]

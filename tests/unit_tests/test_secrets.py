@@ -264,7 +264,7 @@ def test_internal_error_traceback_has_no_secrets(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug in the monitor")
 
-    monkeypatch.setattr(handler.monitor, "_decide_model", broken)
+    monkeypatch.setattr(handler.monitor, "_decide", broken)
     log_file = tmp_path / "errors.jsonl"
     assert configure_logging(file=log_file, force=True)
     try:

@@ -1,4 +1,7 @@
-"""`BackgroundWriter`: store writes off the model call's path.
+"""Store writers: `BackgroundWriter` (writes off the model call's path) and
+`InlineWriter`, behind one `Writer` protocol.
+
+`BackgroundWriter`:
 
 A model call only appends to a bounded buffer; a daemon thread writes
 batches. When the store is down the batch is kept and retried with a bounded
@@ -25,12 +28,81 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from langchain_seedlock import _fork
 from langchain_seedlock._record import CallRecord, new_id
 from langchain_seedlock._store._base import BaselineStore, StoredEvent
 
 _Item = tuple[CallRecord | None, Sequence[StoredEvent]]
+
+
+class Writer(Protocol):
+    """How the drift monitor writes to its store: `BackgroundWriter` (a thread)
+    or `InlineWriter` (in the call). Neither raises into the call."""
+
+    dropped: int
+    """Records not written (failed inline, or dropped by a full buffer)."""
+
+    def submit(self, record: CallRecord | None, events: Sequence[StoredEvent] = ()) -> bool: ...
+    def flush(self, timeout: float | None = None) -> bool: ...
+    def close(self, timeout: float | None = None) -> bool: ...
+
+
+def open_writer(
+    store: BaselineStore,
+    *,
+    buffer_size: int,
+    on_error: Callable[[BaseException], None],
+    on_overflow: Callable[[int], None],
+    capture_content: bool,
+) -> Writer:
+    """A `BackgroundWriter` holding up to ``buffer_size`` records, or with
+    ``buffer_size=0`` an `InlineWriter`."""
+    if buffer_size <= 0:
+        return InlineWriter(store, on_error=on_error, capture_content=capture_content)
+    return BackgroundWriter(
+        store,
+        buffer_size=buffer_size,
+        on_error=on_error,
+        on_overflow=on_overflow,
+        capture_content=capture_content,
+    )
+
+
+class InlineWriter:
+    """Writes in the call, before it returns (``buffer_size=0``: no thread, for
+    scripts that must see their rows at once); a failure is reported to
+    ``on_error`` and counted, never raised."""
+
+    def __init__(
+        self,
+        store: BaselineStore,
+        *,
+        on_error: Callable[[BaseException], None],
+        capture_content: bool,
+    ) -> None:
+        self.store = store
+        self.dropped = 0
+        self._on_error = on_error
+        self._capture = capture_content
+
+    def submit(self, record: CallRecord | None, events: Sequence[StoredEvent] = ()) -> bool:
+        try:
+            self.store.write(
+                [record] if record is not None else [], events, capture_content=self._capture
+            )
+        except Exception as exc:  # noqa: BLE001 - reported, never raised into the call
+            self.dropped += 1
+            self._on_error(exc)
+            return False
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        return True
 
 
 def _ignore_error(exc: BaseException) -> None:
