@@ -9,14 +9,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from langchain_seedlock._decide import (
+    BackendRate,
+    ModelHistory,
     RateCusum,
+    RequestHistory,
     Variant,
     Verdict,
     classify,
+    decide,
     is_noisy,
     usual,
     wilson,
 )
+from langchain_seedlock._record import CallRecord
 
 
 def hist(**backends: dict[str, int]) -> dict[str, dict[str, Variant]]:
@@ -140,3 +145,71 @@ def test_no_false_alarm_over_10000_calls_of_a_stable_60_30_10_backend() -> None:
 def test_no_false_alarm_at_a_stable_noisy_rate(seed: int) -> None:
     rng = random.Random(seed)
     assert _stream(RateCusum(), rng, 0.9, 10_000) == []
+
+
+# -- decide: one call against plain-data history -------------------------------------
+def call(out: str, *, fp: str | None = "fp1", at: float = 0.0, **kw: object) -> CallRecord:
+    fields: dict[str, object] = {"seed": 1, "system_fingerprint": fp, "at": at, **kw}
+    return CallRecord("openai", "m", "req", out, **fields)  # type: ignore[arg-type]
+
+
+def test_decide_keeps_the_first_output_as_the_baseline() -> None:
+    request, model, rate = RequestHistory(), ModelHistory(), BackendRate()
+    record = call("a", output_text="hello", output_tokens=3)
+    d = decide(record, "b1", request, model, rate, report_missing=True)
+    assert d.verdict is not None
+    assert d.verdict.verdict is Verdict.FIRST
+    assert (d.compared, d.fingerprint_changed, d.fingerprint_missing) == (None, None, False)
+    (out,) = request.by_backend["b1"].values()
+    assert (out.count, out.text, out.length, out.fingerprint) == (1, "hello", (3, 3), "fp1")
+    assert model.last_fingerprint == "fp1"
+    assert (rate.repeats, rate.known) == (0, 0)  # a first call is no repeat
+
+
+def test_decide_new_variant_compares_with_the_usual_output() -> None:
+    request, model, rate = RequestHistory(), ModelHistory(), BackendRate()
+    for _ in range(3):
+        decide(call("a", output_text="usual"), "b1", request, model, rate, report_missing=True)
+    d = decide(call("b", output_text="other"), "b1", request, model, rate, report_missing=True)
+    assert d.verdict is not None
+    assert d.verdict.verdict is Verdict.NEW_VARIANT
+    assert d.compared is not None
+    usual_out, usual_hash, current = d.compared
+    assert (usual_hash, usual_out.count, usual_out.text) == ("a", 3, "usual")
+    assert (current.count, current.text) == (1, "other")
+    assert d.rate == (2, 3) == (rate.known, rate.repeats)
+    # The copies are the caller's: the history goes on without them.
+    usual_out.count = 99
+    assert request.by_backend["b1"]["a"].count == 3
+
+
+def test_decide_reports_a_fingerprint_change_with_when_each_was_seen() -> None:
+    model = ModelHistory(last_fingerprint="fp1", seen={"fp1": (10.0, 20.0)})
+    d = decide(
+        call("a", fp="fp2", at=30.0), "b2", RequestHistory(), model, None, report_missing=True
+    )
+    change = d.fingerprint_changed
+    assert change is not None
+    assert (change.previous, change.previous_first_seen, change.previous_last_seen) == (
+        "fp1", 10.0, 20.0,
+    )  # fmt: skip
+    assert change.first_seen == 30.0
+    assert model.last_fingerprint == "fp2"
+    assert model.seen["fp2"] == (30.0, 30.0)
+    assert d.verdict is None  # no rate: an unseeded call is compared with nothing
+
+
+def test_decide_reports_a_missing_fingerprint_only_when_asked() -> None:
+    model = ModelHistory()
+    first = decide(call("a", fp=None), "b", RequestHistory(), model, None, report_missing=True)
+    again = decide(call("a", fp=None), "b", RequestHistory(), model, None, report_missing=False)
+    assert (first.fingerprint_missing, again.fingerprint_missing) == (True, False)
+
+
+def test_decide_never_keeps_a_cut_output() -> None:
+    request = RequestHistory()
+    decide(call("a"), "b1", request, ModelHistory(), BackendRate(), report_missing=True)
+    cut = call("partial", complete=False)
+    d = decide(cut, "b1", request, None, BackendRate(), report_missing=True)
+    assert d.incomplete
+    assert set(request.by_backend["b1"]) == {"a"}  # neither variant nor baseline
