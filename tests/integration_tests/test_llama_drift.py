@@ -29,8 +29,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from langchain_seedlock._callbacks import SeedLockCallbackHandler
-from langchain_seedlock._chat_models import LockedChatOpenAI
+from langchain_seedlock import LockedChatOpenAI, SeedLockCallbackHandler
 from langchain_seedlock._events import K_EXPLAINED
 from langchain_seedlock._local_server import MODEL_NAME, LocalServer
 from langchain_seedlock._lock import SeedLock

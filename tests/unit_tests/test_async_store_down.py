@@ -40,12 +40,12 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
-from structlog.testing import capture_logs
 
 from langchain_seedlock import DriftMonitor, SeedLockCallbackHandler
 from langchain_seedlock._events import CALL, FINGERPRINT_CHANGED, OUTPUT_DRIFT, STORE_ERROR
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._store import MemoryStore, open_store
+from langchain_seedlock.testing import capture_seedlock_events
 
 CALLS = 200
 CONNECT_TIMEOUT = 2  # seconds; libpq's minimum
@@ -188,7 +188,7 @@ async def test_200_ainvoke_with_the_postgres_store_down(
         lag = LoopLag()
         ticker = asyncio.create_task(lag.run())
         try:
-            with capture_logs() as logs:
+            with capture_seedlock_events() as logs:
                 await asyncio.sleep(0.05)  # the ticker is running
                 # Distinct prompts: every call is a cache miss, each one a read.
                 results = await asyncio.gather(
@@ -251,7 +251,7 @@ async def test_calls_are_compared_in_order_while_a_read_waits() -> None:
     # fingerprint changes with r2's call (fp1 -> fp2), not with r1's.
     monitor = DriftMonitor(SlowReads(delay=0.2))
     try:
-        with capture_logs() as logs:
+        with capture_seedlock_events() as logs:
             assert await monitor.aobserve(call("r1", "fp1", "first")) == [CALL]
             monitor.observe(call("r2", "fp2", "second"))  # a miss: waits for the reader
             monitor.observe(call("r1", "fp2", "third"))  # in memory, but behind "second"

@@ -9,17 +9,16 @@ from typing import Any
 import pytest
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_openai import ChatOpenAI
-from structlog.testing import capture_logs
 
-from langchain_seedlock import _autoattach
+from langchain_seedlock import SeedLockCallbackHandler, _autoattach
 from langchain_seedlock._autoattach import (
     auto_attached_handler,
     disable_auto_attach,
     enable_auto_attach,
 )
-from langchain_seedlock._callbacks import SeedLockCallbackHandler
 from langchain_seedlock._events import CALL
 from langchain_seedlock._store import MemoryStore
+from langchain_seedlock.testing import capture_seedlock_events
 from tests._fixtures.stub_openai import StubOpenAI
 
 
@@ -43,7 +42,7 @@ def calls(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_off_by_default(stub: StubOpenAI) -> None:
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make_model(stub).invoke("hi")
     assert calls(logs) == []
     assert auto_attached_handler() is None
@@ -53,7 +52,7 @@ def test_enable_attaches_to_every_run(stub: StubOpenAI) -> None:
     store = MemoryStore()
     handler = enable_auto_attach(SeedLockCallbackHandler(store=store))
     chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | make_model(stub)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make_model(stub).invoke("hi")
         chain.invoke({"q": "hi"})
     assert len(calls(logs)) == 2
@@ -65,7 +64,7 @@ def test_enable_attaches_to_every_run(stub: StubOpenAI) -> None:
 async def test_enable_covers_threads_and_tasks(stub: StubOpenAI) -> None:
     enable_auto_attach(SeedLockCallbackHandler())
     model = make_model(stub)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         thread = threading.Thread(target=lambda: model.invoke("from a thread"))
         thread.start()
         thread.join()
@@ -76,7 +75,7 @@ async def test_enable_covers_threads_and_tasks(stub: StubOpenAI) -> None:
 def test_an_explicit_handler_is_not_doubled(stub: StubOpenAI) -> None:
     enable_auto_attach(SeedLockCallbackHandler())
     explicit = SeedLockCallbackHandler()
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make_model(stub).invoke("hi", config={"callbacks": [explicit]})
     assert len(calls(logs)) == 1
 
@@ -85,7 +84,7 @@ def test_disable_stops_attaching(stub: StubOpenAI) -> None:
     handler = SeedLockCallbackHandler()
     enable_auto_attach(handler)
     assert disable_auto_attach() is handler
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make_model(stub).invoke("hi")
     assert calls(logs) == []
 
@@ -95,7 +94,7 @@ def test_env_var_is_read_at_the_first_run(
 ) -> None:
     monkeypatch.setenv("SEEDLOCK_AUTO_ATTACH", "1")
     monkeypatch.setenv("SEEDLOCK_STORE", "memory://")
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make_model(stub).invoke("hi")
     assert len(calls(logs)) == 1
     handler = auto_attached_handler()
@@ -116,7 +115,7 @@ def test_env_var_with_a_bad_store_still_observes(
     monkeypatch.delenv("SEEDLOCK_RAISE_INTERNAL_ERRORS")
     monkeypatch.setenv("SEEDLOCK_AUTO_ATTACH", "1")
     monkeypatch.setenv("SEEDLOCK_STORE", "nosuch://x")
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         msg = make_model(stub).invoke("hi")
     assert msg.text
     assert [line["event"] for line in logs] == ["seedlock.internal_error", CALL]
@@ -129,6 +128,6 @@ def test_env_var_other_values_leave_it_off(
     stub: StubOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SEEDLOCK_AUTO_ATTACH", "0")
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make_model(stub).invoke("hi")
     assert calls(logs) == []

@@ -28,7 +28,6 @@ import pytest
 import structlog
 from langchain_openai import ChatOpenAI
 from pydantic import ValidationError
-from structlog.testing import capture_logs
 
 from langchain_seedlock import (
     DriftMonitor,
@@ -50,6 +49,7 @@ from langchain_seedlock import (
 )
 from langchain_seedlock._record import MAX_FINGERPRINT_CHARS, clean_fingerprint
 from langchain_seedlock.cli import main as cli_main
+from langchain_seedlock.testing import capture_seedlock_events
 from tests._fixtures.stub_openai import StubOpenAI, raw_completion
 
 LOCK = SeedLock(seed=5, temperature=0.1)
@@ -270,7 +270,7 @@ def test_malformed_responses(
             return full
         return model.invoke("hi", config=config)
 
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         if error is None:
             message = call()
         else:
@@ -442,7 +442,7 @@ def test_a_closed_handler_says_so_instead_of_dropping_silently(
     model = plain(stub)
     model.invoke("one", config={"callbacks": [handler]})
     assert handler.close(10)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         model.invoke("two", config={"callbacks": [handler]})
     assert [r.calls for r in store.requests()] == [1]  # the second call is not stored...
     (error,) = [line for line in logs if line["event"] == "seedlock.store_error"]
@@ -751,7 +751,7 @@ QUESTION = {"messages": [{"role": "user", "content": "Weather in Oslo?"}]}
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
 async def test_an_unlocked_summary_call_is_reported(stub: StubOpenAI, mode: str) -> None:
     agent = _summarizing_agent(stub, plain(stub, model="summarizer", seed=None))
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         if mode == "invoke":
             agent.invoke(QUESTION)
         else:
@@ -772,7 +772,7 @@ async def test_an_unlocked_summary_call_is_reported(stub: StubOpenAI, mode: str)
 
 def test_a_locked_summary_model_is_not_reported(stub: StubOpenAI) -> None:
     agent = _summarizing_agent(stub, locked(stub, model="summarizer"))
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         agent.invoke(QUESTION)
     summaries = [b for b in stub.requests if b["model"] == "summarizer"]
     assert summaries

@@ -12,11 +12,8 @@ from typing import Any
 import pytest
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_openai import ChatOpenAI
-from structlog.testing import capture_logs
 
-from langchain_seedlock import LockViolationError, SeedLock
-from langchain_seedlock._callbacks import SeedLockCallbackHandler
-from langchain_seedlock._drift import DriftMonitor
+from langchain_seedlock import DriftMonitor, LockViolationError, SeedLock, SeedLockCallbackHandler
 from langchain_seedlock._events import (
     CALL,
     CALL_FAILED,
@@ -29,6 +26,7 @@ from langchain_seedlock._events import (
 )
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._store import BaselineStore, MemoryStore, StoredEvent, open_store
+from langchain_seedlock.testing import capture_seedlock_events
 from tests._fixtures.stub_openai import StubOpenAI
 
 
@@ -113,7 +111,7 @@ def test_enforce_on_the_outer_chain_covers_every_model(stub: StubOpenAI) -> None
 
 def test_enforce_lets_a_matching_call_through(stub: StubOpenAI) -> None:
     handler = SeedLockCallbackHandler(lock=SeedLock(seed=7, temperature=0.2), enforce=True)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make_model(stub, seed=7, temperature=0.2).invoke("hi", config={"callbacks": [handler]})
     assert [line["event"] for line in logs] == [CALL]
     assert logs[0]["seedlock.lock_hash"] == SeedLock(seed=7, temperature=0.2).lock_hash
@@ -123,7 +121,7 @@ def test_without_enforce_violations_are_logged_and_sent(stub: StubOpenAI) -> Non
     store = MemoryStore()
     lock = SeedLock(seed=7, temperature=0.2)
     handler = SeedLockCallbackHandler(store=store, lock=lock)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make_model(stub, seed=8, temperature=0.9).invoke("hi", config={"callbacks": [handler]})
         make_model(stub, seed=None, temperature=0.2).invoke("hi", config={"callbacks": [handler]})
     violations = named(logs, LOCK_VIOLATION)
@@ -146,7 +144,7 @@ def test_without_enforce_violations_are_logged_and_sent(stub: StubOpenAI) -> Non
 def test_call_failed(stub: StubOpenAI) -> None:
     handler = SeedLockCallbackHandler()
     stub.status = 500
-    with capture_logs() as logs, pytest.raises(Exception, match="stub error") as info:
+    with capture_seedlock_events() as logs, pytest.raises(Exception, match="stub error") as info:
         make_model(stub).invoke("hi", config={"callbacks": [handler]})
     (failed,) = named(logs, CALL_FAILED)
     assert failed["log_level"] == "warning"
@@ -168,7 +166,7 @@ def test_internal_error_is_logged_and_swallowed(
         raise RuntimeError("bug in the monitor")
 
     monkeypatch.setattr(handler.monitor, "_decide", broken)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         msg = make_model(stub).invoke("hi", config={"callbacks": [handler]})
     assert msg.text  # the call succeeded
     (err,) = named(logs, INTERNAL_ERROR)
@@ -195,7 +193,7 @@ def test_stream_fingerprint_and_same_hashes_as_invoke(stub: StubOpenAI, where: s
     handler = SeedLockCallbackHandler()
     stub.fingerprint_chunks = where
     model = make_model(stub)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         model.invoke("hi", config={"callbacks": [handler]})
         "".join(str(c.content) for c in model.stream("hi", config={"callbacks": [handler]}))
     invoked, streamed = named(logs, CALL)
@@ -210,7 +208,7 @@ async def test_tool_calls_are_part_of_the_output(stub: StubOpenAI) -> None:
     model = make_model(stub).bind_tools(
         [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     )
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         stub.tool_calls = [{"name": "f", "arguments": {"x": 1}}]
         await model.ainvoke("hi", config={"callbacks": [handler]})
         await model.ainvoke("hi", config={"callbacks": [handler]})  # new ids: same output
@@ -232,7 +230,7 @@ async def test_200_concurrent_ainvoke_one_handler_one_sqlite_store(
         model="gpt-4o-mini", base_url=stub.base_url, api_key="sk-test", seed=1, max_retries=20
     )
     prompts = [f"question {i}" for i in range(10)]
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         await asyncio.gather(
             *(model.ainvoke(prompts[i % 10], config={"callbacks": [handler]}) for i in range(200))
         )
@@ -320,7 +318,7 @@ def test_read_only_store_never_fails_the_call(stub: StubOpenAI, sqlite_url: str)
     open_store(sqlite_url).close()  # create the file
     store = open_store(sqlite_url, read_only=True)
     handler = SeedLockCallbackHandler(monitor=DriftMonitor(store, buffer_size=0))
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         first = make_model(stub).invoke("hi", config={"callbacks": [handler]})
         second = make_model(stub).invoke("hi", config={"callbacks": [handler]})
     assert first.text == second.text
@@ -338,7 +336,7 @@ def test_read_only_store_background_writer(stub: StubOpenAI, sqlite_url: str) ->
     open_store(sqlite_url).close()
     store = open_store(sqlite_url, read_only=True)
     handler = SeedLockCallbackHandler(store=store)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make_model(stub).invoke("hi", config={"callbacks": [handler]})
         err = wait_for(logs, STORE_ERROR)
         assert handler.close(timeout=0.2) is False  # unwritten: dropped and reported
@@ -352,7 +350,7 @@ def test_deleted_store_never_fails_the_call(stub: StubOpenAI, sqlite_url: str) -
     store = open_store(sqlite_url)
     handler = SeedLockCallbackHandler(monitor=DriftMonitor(store, buffer_size=0))
     Path(sqlite_url.removeprefix("sqlite:///")).unlink()
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         msg = make_model(stub).invoke("hi", config={"callbacks": [handler]})
     assert msg.text
     errors = named(logs, STORE_ERROR)
@@ -368,7 +366,7 @@ def test_locked_store_never_fails_the_call(stub: StubOpenAI, sqlite_url: str) ->
     other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:
-        with capture_logs() as logs:
+        with capture_seedlock_events() as logs:
             msg = make_model(stub).invoke("hi", config={"callbacks": [handler]})
     finally:
         other.execute("ROLLBACK")
@@ -384,7 +382,7 @@ def test_buffer_overflow_is_reported(stub: StubOpenAI) -> None:
     store = GatedStore()
     handler = SeedLockCallbackHandler(monitor=DriftMonitor(store, buffer_size=2))
     model = make_model(stub)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         model.invoke("q0", config={"callbacks": [handler]})
         assert store.entered.wait(30)  # the writer holds the first record
         for i in range(1, 5):  # two fit in the buffer, two are dropped
@@ -408,7 +406,7 @@ def test_store_error_on_read_then_call_still_recorded(
 
     monkeypatch.setattr(store, "outputs_for", fail)
     handler = SeedLockCallbackHandler(monitor=DriftMonitor(store, buffer_size=0))
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make_model(stub).invoke("hi", config={"callbacks": [handler]})
     (err,) = named(logs, STORE_ERROR)
     assert (err["seedlock.operation"], err["error.type"]) == ("read", "OSError")
@@ -417,14 +415,14 @@ def test_store_error_on_read_then_call_still_recorded(
 
 # -- locked models ------------------------------------------------------------------
 def test_locked_model_hashes_are_preferred(stub: StubOpenAI) -> None:
-    from langchain_seedlock._chat_models import LockedChatOpenAI
+    from langchain_seedlock import LockedChatOpenAI
 
     lock = SeedLock(seed=3, temperature=0.5)
     model = LockedChatOpenAI(
         model="gpt-4o-mini", base_url=stub.base_url, api_key="sk-test", lock=lock
     )
     handler = SeedLockCallbackHandler(lock=lock, enforce=True)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         msg = model.invoke("hi", config={"callbacks": [handler]})
         streamed = list(model.stream("hi", config={"callbacks": [handler]}))
     assert streamed

@@ -18,7 +18,6 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 from pydantic import BaseModel
-from structlog.testing import capture_logs
 
 from langchain_seedlock import (
     LockedAzureChatOpenAI,
@@ -30,6 +29,7 @@ from langchain_seedlock import (
     lock_model,
 )
 from langchain_seedlock._hashing import output_hash
+from langchain_seedlock.testing import capture_seedlock_events
 from tests._fixtures.stub_openai import StubOpenAI
 
 LOCK = SeedLock(seed=42, temperature=0.3, max_tokens=64, top_p=0.9)
@@ -224,7 +224,7 @@ def test_equal_values_pass(stub: StubOpenAI) -> None:
 
 def test_warn_logs_and_sends_the_locked_value(stub: StubOpenAI) -> None:
     lock = LOCK.replace(on_violation="warn")
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make(stub, lock=lock).bind(seed=7).invoke("hi", temperature=1.5)
     assert_locked(stub.last_request, lock)
     events = {e["field"]: e for e in logs if e["event"] == "seedlock.lock_violation"}
@@ -237,7 +237,7 @@ def test_warn_logs_and_sends_the_locked_value(stub: StubOpenAI) -> None:
 
 def test_ignore_sends_the_locked_value_silently(stub: StubOpenAI) -> None:
     lock = LOCK.replace(on_violation="ignore")
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make(stub, lock=lock).invoke("hi", temperature=1.5, stop=["x"])
     assert_locked(stub.last_request, lock)
     assert stub.last_request["stop"] == ["x"]  # not locked: passes through
@@ -299,7 +299,7 @@ def test_parameter_dropped_by_the_integration(stub: StubOpenAI, policy: str) -> 
             model.invoke("hi")
         assert stub.requests == []
         return
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         model.invoke("hi")
     assert "temperature" not in stub.last_request
     dropped = [e for e in logs if e["event"] == "seedlock.param_dropped"]

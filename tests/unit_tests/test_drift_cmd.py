@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from langchain_openai import ChatOpenAI
 
-from langchain_seedlock._callbacks import SeedLockCallbackHandler
+from langchain_seedlock import SeedLockCallbackHandler
 from langchain_seedlock.cli import main
 from tests._fixtures.stub_openai import StubOpenAI
 

@@ -11,10 +11,8 @@ from typing import Any
 
 import pytest
 from langchain_openai import ChatOpenAI
-from structlog.testing import capture_logs
 
-from langchain_seedlock._callbacks import SeedLockCallbackHandler
-from langchain_seedlock._drift import DriftMonitor
+from langchain_seedlock import DriftMonitor, SeedLockCallbackHandler
 from langchain_seedlock._drift_events import first_difference, similarity
 from langchain_seedlock._events import (
     CALL,
@@ -24,6 +22,7 @@ from langchain_seedlock._events import (
     UNSEEDED_CALL,
 )
 from langchain_seedlock._store import BaselineStore, open_store
+from langchain_seedlock.testing import capture_seedlock_events
 from tests._fixtures.stub_openai import StubOpenAI
 
 
@@ -54,7 +53,7 @@ def named(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 
 def test_call_line_has_the_otel_keys(stub: StubOpenAI, handler: SeedLockCallbackHandler) -> None:
     model = make_model(stub, temperature=0.5)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         msg = model.invoke("hi", config={"callbacks": [handler]})
     (call,) = named(logs, CALL)
     assert call["log_level"] == "debug"
@@ -80,7 +79,7 @@ def test_same_request_same_output_is_quiet(
     stub: StubOpenAI, handler: SeedLockCallbackHandler
 ) -> None:
     model = make_model(stub)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         for _ in range(3):
             model.invoke("hi", config={"callbacks": [handler]})
     assert [line["event"] for line in logs] == [CALL, CALL, CALL]
@@ -91,7 +90,7 @@ def test_fingerprint_changed(
     stub: StubOpenAI, handler: SeedLockCallbackHandler, store: BaselineStore
 ) -> None:
     model = make_model(stub)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         model.invoke("hi", config={"callbacks": [handler]})
         stub.fingerprint = "fp_stub_2"
         model.invoke("hi", config={"callbacks": [handler]})
@@ -117,7 +116,7 @@ def test_unexplained_output_drift(
     stub: StubOpenAI, handler: SeedLockCallbackHandler, store: BaselineStore
 ) -> None:
     model = make_model(stub)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         stub.reply = "The answer is forty-two."
         model.invoke("hi", config={"callbacks": [handler]})
         model.invoke("hi", config={"callbacks": [handler]})
@@ -149,7 +148,7 @@ def test_unexplained_output_drift(
 
 def test_explained_output_drift(stub: StubOpenAI, handler: SeedLockCallbackHandler) -> None:
     model = make_model(stub)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         stub.reply = "alpha beta gamma"
         model.invoke("hi", config={"callbacks": [handler]})
         stub.fingerprint = "fp_new_build"
@@ -170,7 +169,7 @@ def test_variants_new_then_known_then_reproduced(
     """A A B A B: B is new (a warning), going back to A reproduces, B again is a
     known variant (info), each with the counts of the usual output."""
     model = make_model(stub)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         for reply in ["A", "A", "B", "A", "B"]:
             stub.reply = reply
             model.invoke("hi", config={"callbacks": [handler]})
@@ -192,7 +191,7 @@ def test_drift_token_index_from_logprobs(
     stub: StubOpenAI, handler: SeedLockCallbackHandler
 ) -> None:
     model = make_model(stub, logprobs=True)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         stub.reply = "one two three four"
         model.invoke("hi", config={"callbacks": [handler]})
         stub.reply = "one two tree four"
@@ -206,7 +205,7 @@ def test_unseeded_calls_do_not_drift_but_are_reported(
     stub: StubOpenAI, handler: SeedLockCallbackHandler
 ) -> None:
     model = make_model(stub, seed=None)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         model.invoke("hi", config={"callbacks": [handler]})
         model.invoke("hi", config={"callbacks": [handler]})  # random reply each time
     unseeded = named(logs, UNSEEDED_CALL)
@@ -223,7 +222,7 @@ def test_fingerprint_missing_once_per_model(
     stub: StubOpenAI, handler: SeedLockCallbackHandler
 ) -> None:
     stub.fingerprint = None
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         for _ in range(3):
             make_model(stub).invoke("hi", config={"callbacks": [handler]})
         make_model(stub, model_kwargs={}).bind(model="gpt-4o").invoke(
@@ -243,7 +242,7 @@ def test_capture_content_puts_text_in_events_and_store(stub: StubOpenAI) -> None
     store = open_store("memory://")
     handler = SeedLockCallbackHandler(store=store, capture_content=True)
     model = make_model(stub)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         stub.reply = "first answer"
         model.invoke("what?", config={"callbacks": [handler]})
         stub.reply = "second answer"
@@ -275,7 +274,7 @@ def test_api_key_never_logged_or_stored(
 ) -> None:
     key = "sk-very-secret-key-1234567890"
     model = ChatOpenAI(model="gpt-4o-mini", base_url=stub.base_url, api_key=key, seed=3)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         model.invoke("hi", config={"callbacks": [handler]})
         stub.reply = "changed"
         model.invoke("hi", config={"callbacks": [handler]})
@@ -294,7 +293,7 @@ def test_baseline_survives_the_process_sqlite(stub: StubOpenAI, tmp_path: Any) -
     # A new handler (a new process, as far as memory goes) reads the baseline.
     stub.reply = "today's answer"
     second = SeedLockCallbackHandler(store=url)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         model.invoke("hi", config={"callbacks": [second]})
     second.close()
     (drift,) = named(logs, OUTPUT_DRIFT)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from structlog.testing import capture_logs
 
 from langchain_seedlock import DriftMonitor, StoreError, _drift_store
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._store import open_store
+from langchain_seedlock.testing import capture_seedlock_events
 
 
 class FailingReads:
@@ -47,7 +47,7 @@ def test_reads_pause_after_a_failure_then_resume(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(_drift_store.time, "monotonic", lambda: now[0])
     store = FailingReads()
     monitor = DriftMonitor(store, buffer_size=0)  # type: ignore[arg-type]
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         monitor.observe(record(1))
         assert store.reads == 1  # the first read failed; the second was not tried
         for i in range(2, 50):

@@ -13,10 +13,8 @@ import pytest
 import structlog
 from langchain_openai import ChatOpenAI
 
-from langchain_seedlock import _drift_events
+from langchain_seedlock import DriftMonitor, SeedLockCallbackHandler, _drift_events
 from langchain_seedlock import _events as ev
-from langchain_seedlock._callbacks import SeedLockCallbackHandler
-from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._record import CallRecord
 from tests._fixtures.stub_openai import StubOpenAI
 

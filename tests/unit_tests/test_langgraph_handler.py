@@ -14,11 +14,10 @@ from langchain_core.messages import AnyMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
-from structlog.testing import capture_logs
 
-from langchain_seedlock import LockedChatOpenAI, SeedLock, open_store
-from langchain_seedlock._callbacks import SeedLockCallbackHandler
+from langchain_seedlock import LockedChatOpenAI, SeedLock, SeedLockCallbackHandler, open_store
 from langchain_seedlock._events import CALL
+from langchain_seedlock.testing import capture_seedlock_events
 from tests._fixtures.stub_openai import StubOpenAI
 
 LOCK = SeedLock(seed=7, temperature=0.3)
@@ -68,7 +67,7 @@ def test_handler_events_carry_node_step_and_thread(stub: StubOpenAI) -> None:
     graph = build_graph(stub)
     handler = SeedLockCallbackHandler(store=open_store("memory://"))
     cfg = {"callbacks": [handler], "configurable": {"thread_id": "graph-1"}}
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         graph.invoke({"messages": [HumanMessage("Write a haiku about Mars.")]}, cfg)
     check_calls(logs, "graph-1")
     assert [b["seed"] for b in stub.requests] == [7, 7]
@@ -82,7 +81,7 @@ async def test_handler_events_in_async_streams(stub: StubOpenAI, mode: str) -> N
     graph = build_graph(stub)
     handler = SeedLockCallbackHandler()
     cfg = {"callbacks": [handler], "configurable": {"thread_id": f"graph-{mode}"}}
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         parts = [
             p
             async for p in graph.astream(

@@ -22,7 +22,6 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
-from structlog.testing import capture_logs
 
 from langchain_seedlock import (
     LockedChatOpenAI,
@@ -35,6 +34,7 @@ from langchain_seedlock import (
 )
 from langchain_seedlock._enforce import SPELLINGS
 from langchain_seedlock._hashing import PARAM_ALIASES
+from langchain_seedlock.testing import capture_seedlock_events
 from tests._fixtures.stub_openai import StubOpenAI, raw_completion
 
 LOCK = SeedLock(seed=5, temperature=0.2)
@@ -110,7 +110,7 @@ def test_warn_sends_the_locked_value_in_extra_body_too(
 ) -> None:
     stub.tool_calls = None
     lock = WARN.replace(max_tokens=64)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         call(make(stub, lock))
     body = stub.last_request
     assert body["seed"] == 5
@@ -126,7 +126,7 @@ def test_warn_sends_the_locked_value_in_extra_body_too(
 def test_the_record_describes_what_was_sent(stub: StubOpenAI) -> None:
     """The issue: the wire had seed 999 while the metadata said 5."""
     user_extra = {"seed": 999, "temperature": 1.9, "ttl": 300}
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         msg = make(stub, WARN).invoke("x", extra_body=user_extra)
     body = stub.last_request
     assert (body["seed"], body["temperature"], body["ttl"]) == (5, 0.2, 300)
@@ -160,7 +160,7 @@ def test_request_hash_is_the_same_whichever_route_a_parameter_took(stub: StubOpe
 
 
 def test_ignore_sends_the_locked_value_silently(stub: StubOpenAI) -> None:
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make(stub, IGNORE).bind(extra_body={"seed": 999}).invoke("x", temperature=1.0)
     assert (stub.last_request["seed"], stub.last_request["temperature"]) == (5, 0.2)
     assert [e for e in logs if e["event"].startswith("seedlock.")] == []
@@ -275,7 +275,7 @@ def test_wrapped_model_call_extra_body(stub: StubOpenAI) -> None:
     with pytest.raises(LockViolationError, match="seed=999"):
         lock_model(other(stub), LOCK).invoke("x", extra_body={"seed": 999})
     assert stub.requests == []
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         msg = lock_model(other(stub), WARN).bind(extra_body={"seed": 999, "ttl": 1}).invoke("x")
     assert (stub.last_request["seed"], stub.last_request["ttl"]) == (5, 1)
     assert msg.response_metadata["seed"] == 5
@@ -366,14 +366,14 @@ def test_handler_enforces_the_lock_in_extra_body(stub: StubOpenAI) -> None:
 def test_handler_records_the_seed_that_was_sent(stub: StubOpenAI) -> None:
     handler = SeedLockCallbackHandler()
     model = ChatOpenAI(model="m", base_url=stub.base_url, api_key="sk-x", seed=5)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         model.invoke("x", extra_body={"seed": 999}, config={"callbacks": [handler]})
     handler.close()
     assert stub.last_request["seed"] == 999
     [call] = named(logs, "seedlock.call")
     assert call["gen_ai.request.seed"] == 999
     assert named(logs, "seedlock.unseeded_call") == []
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         ChatOpenAI(model="m", base_url=stub.base_url, api_key="sk-x").invoke(
             "x", extra_body={"seed": 3}, config={"callbacks": [SeedLockCallbackHandler()]}
         )
@@ -383,7 +383,7 @@ def test_handler_records_the_seed_that_was_sent(stub: StubOpenAI) -> None:
 def test_handler_observes_a_violation_in_extra_body(stub: StubOpenAI) -> None:
     handler = SeedLockCallbackHandler(lock=LOCK)
     model = ChatOpenAI(model="m", base_url=stub.base_url, api_key="sk-x", seed=5, temperature=0.2)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         model.invoke("x", extra_body={"temperature": 1.9}, config={"callbacks": [handler]})
     handler.close()
     [violation] = named(logs, "seedlock.lock_violation")
@@ -430,7 +430,7 @@ def test_middleware_locks_extra_body_in_model_settings() -> None:
         agent.invoke(question)
     assert model.calls == []
     agent = create_agent(model, [], middleware=[SetExtraBody(), SeedLockMiddleware(WARN)])
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         agent.invoke(question)
     assert model.calls[-1]["extra_body"] == {"seed": 5, "ttl": 1}
     assert named(logs, "seedlock.lock_violation")[0]["source"] == "agent model_settings"
@@ -442,7 +442,7 @@ def test_middleware_agent_model_with_extra_body(stub: StubOpenAI) -> None:
     with pytest.raises(LockViolationError, match="seed=9"):
         create_agent(model, [], middleware=[SeedLockMiddleware(LOCK)]).invoke(question)
     assert stub.requests == []
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         create_agent(model, [], middleware=[SeedLockMiddleware(WARN)]).invoke(question)
     assert stub.last_request["seed"] == 5
     assert named(logs, "seedlock.lock_violation")[0]["source"] == "agent model constructor"

@@ -25,9 +25,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
-from structlog.testing import capture_logs
 
 from langchain_seedlock import LockedChatOpenAI, LockViolationError, SeedLock, lock_model
+from langchain_seedlock.testing import capture_seedlock_events
 from tests._fixtures.stub_openai import StubOpenAI
 
 BASE = SeedLock(seed=5, temperature=0.2, top_p=0.9, max_tokens=64)
@@ -181,7 +181,7 @@ def test_the_wire_matches_the_lock(
     # the policy; None (sent as a null, or meaning "unset") may be refused under "raise".
     must_refuse = differs and (policy == "raise" or route in CONSTRUCTOR_ROUTES)
     may_refuse = must_refuse or (policy == "raise" and None in given.values())
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         try:
             call(build(door, lock, stub, route, given), route, given, stream)
         except LockViolationError:

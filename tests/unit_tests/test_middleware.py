@@ -28,14 +28,21 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel
-from structlog.testing import capture_logs
 
-from langchain_seedlock import LockedChatOpenAI, LockViolationError, SeedLock, open_store
+from langchain_seedlock import (
+    LockedChatOpenAI,
+    LockViolationError,
+    SeedLock,
+    SeedLockMiddleware,
+    open_store,
+)
 from langchain_seedlock._errors import UnsupportedModelError
 from langchain_seedlock._events import CALL, CALL_FAILED, LOCK_VIOLATION, OUTPUT_DRIFT
-from langchain_seedlock._middleware import SeedLockMiddleware, step_seed
 from langchain_seedlock._store import BaselineStore
+from langchain_seedlock.testing import capture_seedlock_events
 from tests._fixtures.stub_openai import StubOpenAI
+
+step_seed = SeedLockMiddleware.step_seed  # public as the class attribute
 
 LOCK = SeedLock(seed=123, temperature=0.2, max_tokens=50)
 QUESTION = {"messages": [{"role": "user", "content": "Weather and time in Paris?"}]}
@@ -136,7 +143,7 @@ async def run_async(agent: Any, mode: str, cfg: dict[str, Any]) -> list[Any]:
 @pytest.mark.parametrize("mode", MODES)
 def test_every_step_is_sent_locked(stub: StubOpenAI, mode: str) -> None:
     agent = make_agent(stub, [SeedLockMiddleware(LOCK)])
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         out = run_sync(agent, mode, config())
     assert len(stub.requests) == 3  # tool call, tool call, answer
     assert_locked(stub.requests)
@@ -148,7 +155,7 @@ def test_every_step_is_sent_locked(stub: StubOpenAI, mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 async def test_every_step_is_sent_locked_async(stub: StubOpenAI, mode: str) -> None:
     agent = make_agent(stub, [SeedLockMiddleware(LOCK)])
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         out = await run_async(agent, mode, config())
     assert len(stub.requests) == 3
     assert_locked(stub.requests)
@@ -207,7 +214,7 @@ def test_an_override_by_another_middleware_is_refused(stub: StubOpenAI, position
     seedlock = SeedLockMiddleware(LOCK)
     order = [SetTemperature(), seedlock] if position == "before" else [seedlock, SetTemperature()]
     agent = make_agent(stub, order)
-    with capture_logs() as logs, pytest.raises(LockViolationError) as err:
+    with capture_seedlock_events() as logs, pytest.raises(LockViolationError) as err:
         agent.invoke(QUESTION, config())
     assert err.value.field == "temperature"
     assert err.value.attempted == 1.5
@@ -225,7 +232,7 @@ async def test_an_override_by_another_middleware_is_replaced_under_warn(
     seedlock = SeedLockMiddleware(lock)
     order = [SetTemperature(), seedlock] if position == "before" else [seedlock, SetTemperature()]
     agent = make_agent(stub, order)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         await agent.ainvoke(QUESTION, config("t-warn"))
     assert_locked(stub.requests, lock)  # the locked temperature was sent
     violations = named(logs, LOCK_VIOLATION)
@@ -246,7 +253,7 @@ def test_an_agent_model_built_with_another_temperature(stub: StubOpenAI) -> None
     assert stub.requests == []
 
     warned = make_agent(stub, [SeedLockMiddleware(LOCK.replace(on_violation="warn"))], model=model)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         warned.invoke(QUESTION, config())
     assert_locked(stub.requests)
     assert named(logs, LOCK_VIOLATION)[0]["source"] == "agent model constructor"
@@ -278,7 +285,7 @@ def test_step_seed_is_stable_and_in_range() -> None:
 def test_seed_per_step_gives_distinct_reproducible_seeds(stub: StubOpenAI) -> None:
     seedlock = SeedLockMiddleware(LOCK, seed_per_step=True)
     agent = make_agent(stub, [seedlock])
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         agent.invoke(QUESTION, config("run-1"))
         agent.invoke(QUESTION, config("run-2"))
     first, second = stub.requests[:3], stub.requests[3:]
@@ -296,7 +303,7 @@ def test_seed_per_step_gives_distinct_reproducible_seeds(stub: StubOpenAI) -> No
 def test_events_carry_the_agent_context(stub: StubOpenAI, store: BaselineStore) -> None:
     seedlock = SeedLockMiddleware(LOCK, store=store)
     agent = make_agent(stub, [seedlock])
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         result = agent.invoke(QUESTION, config("thread-42"))
     calls = named(logs, CALL)
     assert len(calls) == 3
@@ -338,7 +345,7 @@ def test_a_second_run_is_compared_step_by_step(stub: StubOpenAI, store: Baseline
         return [{**c, "arguments": {"city": "Lyon"}} for c in calls] if calls else None
 
     stub.tool_calls = other_city  # same request at step 1, another tool call: drift
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         agent.invoke(QUESTION, config("b"))
     [drift] = named(logs, OUTPUT_DRIFT)
     assert (drift["agent_step"], drift["langgraph_step"], drift["thread_id"]) == (1, 1, "b")
@@ -355,7 +362,7 @@ class Forecast(BaseModel):
 
 def test_structured_response_format(stub: StubOpenAI) -> None:
     agent = make_agent(stub, [SeedLockMiddleware(LOCK)], response_format=Forecast)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         out = agent.invoke(QUESTION, config())
     assert isinstance(out["structured_response"], Forecast)
     assert_locked(stub.requests)
@@ -408,7 +415,7 @@ def test_with_retry_middleware(stub: StubOpenAI, position: str) -> None:
         [retry(), seedlock, FailOnce()] if position == "after" else [seedlock, retry(), FailOnce()]
     )
     agent = make_agent(stub, order)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         agent.invoke(QUESTION, config())
     assert len(stub.requests) == 3
     assert_locked(stub.requests)
@@ -428,7 +435,7 @@ async def test_with_fallback_middleware(stub: StubOpenAI, position: str) -> None
         [fallback, seedlock] if position == "before" else [seedlock, fallback]
     )
     agent = make_agent(stub, order, model=broken)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         await agent.ainvoke(QUESTION, config())
     assert {b["model"] for b in stub.requests} == {"gpt-4o-fallback"}
     assert_locked(stub.requests)  # the fallback model is sent the lock too
@@ -451,7 +458,7 @@ def test_with_summarization_middleware(stub: StubOpenAI, position: str) -> None:
     # The summary removes tool results from the request: script by call count instead.
     stub.tool_calls = lambda body: next(plan, None) if body["model"] == "gpt-4o-mini" else None
     agent = make_agent(stub, order)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         agent.invoke(QUESTION, {**config(), "recursion_limit": 20})
     by_model: dict[str, list[dict[str, Any]]] = {}
     for body in stub.requests:
@@ -494,7 +501,7 @@ def test_any_chat_model_gets_the_lock_through_model_settings() -> None:
     ]
     model = ScriptedChatModel(script=script, calls=[])
     agent = create_agent(model, [get_weather, get_time], middleware=[SeedLockMiddleware(LOCK)])
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         agent.invoke(QUESTION)
     assert len(model.calls) == 3
     for kw in model.calls:  # random_seed: the model's own name for the seed
@@ -511,7 +518,7 @@ def test_any_chat_model_gets_the_lock_through_model_settings() -> None:
 def test_store_url_and_content_capture(stub: StubOpenAI, tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path}/agent.db"
     seedlock = SeedLockMiddleware(LOCK, store=url, capture_content=True)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make_agent(stub, [seedlock]).invoke(QUESTION, config())
     assert seedlock.close(timeout=10)
     last = named(logs, CALL)[-1]
@@ -522,7 +529,7 @@ def test_store_url_and_content_capture(stub: StubOpenAI, tmp_path: Any) -> None:
 
 
 def test_content_is_not_logged_by_default(stub: StubOpenAI) -> None:
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         make_agent(stub, [SeedLockMiddleware(LOCK)]).invoke(QUESTION, config())
     assert all("seedlock.prompt_text" not in line for line in logs)
     assert all("Paris" not in repr(line) for line in named(logs, CALL))

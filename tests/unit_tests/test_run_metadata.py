@@ -19,7 +19,7 @@ from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
 from langchain_openai import ChatOpenAI
 from langsmith import Client
 
-from langchain_seedlock._callbacks import SeedLockCallbackHandler
+from langchain_seedlock import SeedLockCallbackHandler
 from tests._fixtures.stub_openai import StubOpenAI
 
 KEYS = (

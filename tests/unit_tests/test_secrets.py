@@ -25,7 +25,6 @@ from langchain_core.tools import tool
 from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
-from structlog.testing import capture_logs
 
 from langchain_seedlock import (
     DriftMonitor,
@@ -43,6 +42,7 @@ from langchain_seedlock import (
 )
 from langchain_seedlock._store._writer import BackgroundWriter
 from langchain_seedlock.cli import main
+from langchain_seedlock.testing import capture_seedlock_events
 from tests._fixtures.postgres import PostgresServer
 from tests._fixtures.stub_openai import StubOpenAI
 
@@ -226,7 +226,7 @@ def drive(stub: StubOpenAI, store: str) -> list[Any]:
 
 
 def test_every_path_captured_logs_and_rows(stub: StubOpenAI, store_url: str) -> None:
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         produced = drive(stub, store_url)
     names = {line["event"] for line in logs}
     # The paths really ran: each of these events was produced and searched.
@@ -291,7 +291,7 @@ def test_store_errors_and_events_hide_the_password(
     bad = open_store(wrong, connect=False)
     assert_clean(bad, "repr of an unopened PostgreSQL store")
     handler = SeedLockCallbackHandler(store=bad)
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         models(stub)["plain ChatOpenAI"].invoke("hi", config={"callbacks": [handler]})
         handler.close(timeout=1)
     errors = [line for line in logs if line["event"] == "seedlock.store_error"]

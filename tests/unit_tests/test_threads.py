@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 from langchain_openai import ChatOpenAI
-from structlog.testing import capture_logs
 
 from langchain_seedlock import LockedChatOpenAI, SeedLock, SeedLockCallbackHandler, _hashing
 from langchain_seedlock._events import CALL
 from langchain_seedlock._hashing import request_hash
 from langchain_seedlock._store import open_store
+from langchain_seedlock.testing import capture_seedlock_events
 from tests._fixtures.stub_openai import StubOpenAI
 
 THREADS = 8
@@ -127,7 +127,7 @@ def test_threads_call_models_with_their_own_tools(stub: StubOpenAI, fast_switchi
             bound.invoke(f"thread {t} call {k}", config={"callbacks": [handler]})
             done[t] += 1
 
-    with capture_logs() as logs:
+    with capture_seedlock_events() as logs:
         errors = run_threads(work)
     assert errors == []
     assert done == [per_thread] * THREADS
