@@ -58,12 +58,8 @@ RECORD_KEYS: Final = (
     META_REQUEST_HASH,
     META_OUTPUT_HASH,
 )
-# Keys added to a run's metadata (what tracers show).
-RUN_META_FINGERPRINT: Final = "system_fingerprint"
-RUN_META_SEED: Final = ev.K_SEED
-RUN_META_REQUEST_HASH: Final = ev.K_REQUEST_HASH
-RUN_META_OUTPUT_HASH: Final = ev.K_OUTPUT_HASH
-RUN_META_LOCK_HASH: Final = ev.K_LOCK_HASH
+# A run's metadata (what tracers show) uses the event key names (`_events`),
+# and ``system_fingerprint`` as LangChain's tracers spell it.
 
 
 # -- parameter names -----------------------------------------------------------------
@@ -284,24 +280,24 @@ def stamp(
 def run_metadata(record: CallRecord) -> dict[str, Any]:
     """The keys a call adds to its run's metadata (what LangSmith shows)."""
     fields = {
-        RUN_META_FINGERPRINT: record.system_fingerprint,
-        RUN_META_SEED: record.seed,
-        RUN_META_REQUEST_HASH: record.request_hash,
-        RUN_META_OUTPUT_HASH: record.output_hash,
+        META_FINGERPRINT: record.system_fingerprint,
+        ev.K_SEED: record.seed,
+        ev.K_REQUEST_HASH: record.request_hash,
+        ev.K_OUTPUT_HASH: record.output_hash,
     }
     if record.lock_hash:
-        fields[RUN_META_LOCK_HASH] = record.lock_hash
+        fields[ev.K_LOCK_HASH] = record.lock_hash
     return fields
 
 
 def run_metadata_of_stamp(stamped: Mapping[str, Any]) -> dict[str, Any]:
     """`run_metadata` of a locked model's stamp (`stamp`): the same keys."""
     return {
-        RUN_META_FINGERPRINT: stamped[META_FINGERPRINT],
-        RUN_META_SEED: stamped[META_SEED],
-        RUN_META_REQUEST_HASH: stamped[META_REQUEST_HASH],
-        RUN_META_OUTPUT_HASH: stamped[META_OUTPUT_HASH],
-        RUN_META_LOCK_HASH: stamped[META_LOCK_HASH],
+        META_FINGERPRINT: stamped[META_FINGERPRINT],
+        ev.K_SEED: stamped[META_SEED],
+        ev.K_REQUEST_HASH: stamped[META_REQUEST_HASH],
+        ev.K_OUTPUT_HASH: stamped[META_OUTPUT_HASH],
+        ev.K_LOCK_HASH: stamped[META_LOCK_HASH],
     }
 
 
