@@ -1,17 +1,18 @@
 """`DriftMonitor`: the one place where calls are compared with their baseline.
 
-The callback handler, the agent middleware and the probe each build a
-`CallRecord` and hand it to `DriftMonitor.observe` (or `aobserve`); the
-monitor decides which events fire, logs them, and queues the record and the
-events for the store. Nothing here may fail a model call: a store failure is
-logged as ``seedlock.store_error``, any other exception as
-``seedlock.internal_error`` (re-raised when ``SEEDLOCK_RAISE_INTERNAL_ERRORS=1``).
+The doors (callback handler, agent middleware) build a `CallRecord` with
+`_observe.record_from_result` and hand it to `DriftMonitor.observe` (or
+`aobserve`). The monitor is the shell around four pieces: the history this
+process knows (`_baselines.BaselineCache`), the pure decision
+(`_decide.decide`), the event builders (`_drift_events`) and the store
+(`_drift_store.StoreGateway`, writing through a `Writer`). Nothing here may
+fail a model call: a store failure is logged as ``seedlock.store_error``,
+any other exception as ``seedlock.internal_error`` (re-raised when
+``SEEDLOCK_RAISE_INTERNAL_ERRORS=1``).
 
 Speed: the per-call path is a dict lookup and a few comparisons under a lock.
-Per request hash the monitor keeps the outputs it knows (count, first/last
-seen, backend, fingerprint, and the text in memory only, to locate the first
-difference) in a bounded LRU; per model, the fingerprints seen. The store is
-read only on a cache miss, and written by a `BackgroundWriter` thread.
+The store is read only on a cache miss, and written by a `BackgroundWriter`
+thread (or inline with ``buffer_size=0``).
 
 Never on an event loop's thread: a cache miss seen there (the callback
 handler runs inline in ``ainvoke``) or in `DriftMonitor.aobserve` is read
