@@ -20,6 +20,15 @@ class InvalidLockError(SeedLockError, ValueError):
         super().__init__(f"SeedLock field {field!r}: {reason} (got {_short_repr(value)})")
 
 
+class UnusableSeedError(InvalidLockError):
+    """The lock's seed cannot lock this provider: its backend reads the value as
+    "pick a random seed", or its API refuses it. ``provider`` names the provider."""
+
+    def __init__(self, seed: int, provider: str, reason: str) -> None:
+        self.provider = provider
+        super().__init__("seed", seed, f"{provider} {reason}")
+
+
 class InvalidArgumentError(SeedLockError, TypeError, ValueError):
     """An argument of a public constructor or function has the wrong type or value.
 
