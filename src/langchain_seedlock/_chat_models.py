@@ -604,7 +604,8 @@ class LockedChatModel(_LockHolder, BaseChatModel):
             updates.update(locked_request(self.lock, nested))
         if via_kwargs:
             sent = {k: v for k, v in self.lock.canonical().items() if k in via_kwargs}
-            updates["model_kwargs"] = {**updates.get("model_kwargs", self.model.model_kwargs), **sent}
+            kwargs = updates.get("model_kwargs") or getattr(self.model, "model_kwargs", None)
+            updates["model_kwargs"] = {**(kwargs or {}), **sent}
         self.model = self.model.model_copy(update=updates)
         return self
 
@@ -853,7 +854,8 @@ def lock_model(model: BaseChatModel, lock: SeedLock) -> BaseChatModel:
     `LockedAzureChatOpenAI` with the same settings (the lock is then checked
     on the wire payload); any other model with a seed field (``seed`` or
     ``random_seed``) is wrapped in `LockedChatModel`. A model that cannot take
-    a seed raises `UnsupportedModelError`.
+    a seed raises `UnsupportedModelError`; a seed its backend reads as
+    "random" raises `UnusableSeedError` (the table: docs/providers.md).
     """
     if not isinstance(lock, SeedLock):
         raise UnsupportedModelError(f"lock must be a SeedLock, got {type(lock).__name__}")

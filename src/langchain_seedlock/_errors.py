@@ -20,15 +20,6 @@ class InvalidLockError(SeedLockError, ValueError):
         super().__init__(f"SeedLock field {field!r}: {reason} (got {_short_repr(value)})")
 
 
-class UnusableSeedError(InvalidLockError):
-    """The lock's seed cannot lock this provider: its backend reads the value as
-    "pick a random seed", or its API refuses it. ``provider`` names the provider."""
-
-    def __init__(self, seed: int, provider: str, reason: str) -> None:
-        self.provider = provider
-        super().__init__("seed", seed, f"{provider} {reason}")
-
-
 class InvalidArgumentError(SeedLockError, TypeError, ValueError):
     """An argument of a public constructor or function has the wrong type or value.
 
@@ -77,6 +68,23 @@ class ParamDroppedError(LockViolationError):
 
 class UnsupportedModelError(SeedLockError, TypeError):
     """The model cannot be locked (no seed parameter, or an API without seeds)."""
+
+
+class UnusableSeedError(UnsupportedModelError):
+    """The lock's seed cannot lock this provider: its backend reads the value as
+    "pick a random seed", or its API refuses it.
+
+    Raised when the locked model is built (a `TypeError`, like every
+    "this model cannot be locked" error, so pydantic passes it through).
+    ``field`` is ``"seed"``; ``value`` the seed; ``provider`` names the provider.
+    """
+
+    def __init__(self, seed: int, provider: str, reason: str) -> None:
+        self.field = "seed"
+        self.value = seed
+        self.provider = provider
+        self.reason = reason
+        super().__init__(f"seed {_short_repr(seed)}: {provider} {reason}")
 
 
 class MalformedResponseError(SeedLockError, ValueError):

@@ -44,7 +44,7 @@ class Provider:
     wire: Mapping[str, str] = field(default_factory=dict)
     """Lock parameter -> its dotted path in the request body (``options.seed``)."""
     seed_field: str | None = None
-    """The model field set to the seed (``model_kwargs.seed``: inside that mapping)."""
+    """The model field set to the seed (``model_kwargs["seed"]``: inside that mapping)."""
     fingerprint: str | None = None
     """The response field naming the backend build, if the API sends one."""
     random_seeds: tuple[int, ...] = ()
@@ -70,7 +70,7 @@ class Provider:
 _OPENAI_WIRE: Final = MappingProxyType(
     {"seed": "seed", "temperature": "temperature", "top_p": "top_p", "max_tokens": "max_tokens"}
 )
-_STUB = "lock_model against a local stub of the API (request body inspected)"
+_STUB = "lock_model against a local stub of its API (request body inspected)"
 
 OPENAI: Final = Provider(
     name="OpenAI",
@@ -79,7 +79,10 @@ OPENAI: Final = Provider(
     seed_field="seed",
     wire=MappingProxyType({**_OPENAI_WIRE, "max_tokens": "max_completion_tokens"}),
     fingerprint="system_fingerprint",
-    tested="LockedChatOpenAI against the fake backend (tests/unit_tests/test_lock_wire.py)",
+    tested=(
+        "the same client and request body as the OpenAI-compatible row; "
+        "api.openai.com itself is not reachable from the tests"
+    ),
 )
 OPENAI_COMPATIBLE: Final = Provider(
     name="OpenAI-compatible server (llama.cpp, vLLM)",
@@ -90,7 +93,7 @@ OPENAI_COMPATIBLE: Final = Provider(
     fingerprint="system_fingerprint",
     random_seeds=_LLAMA_CPP_RANDOM,
     seed_modulus=_UINT32,
-    tested="ChatOpenAI with a base_url: the real llama.cpp server (integration tests)",
+    tested=_STUB + "; -1 and 4294967295 shown random on the real llama.cpp server",
 )
 OPENAI_RESPONSES: Final = Provider(
     name="OpenAI Responses API",
@@ -98,7 +101,7 @@ OPENAI_RESPONSES: Final = Provider(
     package="langchain-openai",
     unsupported=(
         "OpenAI's Responses API (use_responses_api=True) takes no seed and returns no "
-        "system_fingerprint. Use the Chat Completions API (the default) with a SeedLock"
+        "system_fingerprint; use the Chat Completions API (the default)"
     ),
     tested="lock_model raises UnsupportedModelError (unit test)",
 )
@@ -109,7 +112,7 @@ AZURE: Final = Provider(
     seed_field="seed",
     wire=OPENAI.wire,
     fingerprint="system_fingerprint",
-    tested="LockedAzureChatOpenAI against the fake backend (tests/unit_tests/test_lock_wire.py)",
+    tested=_STUB,
 )
 
 PROVIDERS: Final[tuple[Provider, ...]] = (
@@ -148,7 +151,7 @@ PROVIDERS: Final[tuple[Provider, ...]] = (
         name="Groq",
         integration="langchain_groq.ChatGroq",
         package="langchain-groq",
-        seed_field="model_kwargs.seed",
+        seed_field='model_kwargs["seed"]',
         wire=_OPENAI_WIRE,
         # ChatGroq has no seed or top_p field; it sends model_kwargs as is.
         via_model_kwargs=("seed", "top_p"),

@@ -114,7 +114,11 @@ def _gemini(stream: bool) -> Iterator[dict[str, Any]]:
             candidate["finishReason"] = "STOP"
         yield {
             "candidates": [candidate],
-            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5},
+            "usageMetadata": {
+                "promptTokenCount": 3,
+                "candidatesTokenCount": 2,
+                "totalTokenCount": 5,
+            },
             "modelVersion": "gemini-stub-001",
             "responseId": "resp-1",
         }
