@@ -211,9 +211,9 @@ PROVIDERS: Final[tuple[Provider, ...]] = (
     ),
 )
 
-# The first provider listed for a class is its default; ChatOpenAI is refined below.
+# One row per class; `provider_of` picks ChatOpenAI's other two rows from its settings.
 _BY_CLASS: Final[Mapping[str, Provider]] = {
-    p.integration: p for p in reversed(PROVIDERS) if p not in (OPENAI_COMPATIBLE, OPENAI_RESPONSES)
+    p.integration: p for p in PROVIDERS if p not in (OPENAI_COMPATIBLE, OPENAI_RESPONSES)
 }
 _OPENAI_HOSTS: Final = frozenset({"api.openai.com"})
 

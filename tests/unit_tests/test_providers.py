@@ -190,6 +190,10 @@ def test_every_row_that_claims_a_stub_test_has_one() -> None:
         ("Groq", {"seed": 5}),
         ("Google Gemini", {"seed": 5}),
         ("Google Gemini", {"temperature": 1.0}),
+        # Merged over the config built from the fields: a route of its own.
+        ("Google Gemini", {"generation_config": {"seed": 5}}),
+        ("Google Gemini", {"generation_config": {"topP": 0.5}}),
+        ("Google Gemini", {"generation_config": {"maxOutputTokens": 10}}),
         ("DeepSeek", {"seed": 5}),
         ("xAI", {"max_tokens": 10}),
     ],
@@ -211,6 +215,15 @@ def test_warn_sends_the_locked_seed_in_ollama_options(provider_stub: ProviderStu
     assert options["seed"] == 7
     assert options["num_ctx"] == 512
     assert options["num_predict"] == 50
+
+
+def test_warn_sends_the_locked_values_in_gemini_generation_config(
+    provider_stub: ProviderStub,
+) -> None:
+    model = lock_model(_gemini(provider_stub.url), LOCK.replace(on_violation="warn"))
+    model.invoke("hi", generation_config={"seed": 5, "top_p": 0.5, "top_k": 3})
+    config = provider_stub.last.body["generationConfig"]
+    assert (config["seed"], config["topP"], config["topK"]) == (7, 0.9, 3)
 
 
 def test_groq_seed_travels_in_model_kwargs(provider_stub: ProviderStub) -> None:
