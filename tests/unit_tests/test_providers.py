@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
@@ -309,6 +311,18 @@ def test_gemini_takes_32_bit_seeds_only(provider_stub: ProviderStub) -> None:
 )
 def test_is_random(row: Provider, seed: int, random: bool) -> None:
     assert row.is_random(seed) is random
+
+
+@given(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.integers(min_value=-(2**31), max_value=2**31 - 1).map(lambda k: k * 2**32 - 1)
+)
+def test_llama_cpp_random_seeds_are_the_ones_with_all_low_32_bits_set(seed: int) -> None:
+    # llama.cpp casts the seed to uint32 and draws a random one for 0xFFFFFFFF.
+    expected = seed & 0xFFFFFFFF == 0xFFFFFFFF
+    assert OPENAI_COMPATIBLE.is_random(seed) is expected
+    assert ROWS["Ollama"].is_random(seed) is expected
+    assert not ROWS["Mistral AI"].is_random(seed)
 
 
 # -- models that take no seed -------------------------------------------------
