@@ -256,6 +256,16 @@ SELECT name, count(*), min(at), max(at) FROM {events} GROUP BY name ORDER BY cou
 """
 
 
+DRIFT_EVENTS_SQL = """
+SELECT rh, div, count(*), sum(unexplained), min(dc), min(dt) FROM (
+    SELECT {rh} AS rh, {div} AS div, {unexplained} AS unexplained, {dc} AS dc, {dt} AS dt
+    FROM {events} WHERE name = {p}
+) AS e
+WHERE rh IN ({marks})
+GROUP BY rh, div
+"""
+
+
 def drift_events_sql(events: str, get: Callable[[str, str], str], p: str, n: int) -> str:
     """Per (request hash, divergence range) among ``n`` request hashes: the
     output_drift events, the unexplained ones, the earliest char and token
@@ -264,17 +274,16 @@ def drift_events_sql(events: str, get: Callable[[str, str], str], p: str, n: int
     (1 when the value is JSON false)."""
     from langchain_seedlock import _events as ev
 
-    marks = ", ".join([p] * n)
-    return f"""
-SELECT rh, div, count(*), sum(unexplained), min(dc), min(dt) FROM (
-    SELECT {get(ev.K_REQUEST_HASH, "text")} AS rh, {get(ev.K_DIVERGENCE_AT, "text")} AS div,
-           {get(ev.K_EXPLAINED, "false")} AS unexplained,
-           {get(ev.K_DIFF_CHAR, "int")} AS dc, {get(ev.K_DIFF_TOKEN, "int")} AS dt
-    FROM {events} WHERE name = {p}
-) AS e
-WHERE rh IN ({marks})
-GROUP BY rh, div
-"""
+    return DRIFT_EVENTS_SQL.format(
+        rh=get(ev.K_REQUEST_HASH, "text"),
+        div=get(ev.K_DIVERGENCE_AT, "text"),
+        unexplained=get(ev.K_EXPLAINED, "false"),
+        dc=get(ev.K_DIFF_CHAR, "int"),
+        dt=get(ev.K_DIFF_TOKEN, "int"),
+        events=events,
+        p=p,
+        marks=", ".join([p] * n),
+    )
 
 
 def rate_bucket_params(width: float, model_key: str | None) -> tuple[Any, ...]:
@@ -294,7 +303,9 @@ def summarize_rate_buckets(
     sums: dict[tuple[str, str, int], list[int]] = {}
     for (model, backend, _), outs in per_request.items():
         n = sum(o.count for o in outs)
-        cell = sums.setdefault((model, backend, int(min(o.first_seen for o in outs) // width)), [0] * 5)
+        cell = sums.setdefault(
+            (model, backend, int(min(o.first_seen for o in outs) // width)), [0] * 5
+        )
         for i, v in enumerate((1, n, n - 1, n - len(outs), 0)):
             cell[i] += v
         for o in outs:

@@ -11,8 +11,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from langchain_seedlock import _fork
 from langchain_seedlock import _events as ev
+from langchain_seedlock import _fork
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_url
 from langchain_seedlock._sketch import Sketcher
@@ -300,9 +300,14 @@ class MemoryStore(BaselineStore):
         summaries.sort(key=lambda s: (-s.distinct_outputs, -s.calls, s.request_hash))
         found = [
             DriftingRequest(
-                s.request_hash, s.model_key, s.calls, s.distinct_outputs,
-                s.distinct_backends, s.first_seen, s.last_seen,
-            )  # fmt: skip
+                s.request_hash,
+                s.model_key,
+                s.calls,
+                s.distinct_outputs,
+                s.distinct_backends,
+                s.first_seen,
+                s.last_seen,
+            )
             for s in summaries[: max(limit, 0)]
         ]
         wanted = {r.request_hash for r in found}

@@ -513,7 +513,9 @@ class SQLiteStore(BaselineStore):
         params = rate_bucket_params(width, model_key)
 
         def q(c: sqlite3.Connection) -> list[RateBucket]:
-            return [RateBucket(m, bid, b * width, *rest) for m, bid, b, *rest in c.execute(sql, params)]
+            return [
+                RateBucket(m, bid, b * width, *rest) for m, bid, b, *rest in c.execute(sql, params)
+            ]
 
         return self._run("reading rates over time", q, write=False)
 
@@ -523,8 +525,7 @@ class SQLiteStore(BaselineStore):
         def q(c: sqlite3.Connection) -> list[DriftingRequest]:
             sql = DRIFTING_SQL.format(outputs="outputs", p="?", text="")
             found = [
-                DriftingRequest(*r)
-                for r in c.execute(sql, (model_key, model_key, max(limit, 0)))
+                DriftingRequest(*r) for r in c.execute(sql, (model_key, model_key, max(limit, 0)))
             ]
             if not found:
                 return found
