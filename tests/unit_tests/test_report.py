@@ -46,7 +46,8 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Call], list[B
     """The same 5,000 calls in a memory store and a SQLite store."""
     path = tmp_path_factory.mktemp("report") / "r.db"
     stores: list[BaselineStore] = [open_store("memory://"), open_store(f"sqlite:///{path}")]
-    calls = [fill(s, 5000) for s in stores][0]
+    calls = fill(stores[0], 5000)
+    assert fill(stores[1], 5000) == calls
     yield calls, stores
     for s in stores:
         s.close()
@@ -58,7 +59,8 @@ def test_rate_buckets_match_the_calls(
 ) -> None:
     calls, stores = filled
     want = expected_buckets(calls, width)
-    assert any(b.new_variants for b in want) and any(b.repeat_calls for b in want)
+    assert any(b.new_variants for b in want)
+    assert any(b.repeat_calls for b in want)
     for store in stores:
         assert store.rate_buckets(width) == want, store
         one = store.rate_buckets(width, model_key="openai:smollm2")
@@ -132,7 +134,8 @@ def test_page_from_100k_calls_on_sqlite_reads_aggregates_only(
     assert len(page.encode()) < MB2
     # One point per (model, backend, hour) with repeat calls: 2 models x 2 backends x ~24 h.
     assert page.count('<circle class="pt"') == len(groups) > 90
-    assert "Not reproducible" in page and "100000 stored calls" in page
+    assert "Not reproducible" in page
+    assert "100000 stored calls" in page
 
 
 def test_page_is_self_contained_and_keeps_the_lessons(tmp_path: Path) -> None:
@@ -148,7 +151,8 @@ def test_page_is_self_contained_and_keeps_the_lessons(tmp_path: Path) -> None:
     assert " title=" not in page  # answers are in visible tables, not tooltips
     assert '<meta name="generated" content="20' in page
     assert "generated</dt><dd>20" in page
-    assert "(higher is better)" in page and "(lower is better)" in page
+    assert "(higher is better)" in page
+    assert "(lower is better)" in page
     assert 'id="verdict"' in page
     assert "Server settings" in page  # what the backend identity does and does not cover
     assert "Not recorded in this store" in page  # in-flight: filled once calls carry it
@@ -165,7 +169,8 @@ def test_page_from_handler_records_escapes_and_verdicts(stub: StubOpenAI, tmp_pa
     assert handler.monitor.store is not None
     handler.monitor.store.close()
     code, page = report(url, tmp_path / "ok.html")
-    assert code == 0 and "<strong>Reproducible</strong>" in page
+    assert code == 0
+    assert "<strong>Reproducible</strong>" in page
 
     handler = SeedLockCallbackHandler(store=url)
     config = {"callbacks": [handler]}
@@ -176,7 +181,8 @@ def test_page_from_handler_records_escapes_and_verdicts(stub: StubOpenAI, tmp_pa
     assert handler.monitor.store is not None
     handler.monitor.store.close()
     code, page = report(url, tmp_path / "drift.html")
-    assert code == 0 and "<strong>Not reproducible</strong>" in page
+    assert code == 0
+    assert "<strong>Not reproducible</strong>" in page
     assert "<script>alert" not in page
     assert 'id="drifting"' in page
     assert re.search(r"<td>char \d+", page)  # the divergence position
@@ -186,26 +192,31 @@ def test_empty_store_says_not_enough_data(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'e.db'}"
     open_store(url).close()
     code, page = report(url, tmp_path / "e.html")
-    assert code == 0 and "Not enough data" in page and "holds no calls" in page
+    assert code == 0
+    assert "Not enough data" in page
+    assert "holds no calls" in page
 
 
 def test_memory_store_page(tmp_path: Path) -> None:
     # memory:// holds nothing across processes: the page is the empty one, not an error.
     code, page = report("memory://", tmp_path / "m.html")
-    assert code == 0 and "Not enough data" in page
+    assert code == 0
+    assert "Not enough data" in page
 
 
 def test_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = f"sqlite:///{tmp_path / 'nope.db'}"
     assert report(missing, tmp_path / "x.html")[0] == 1
     assert "does not exist" in capsys.readouterr().err
-    assert not (tmp_path / "nope.db").exists() and not (tmp_path / "x.html").exists()
+    assert not (tmp_path / "nope.db").exists()
+    assert not (tmp_path / "x.html").exists()
     url = f"sqlite:///{tmp_path / 'r.db'}"
     with open_store(url) as store:
         fill(store, 200)
     assert report(url, tmp_path / "x.html", "--model", "gpt-5")[0] == 1
     err = capsys.readouterr().err
-    assert "no model 'gpt-5'" in err and "openai:smollm2" in err
+    assert "no model 'gpt-5'" in err
+    assert "openai:smollm2" in err
     assert report(url, tmp_path / "no-dir" / "x.html")[0] == 1
     assert "cannot write" in capsys.readouterr().err
     for bad in ("0", "1x", "-5m"):
@@ -222,4 +233,5 @@ def test_model_filter_and_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["report", "--html", "-", "--store", url, "--model", "smollm2"]) == 0
     page = capsys.readouterr().out
     assert page.startswith("<!doctype html>")
-    assert 'data-model="openai:smollm2"' in page and 'data-model="openai:gpt-4o-mini"' not in page
+    assert 'data-model="openai:smollm2"' in page
+    assert 'data-model="openai:gpt-4o-mini"' not in page
