@@ -235,3 +235,20 @@ def test_model_filter_and_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert page.startswith("<!doctype html>")
     assert 'data-model="openai:smollm2"' in page
     assert 'data-model="openai:gpt-4o-mini"' not in page
+
+
+def test_html_helpers_escape_and_scale() -> None:
+    from langchain_seedlock._report import _html as h
+
+    chart = h.rate_chart(
+        [h.Series("<b>", [h.Point(10.0, 1.0, 0.5, 1.0, "<i>"), h.Point(20.0, 0.0)])],
+        x0=0.0, x1=30.0, label='a "b"',
+    )  # fmt: skip
+    assert "<i>" not in chart
+    assert "&lt;i&gt;" in chart
+    assert 'aria-label="a &quot;b&quot;"' in chart
+    assert chart.count('class="pt"') == 2
+    ticks = h.time_ticks(3600.0, 7 * 3600.0)
+    assert [t for t, _ in ticks] == [3600.0 * i for i in range(1, 8)]
+    assert ticks[0][1] == "01:00"
+    assert h.table(["a"], [[h.Raw("<code>x</code>")], ["<y>"]]).count("&lt;y&gt;") == 1
