@@ -177,7 +177,7 @@ class Frame:
     width: int = 760
     height: int = 240
     left: int = 56
-    right: int = 16
+    right: int = 36  # room for the last time label
     top: int = 12
     bottom: int = 40
 
@@ -316,7 +316,7 @@ def lanes_chart(lanes: Sequence[Lane], *, x0: float, x1: float, label: str) -> s
     """One horizontal bar per lane from its start to its end, labelled in
     visible text; a dashed line where each lane after the first begins."""
     row = 34
-    frame = Frame(x0, x1, 0.0, 1.0, height=44 + row * len(lanes), left=12)
+    frame = Frame(x0, x1, 0.0, 1.0, height=56 + row * len(lanes), left=40)
     inner = [_axes(frame, [], "time (UTC)", "")]
     for i, lane in enumerate(lanes):
         y = frame.top + i * row
