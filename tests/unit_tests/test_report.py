@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -252,3 +253,17 @@ def test_html_helpers_escape_and_scale() -> None:
     assert [t for t, _ in ticks] == [3600.0 * i for i in range(1, 8)]
     assert ticks[0][1] == "01:00"
     assert h.table(["a"], [[h.Raw("<code>x</code>")], ["<y>"]]).count("&lt;y&gt;") == 1
+
+
+def test_written_page_has_the_usual_permissions(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    open_store(url).close()
+    out = tmp_path / "r.html"
+    out.write_text("old")
+    old_umask = os.umask(0o022)
+    try:
+        assert report(url, out)[0] == 0
+    finally:
+        os.umask(old_umask)
+    assert out.stat().st_mode & 0o777 == 0o644  # readable by a web server, like any file
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []

@@ -6,7 +6,6 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +69,15 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _write(path: str, page: str) -> None:
-    """Write atomically: a reader (or a browser refresh) never sees half a page."""
+    """Write atomically: a reader (or a browser refresh) never sees half a page.
+    The file gets the usual permissions (umask), unlike a ``mkstemp`` file."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
+        tmp.write_text(page, encoding="utf-8")
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
