@@ -185,6 +185,8 @@ def test_page_from_handler_records_escapes_and_verdicts(stub: StubOpenAI, tmp_pa
     assert code == 0
     assert "<strong>Not reproducible</strong>" in page
     assert "<script>alert" not in page
+    backends = page.split('id="backends"')[1].split("</table>")[0]
+    assert "no recent event" not in backends  # the resolved model, from the drift event
     assert 'id="drifting"' in page
     assert re.search(r"<td>char \d+", page)  # the divergence position
 

@@ -32,7 +32,8 @@ h2 { font-size: 18px; margin: 28px 0 6px; border-bottom: 1px solid var(--line);
      padding-bottom: 4px; }
 h3 { font-size: 15px; margin: 18px 0 4px; }
 p.note, .muted { color: var(--muted); } p.note { margin: 4px 0 8px; }
-table { border-collapse: collapse; margin: 6px 0 12px; font-size: 13px; }
+table { border-collapse: collapse; margin: 6px 0 12px; font-size: 13px; display: block;
+        max-width: 100%; overflow-x: auto; }
 th, td { border-bottom: 1px solid var(--line); padding: 3px 8px; text-align: left;
          vertical-align: top; }
 th { background: var(--bg2); font-weight: 600; } td.num, th.num { text-align: right;

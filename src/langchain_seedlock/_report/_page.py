@@ -203,11 +203,24 @@ def _header(report: Report) -> str:
     )
 
 
-def _backends_table(backends: Sequence[BackendSummary]) -> str:
+def _resolved_models(events: Sequence[StoredEvent]) -> dict[str, str]:
+    """Backend id -> the model name the server answered with, from the newest
+    event about it (the store keeps it only in events)."""
+    found: dict[str, str] = {}
+    for e in events:  # newest first
+        backend, model = e.fields.get(ev.K_BACKEND_ID), e.fields.get(ev.K_RESPONSE_MODEL)
+        if isinstance(backend, str) and model is not None:
+            found.setdefault(backend, str(model))
+    return found
+
+
+def _backends_table(backends: Sequence[BackendSummary], events: Sequence[StoredEvent]) -> str:
+    resolved = _resolved_models(events)
     rows = [
         (
             b.model_key,
             b.system_fingerprint or "(none)",
+            resolved.get(b.backend_id, "- (no recent event)"),
             h.Raw(f"<code>{h.esc(b.backend_id)}</code>"),
             b.requests,
             b.calls,
@@ -223,6 +236,7 @@ def _backends_table(backends: Sequence[BackendSummary]) -> str:
         [
             "model",
             "fingerprint",
+            "resolved model (server)",
             "backend identity",
             "requests",
             "calls",
@@ -233,7 +247,7 @@ def _backends_table(backends: Sequence[BackendSummary]) -> str:
             "last seen",
         ],
         rows,
-        numeric=(3, 4, 5),
+        numeric=(4, 5, 6),
         table_id="backends",
     )
 
@@ -498,7 +512,7 @@ def render(report: Report) -> str:
     body = [
         _header(report),
         "<h2>Backends (per model and backend identity)</h2>",
-        _backends_table(report.backends),
+        _backends_table(report.backends, report.events),
     ]
     for i, model in enumerate(report.models):
         body.append(_model_section(report, i, model))
