@@ -102,7 +102,8 @@ def lock_model(model: BaseChatModel, lock: SeedLock) -> BaseChatModel:
     `LockedAzureChatOpenAI` with the same settings (the lock is then checked
     on the wire payload); any other model with a seed field (``seed`` or
     ``random_seed``) is wrapped in `LockedChatModel`. A model that cannot take
-    a seed raises `UnsupportedModelError`.
+    a seed raises `UnsupportedModelError`; a seed its backend reads as
+    "random" raises `UnusableSeedError` (the table: docs/providers.md).
     """
     if not isinstance(lock, SeedLock):
         raise UnsupportedModelError(f"lock must be a SeedLock, got {type(lock).__name__}")

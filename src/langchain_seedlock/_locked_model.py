@@ -16,7 +16,7 @@ from pydantic import model_validator
 from langchain_seedlock import _observe as core
 from langchain_seedlock._body import PARAM_CONTAINERS
 from langchain_seedlock._enforce import locked_request
-from langchain_seedlock._errors import LockViolationError, UnsupportedModelError
+from langchain_seedlock._errors import LockViolationError
 from langchain_seedlock._hashing import request_hash_from_messages
 from langchain_seedlock._locked_base import (
     LockHolder,
@@ -27,6 +27,7 @@ from langchain_seedlock._locked_base import (
     whole_as_chunk,
 )
 from langchain_seedlock._locked_openai import _CALL_KWARG
+from langchain_seedlock._providers import check_model, unsupported_param
 from langchain_seedlock._record import clean_fingerprint
 
 _NAME_ATTRS = ("model_name", "model", "model_id", "deployment_name")
@@ -47,17 +48,16 @@ class LockedChatModel(LockHolder, BaseChatModel):
     def _apply_lock_to_inner(self) -> Any:
         """Constructor values against the lock (a conflict raises: it is in the
         code, not in a call), then the locked values set on a copy of the model."""
+        provider = check_model(self.model, self.lock.seed)  # no seed / a "random" seed
+        via_kwargs = provider.via_model_kwargs if provider else ()  # ChatGroq's seed
         model_fields = type(self.model).model_fields
         fields: dict[str, str] = {}  # canonical name -> the model's field
         for name in self.lock.canonical():
+            if name in via_kwargs:
+                continue  # set in model_kwargs below
             field = core.field_for(model_fields, name)
             if field is None:
-                kind = "a seed" if name == "seed" else f"the locked parameter {name!r}"
-                raise UnsupportedModelError(
-                    f"{type(self.model).__name__} has no field for {kind}, so it cannot be "
-                    "locked. Models that take a seed: ChatOpenAI, AzureChatOpenAI, "
-                    "ChatOllama, ChatGroq, ChatFireworks, ChatMistralAI (random_seed)..."
-                )
+                raise unsupported_param(self.model, name)
             fields[name] = field
         # Mappings of more parameters (model_kwargs, extra_body...) reach the wire too.
         nested: dict[str, Any] = {
@@ -66,12 +66,22 @@ class LockedChatModel(LockHolder, BaseChatModel):
             if name in model_fields
             and isinstance(value := getattr(self.model, name, None), Mapping)
         }
-        current = {field: getattr(self.model, field, None) for field in fields.values()}
+        # Only a value the user set conflicts (not ChatMistralAI's default temperature).
+        current = {
+            field: getattr(self.model, field, None)
+            for field in fields.values()
+            if field in self.model.model_fields_set
+        }
         for v in core.constructor_conflicts(self.lock, current, nested):
             raise LockViolationError(v.field, v.locked, v.attempted, "constructor argument")
-        updates: dict[str, Any] = {fields[k]: v for k, v in self.lock.canonical().items()}
+        locked = self.lock.canonical()
+        updates: dict[str, Any] = {field: locked[name] for name, field in fields.items()}
         if nested:  # equal values made the locked ones
             updates.update(locked_request(self.lock, nested))
+        if via_kwargs:
+            sent = {k: v for k, v in locked.items() if k in via_kwargs}
+            kwargs = updates.get("model_kwargs") or getattr(self.model, "model_kwargs", None)
+            updates["model_kwargs"] = {**(kwargs or {}), **sent}
         self.model = self.model.model_copy(update=updates)
         return self
 

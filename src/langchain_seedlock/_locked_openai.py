@@ -30,6 +30,7 @@ from langchain_seedlock._locked_base import (
     lock_from,
     stamp_result,
 )
+from langchain_seedlock._providers import check_model
 from langchain_seedlock._record import clean_fingerprint
 
 # Private kwarg carrying per-call state from `_generate`/`_stream` to
@@ -91,6 +92,7 @@ class LockedOpenAIMixin(LockHolder, _OpenAIBase):
                 f"model {self.model_name!r} is served through OpenAI's Responses API, "
                 "which takes no seed and returns no system_fingerprint: it cannot be locked."
             )
+        check_model(self, self.lock.seed)  # a seed its server reads as "random"
         return self
 
     # -- the choke point: every Chat Completions request is built here --------

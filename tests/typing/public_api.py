@@ -13,6 +13,7 @@ from langchain_seedlock import (
     SeedLockCallbackHandler,
     SeedLockError,
     SeedLockMiddleware,
+    UnusableSeedError,
     lock_model,
     run_probe,
 )
@@ -34,6 +35,12 @@ def typed_usage() -> None:
         del field
     except SeedLockError:
         pass
+    try:
+        lock_model(model, lock.replace(seed=-1))
+    except UnusableSeedError as err:
+        provider: str = err.provider
+        bad_seed: int = err.value
+        del provider, bad_seed
     del seed, digest, fingerprint
 
 
