@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests._fixtures.stub_openai",
     "tests._fixtures.postgres",
     "tests._fixtures.llama",
+    "tests._fixtures.otlp",
 ]
 
 
