@@ -329,3 +329,83 @@ def test_extra_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
         SeedLockCallbackHandler()
     monkeypatch.delenv("SEEDLOCK_OTEL")
     SeedLockCallbackHandler()  # off: no OpenTelemetry needed
+
+
+# -- concurrency, deferred decisions, holding ------------------------------------------
+def test_concurrent_calls_each_amend_their_own_span(stub: FakeBackend, otel: Otel) -> None:
+    from langchain_core.runnables import RunnableParallel
+
+    handler = SeedLockCallbackHandler(otel=exporting(otel))
+    stub.delay = 0.05  # the calls overlap
+    names = [f"model-{i}" for i in range(6)]
+    parallel = RunnableParallel({name: make_model(stub, model=name) for name in names})
+    parallel.invoke("hi", config={"callbacks": [handler], "max_concurrency": 6})
+    handler.flush()
+
+    spans = otel.chat_spans()
+    assert len(spans) == len(names)
+    for span in spans:
+        # gen_ai.response.model is the instrumentation's own reading of the
+        # response; gen_ai.request.model and the hashes were written by us.
+        assert span.attributes["gen_ai.request.model"] == span.attributes["gen_ai.response.model"]
+        assert span.attributes[VARIANT] == "first"
+    assert len({s.attributes["seedlock.request_hash"] for s in spans}) == len(names)
+
+
+async def test_concurrent_async_calls(stub: FakeBackend, otel: Otel) -> None:
+    import asyncio
+
+    handler = SeedLockCallbackHandler(otel=exporting(otel))
+    stub.delay = 0.05
+    models = [make_model(stub, model=f"async-{i}") for i in range(5)]
+    await asyncio.gather(*(m.ainvoke("hi", config={"callbacks": [handler]}) for m in models))
+    handler.flush()
+    spans = otel.chat_spans()
+    assert len(spans) == len(models)
+    for span in spans:
+        assert span.attributes["gen_ai.request.model"] == span.attributes["gen_ai.response.model"]
+
+
+async def test_verdict_decided_later_by_the_store_reader(
+    stub: FakeBackend, otel: Otel, tmp_path: Any
+) -> None:
+    # On an event loop a cache miss is read and decided by the monitor's
+    # reader thread: the span waits for that verdict.
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    with SeedLockCallbackHandler(store=url, otel=exporting(otel)) as handler:
+        await make_model(stub).ainvoke("hi", config={"callbacks": [handler]})
+        handler.flush()
+    with SeedLockCallbackHandler(store=url, otel=exporting(otel)) as handler:
+        await make_model(stub).ainvoke("hi", config={"callbacks": [handler]})
+        handler.flush()
+    first, second = otel.chat_spans()
+    assert first.attributes[VARIANT] == "first"
+    assert second.attributes[VARIANT] == "reproduced"  # known from the store, not memory
+    assert evaluation(second) is not None
+
+
+def test_a_span_whose_verdict_never_comes_goes_on_after_max_hold() -> None:
+    import time
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from langchain_seedlock import SeedLockSpanProcessor, _otel
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SeedLockSpanProcessor(SimpleSpanProcessor(exported), max_hold=0.2))
+    exporter = _otel.door_exporter(SeedLockOTel(tracer_provider=provider), False)
+    assert exporter is not None
+    exporter.start()  # a call that is never decided (its door died)
+    tracer = provider.get_tracer("test")
+    tracer.start_span("chat m", attributes={"gen_ai.operation.name": "chat"}).end()
+    tracer.start_span("not a model call").end()
+    assert [s.name for s in exported.get_finished_spans()] == ["not a model call"]
+    deadline = time.monotonic() + 30  # waits for the reaper; asserts no duration
+    while len(exported.get_finished_spans()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    names = [s.name for s in exported.get_finished_spans()]
+    assert names == ["not a model call", "chat m"]
+    provider.shutdown()
