@@ -210,15 +210,20 @@ class _Exporter:
     def __repr__(self) -> str:
         return f"_Exporter({self.options!r})"
 
-    def start(self, *, claim: bool = True) -> _Call:
+    def start(self, *, claim: bool = True) -> _Call | None:
         """A call starts, in the context the model call will run in. ``claim``:
         let `SeedLockSpanProcessor` tie the GenAI spans started in this context
         to it (False when one callback start stands for several calls:
-        ``generate()`` with several prompts starts them all first)."""
-        from opentelemetry import context, trace
+        ``generate()`` with several prompts starts them all first). Never
+        raises: None when it failed (logged as ``seedlock.internal_error``)."""
+        try:
+            from opentelemetry import context, trace
 
-        call = _Call(self, time.time_ns(), context.get_current(), trace.get_current_span())
-        _CURRENT.set(call if claim else None)
+            call = _Call(self, time.time_ns(), context.get_current(), trace.get_current_span())
+            _CURRENT.set(call if claim else None)
+        except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
+            ev.log_internal_error("otel.start", exc)
+            return None
         return call
 
     # -- a decided call --------------------------------------------------------------

@@ -198,6 +198,7 @@ def test_prompts_and_outputs_only_with_capture_content(
     exported = b"".join(s.raw for s in otel.collect().spans)
     for text in (b"the secret answer 8841", b"the private prompt 5521"):
         assert (text in exported) is capture
+    assert b"sk-test" not in exported  # the API key: never
     if capture:
         assert span.attributes["seedlock.output_text"] == "the secret answer 8841"
         assert "the private prompt 5521" in span.attributes["seedlock.prompt_text"]
