@@ -96,6 +96,9 @@ class SeedLockOTel:
     Args:
         tracer_provider: the provider spans are made with (default: the global one).
         meter_provider: the provider metrics are made with (default: the global one).
+        logger_provider: the provider the verdict is also emitted with as a
+            log-record event, the conventions' form of an event (default: the
+            global one; nothing is emitted while none is set).
         create_spans: when no instrumentation span and no recording span
             is there to carry a call's record, make one ``chat {model}`` span
             per call (GenAI conventions).
@@ -106,6 +109,7 @@ class SeedLockOTel:
 
     tracer_provider: Any = None
     meter_provider: Any = None
+    logger_provider: Any = None
     create_spans: bool = False
 
     def __post_init__(self) -> None:
@@ -198,11 +202,12 @@ class _Exporter:
     attributes, an evaluation event and metrics."""
 
     def __init__(self, options: SeedLockOTel, capture_content: bool) -> None:
-        from opentelemetry import trace
+        from opentelemetry import _logs, trace
 
         from langchain_seedlock import __version__
 
         self.options = options
+        self.logger = _logs.get_logger(SCOPE, __version__, logger_provider=options.logger_provider)
         self.capture_content = capture_content
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=options.tracer_provider)
         self.meters = _meters_for(options.meter_provider)
@@ -389,15 +394,33 @@ class _Call:
         held_ids = {sid for _, sid in held}
         for processor, span_id in held:
             processor.release(span_id, self)
-        if held or self.claimed:
+        evaluated = None  # the span the verdict is about
+        if self.claimed:
+            evaluated = self.claimed[0]
             for span in live:  # a claimed span still open (unusual): write it directly
                 if span.get_span_context().span_id not in held_ids:
                     self._write(span, attrs, event, now)
         elif self.span_at_start.is_recording():
-            self._write(self.span_at_start, attrs, event, now)
+            evaluated = self.span_at_start
+            self._write(evaluated, attrs, event, now)
         elif exporter.options.create_spans:
-            self._own_span(record, attrs, event, now)
+            evaluated = self._own_span(record, attrs, event, now)
+        if event is not None:
+            self._emit_log(event, evaluated, now)
         exporter.count(record, decision, rate)
+
+    def _emit_log(self, event: Mapping[str, Any], evaluated: Any, now: int) -> None:
+        """The verdict as a log-record event, parented to the evaluated span
+        (as the conventions ask), or to the call's context when there is none."""
+        from opentelemetry import trace
+
+        context = self.context
+        if evaluated is not None:
+            span = trace.NonRecordingSpan(evaluated.get_span_context())
+            context = trace.set_span_in_context(span, context)
+        self.exporter.logger.emit(
+            timestamp=now, context=context, event_name=EVALUATION_EVENT, attributes=dict(event)
+        )
 
     def abandon(self) -> None:
         """The call failed or gave nothing to record: forward its held spans as
@@ -422,7 +445,7 @@ class _Call:
         attrs: Mapping[str, Any],
         event: Mapping[str, Any] | None,
         now: int,
-    ) -> None:
+    ) -> Any:
         from opentelemetry.trace import SpanKind
 
         exporter = self.exporter
@@ -437,6 +460,7 @@ class _Call:
             span.add_event(EVALUATION_EVENT, dict(event), timestamp=now)
         # It ends where the call ended (the verdict may come later, from the store).
         span.end(end_time=max(self.start_ns, int(record.at * 1e9)))
+        return span
 
 
 def current_call() -> _Call | None:

@@ -131,6 +131,7 @@ class SeedLockSpanProcessor(SpanProcessor):
             self.release(span_id, None)
 
     def _start_reaper(self) -> None:  # caller holds the lock
+        self._lock.notify_all()  # a sleeping reaper has a span to watch again
         if self._reaper is None:
             self._reaper = threading.Thread(
                 target=self._reap, name="seedlock-otel-hold", daemon=True
@@ -143,7 +144,8 @@ class SeedLockSpanProcessor(SpanProcessor):
             with self._lock:
                 if self._closed:
                     return
-                self._lock.wait(_REAP_INTERVAL)
+                # Asleep while nothing is held; else checks twice a second.
+                self._lock.wait(_REAP_INTERVAL if self._held else None)
                 now = time.monotonic()
                 late = [sid for sid, (_, deadline) in self._held.items() if deadline <= now]
             for span_id in late:

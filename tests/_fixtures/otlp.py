@@ -21,10 +21,15 @@ from typing import Any
 import pytest
 
 try:
-    from opentelemetry import metrics, trace
+    from opentelemetry import _logs, metrics, trace
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+        ExportLogsServiceResponse,
+    )
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
         ExportMetricsServiceRequest,
         ExportMetricsServiceResponse,
@@ -34,6 +39,8 @@ try:
         ExportTraceServiceResponse,
     )
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
@@ -77,6 +84,8 @@ class Receiver:
     url: str = ""
     spans: list[SpanOut] = field(default_factory=list)
     metrics: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
+    # Log-record events: (event name, span id, attributes).
+    events: list[tuple[str, bytes, dict[str, Any]]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -84,6 +93,7 @@ class Receiver:
         with self.lock:
             self.spans.clear()
             self.metrics.clear()
+            self.events.clear()
             self.paths.clear()
 
     def take_traces(self, body: bytes) -> None:
@@ -104,6 +114,17 @@ class Receiver:
                     )  # fmt: skip
         with self.lock:
             self.spans.extend(out)
+
+    def take_logs(self, body: bytes) -> None:
+        request = ExportLogsServiceRequest.FromString(body)
+        out = [
+            (r.event_name, r.span_id, {a.key: value(a.value) for a in r.attributes})
+            for rl in request.resource_logs
+            for sl in rl.scope_logs
+            for r in sl.log_records
+        ]
+        with self.lock:
+            self.events.extend(out)
 
     def take_metrics(self, body: bytes) -> None:
         request = ExportMetricsServiceRequest.FromString(body)
@@ -132,6 +153,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             if self.path == "/v1/traces":
                 receiver.take_traces(body)
                 answer = ExportTraceServiceResponse().SerializeToString()
+            elif self.path == "/v1/logs":
+                receiver.take_logs(body)
+                answer = ExportLogsServiceResponse().SerializeToString()
             elif self.path == "/v1/metrics":
                 receiver.take_metrics(body)
                 answer = ExportMetricsServiceResponse().SerializeToString()
@@ -153,12 +177,14 @@ class Otel:
     receiver: Receiver
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
+    logger_provider: LoggerProvider
     processor: SeedLockSpanProcessor
 
     def collect(self) -> Receiver:
         """Export everything ended so far to the receiver, and return it."""
         self.tracer_provider.force_flush()
         self.meter_provider.force_flush()
+        self.logger_provider.force_flush()
         return self.receiver
 
     def chat_spans(self, *, ours: bool = False) -> list[SpanOut]:
@@ -193,15 +219,20 @@ def _otel_session() -> Iterator[Otel]:
         export_interval_millis=3_600_000,  # exported on force_flush only
     )
     meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
-    # Global too: for doors left at otel=None under SEEDLOCK_OTEL=1.
+    logger_provider = LoggerProvider(resource=resource)
+    logger_provider.add_log_record_processor(
+        BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{receiver.url}/v1/logs"))
+    )  # Global too: for doors left at otel=None under SEEDLOCK_OTEL=1.
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
+    _logs.set_logger_provider(logger_provider)
     instrumentor = OpenAIInstrumentor()
     instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
-    yield Otel(receiver, tracer_provider, meter_provider, processor)
+    yield Otel(receiver, tracer_provider, meter_provider, logger_provider, processor)
     instrumentor.uninstrument()
     tracer_provider.shutdown()
     meter_provider.shutdown()
+    logger_provider.shutdown()
     server.shutdown()
     server.server_close()
 

@@ -40,7 +40,10 @@ def make_model(stub: FakeBackend, model: str = "gpt-4o-mini", **kwargs: Any) -> 
 
 def exporting(otel: Otel, **options: Any) -> SeedLockOTel:
     return SeedLockOTel(
-        tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider, **options
+        tracer_provider=otel.tracer_provider,
+        meter_provider=otel.meter_provider,
+        logger_provider=otel.logger_provider,
+        **options,
     )
 
 
@@ -76,6 +79,9 @@ def test_openai_v2_span_carries_seed_fingerprint_and_verdict(stub: FakeBackend, 
     assert verdict["gen_ai.evaluation.score.label"] == "reproduced"
     assert verdict["gen_ai.evaluation.score.value"] == 1.0
     assert "fp_stub_1" in verdict["gen_ai.evaluation.explanation"]
+    # The same event as a log record (the conventions' form), parented to the span.
+    logged = [(n, sid, a) for n, sid, a in otel.receiver.events if n == EVENT]
+    assert logged == [(EVENT, second.span_id, verdict)]
 
 
 def test_stream_gets_the_fingerprint_openai_v2_leaves_out(stub: FakeBackend, otel: Otel) -> None:
@@ -145,6 +151,8 @@ def test_drift_verdicts_as_evaluation_events(stub: FakeBackend, otel: Otel) -> N
     assert "known variant" in known["gen_ai.evaluation.explanation"]
     assert "fp_1 -> fp_2" in explained["gen_ai.evaluation.explanation"]
     assert spans[4].attributes[FINGERPRINT] == "fp_2"
+    logged = {sid: a for n, sid, a in otel.receiver.events if n == EVENT}
+    assert logged == {s.span_id: v for s, v in zip(spans, verdicts, strict=True) if v is not None}
     assert spans[4].attributes["seedlock.backend_id"] != spans[0].attributes["seedlock.backend_id"]
 
 
@@ -241,7 +249,9 @@ def test_own_span_when_no_span_is_recording(stub: FakeBackend, otel: Otel) -> No
     verdict = evaluation(second)
     assert verdict is not None
     assert verdict["gen_ai.evaluation.score.label"] == "reproduced"
+    logged = [sid for n, sid, _ in otel.receiver.events if n == EVENT]
     (user,) = [s for s in otel.collect().spans if s.name == "user step"]
+    assert logged == [second.span_id, user.span_id]
     assert user.attributes[VARIANT] == "reproduced"
     assert user.attributes[SEED] == 1
     assert evaluation(user) is not None
