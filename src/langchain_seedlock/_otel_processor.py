@@ -63,6 +63,7 @@ class SeedLockSpanProcessor(SpanProcessor):
         self._claimed: dict[int, _otel._Call] = {}  # span id -> its call, while open
         self._held: dict[int, tuple[ReadableSpan, float]] = {}  # span id -> (span, deadline)
         self._reaper: threading.Thread | None = None
+        self._reaper_idle = False  # waiting without a timeout (nothing held)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -131,7 +132,8 @@ class SeedLockSpanProcessor(SpanProcessor):
             self.release(span_id, None)
 
     def _start_reaper(self) -> None:  # caller holds the lock
-        self._lock.notify_all()  # a sleeping reaper has a span to watch again
+        if self._reaper_idle:  # asleep since nothing was held: it has a span to watch
+            self._lock.notify_all()
         if self._reaper is None:
             self._reaper = threading.Thread(
                 target=self._reap, name="seedlock-otel-hold", daemon=True
@@ -145,7 +147,9 @@ class SeedLockSpanProcessor(SpanProcessor):
                 if self._closed:
                     return
                 # Asleep while nothing is held; else checks twice a second.
-                self._lock.wait(_REAP_INTERVAL if self._held else None)
+                self._reaper_idle = not self._held
+                self._lock.wait(None if self._reaper_idle else _REAP_INTERVAL)
+                self._reaper_idle = False
                 now = time.monotonic()
                 late = [sid for sid, (_, deadline) in self._held.items() if deadline <= now]
             for span_id in late:
