@@ -21,12 +21,13 @@ import threading
 import time
 from typing import Any
 
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-
 from langchain_seedlock import _events as ev
 from langchain_seedlock import _otel
 from langchain_seedlock._args import check_instance, check_number
+
+_otel.require()  # `from langchain_seedlock import SeedLockSpanProcessor` names the extra
+from opentelemetry.context import Context  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor  # noqa: E402
 
 _REAP_INTERVAL = 0.5
 

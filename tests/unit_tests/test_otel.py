@@ -307,6 +307,18 @@ def test_env_value_must_be_a_switch(monkeypatch: pytest.MonkeyPatch) -> None:
         SeedLockCallbackHandler()
 
 
+def test_bad_span_processor_arguments() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from langchain_seedlock import SeedLockSpanProcessor
+
+    with pytest.raises(InvalidArgumentError, match="processor"):
+        SeedLockSpanProcessor(InMemorySpanExporter())  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="max_hold"):
+        SeedLockSpanProcessor(SimpleSpanProcessor(InMemorySpanExporter()), max_hold=-1)
+
+
 def test_bad_otel_argument() -> None:
     with pytest.raises(InvalidArgumentError, match="otel"):
         SeedLockCallbackHandler(otel="yes")  # type: ignore[arg-type]
@@ -335,6 +347,9 @@ def test_extra_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
 
     with pytest.raises(OTelNotInstalledError, match=r"langchain-seedlock\[otel\]"):
         SeedLockMiddleware(SeedLock(seed=1), otel=True)
+    monkeypatch.delitem(sys.modules, "langchain_seedlock._otel_processor", raising=False)
+    with pytest.raises(OTelNotInstalledError):
+        from langchain_seedlock._otel_processor import SeedLockSpanProcessor  # noqa: F401
     monkeypatch.setenv("SEEDLOCK_OTEL", "1")
     with pytest.raises(OTelNotInstalledError):
         SeedLockCallbackHandler()
