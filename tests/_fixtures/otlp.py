@@ -1,10 +1,11 @@
 """A real OTLP/HTTP receiver on 127.0.0.1 and the real OpenTelemetry pipeline
 (SDK, OTLP/HTTP exporters, OpenTelemetry's openai-v2 instrumentation).
 
-``otel`` (session) is the pipeline: a `TracerProvider` whose spans go
-through `SeedLockSpanProcessor` and a `BatchSpanProcessor` to the receiver,
-a `MeterProvider` exporting there too, and `OpenAIInstrumentor` instrumenting
-the OpenAI client with both. Each test gets it with the receiver emptied.
+``otel`` is the pipeline: a `TracerProvider` whose spans go through
+`SeedLockSpanProcessor` and a `BatchSpanProcessor` to the receiver, a
+`MeterProvider` and a `LoggerProvider` exporting there too (made once per
+session), and `OpenAIInstrumentor` instrumenting the OpenAI client with them
+for the test. Each test gets it with the receiver emptied.
 ``Otel.collect()`` flushes both providers and returns what the receiver
 decoded (protobuf, with ``opentelemetry-proto``). Skipped only when the
 ``otel`` extra (or the test extra's exporters) is missing: CI installs them.
@@ -226,10 +227,7 @@ def _otel_session() -> Iterator[Otel]:
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     _logs.set_logger_provider(logger_provider)
-    instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
     yield Otel(receiver, tracer_provider, meter_provider, logger_provider, processor)
-    instrumentor.uninstrument()
     tracer_provider.shutdown()
     meter_provider.shutdown()
     logger_provider.shutdown()
@@ -238,8 +236,18 @@ def _otel_session() -> Iterator[Otel]:
 
 
 @pytest.fixture
-def otel(_otel_session: Otel) -> Otel:
-    """The pipeline, with everything exported before this test dropped."""
+def otel(_otel_session: Otel) -> Iterator[Otel]:
+    """The pipeline, with everything exported before this test dropped, and
+    the OpenAI client instrumented for this test only (other tests' calls
+    must not go through OpenTelemetry)."""
     _otel_session.collect()
     _otel_session.receiver.clear()
-    return _otel_session
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(
+        tracer_provider=_otel_session.tracer_provider,
+        meter_provider=_otel_session.meter_provider,
+        logger_provider=_otel_session.logger_provider,
+    )
+    yield _otel_session
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()

@@ -215,24 +215,18 @@ def test_prompts_and_outputs_only_with_capture_content(
 def test_own_span_when_no_span_is_recording(stub: FakeBackend, otel: Otel) -> None:
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
-    instrumentor = OpenAIInstrumentor()
-    instrumentor.uninstrument()  # no instrumentation span: ours is the only one
-    try:
-        handler = SeedLockCallbackHandler(otel=exporting(otel, create_spans=True))
-        model = make_model(stub, temperature=0.5)
-        for _ in range(2):
-            model.invoke("hi", config={"callbacks": [handler]})
-        handler.flush()
+    OpenAIInstrumentor().uninstrument()  # no instrumentation span: ours is the only one
+    handler = SeedLockCallbackHandler(otel=exporting(otel, create_spans=True))
+    model = make_model(stub, temperature=0.5)
+    for _ in range(2):
+        model.invoke("hi", config={"callbacks": [handler]})
+    handler.flush()
 
-        # Inside a span of the user's: the attributes go there, no span of ours.
-        tracer = otel.tracer_provider.get_tracer("user")
-        with tracer.start_as_current_span("user step"):
-            model.invoke("hi", config={"callbacks": [handler]})
-        handler.flush()
-    finally:
-        instrumentor.instrument(
-            tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider
-        )
+    # Inside a span of the user's: the attributes go there, no span of ours.
+    tracer = otel.tracer_provider.get_tracer("user")
+    with tracer.start_as_current_span("user step"):
+        model.invoke("hi", config={"callbacks": [handler]})
+    handler.flush()
 
     assert otel.chat_spans() == []
     first, second = otel.chat_spans(ours=True)
