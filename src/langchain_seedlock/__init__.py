@@ -35,6 +35,7 @@ from langchain_seedlock._errors import (
     StoreError,
     StoreVersionError,
     UnsupportedModelError,
+    UnusableSeedError,
 )
 from langchain_seedlock._events import configure_logging
 from langchain_seedlock._lock import SeedLock
@@ -108,6 +109,7 @@ __all__ = [
     "StoreError",
     "StoreVersionError",
     "UnsupportedModelError",
+    "UnusableSeedError",
     "__version__",
     "auto_attached_handler",
     "configure_logging",

@@ -15,6 +15,7 @@ from langchain_seedlock import (
     SeedLockMiddleware,
     SeedLockOTel,
     SeedLockSpanProcessor,
+    UnusableSeedError,
     lock_model,
     run_probe,
 )
@@ -36,6 +37,12 @@ def typed_usage() -> None:
         del field
     except SeedLockError:
         pass
+    try:
+        lock_model(model, lock.replace(seed=-1))
+    except UnusableSeedError as err:
+        provider: str = err.provider
+        bad_seed: int = err.value
+        del provider, bad_seed
     del seed, digest, fingerprint
 
 

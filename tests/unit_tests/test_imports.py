@@ -28,6 +28,7 @@ EXPECTED_ALL = [
     "StoreError",
     "StoreVersionError",
     "UnsupportedModelError",
+    "UnusableSeedError",
     "__version__",
     "auto_attached_handler",
     "configure_logging",
