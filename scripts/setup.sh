@@ -15,10 +15,10 @@ PIP=".venv/bin/python -m pip"
 
 # The stamp records which pyproject.toml the venv was installed from.
 stamp=".venv/.seedlock-setup-$(sha256sum pyproject.toml | cut -c1-16)"
-if [ ! -f "$stamp" ] || ! .venv/bin/python -c "import langchain_seedlock, psycopg, langchain, pytest" 2>/dev/null; then
+if [ ! -f "$stamp" ] || ! .venv/bin/python -c "import langchain_seedlock, psycopg, langchain, pytest, opentelemetry.sdk" 2>/dev/null; then
     echo "==> installing langchain-seedlock with its extras"
     $PIP install --quiet --upgrade pip
-    $PIP install --quiet -e ".[test,postgres,agents]"
+    $PIP install --quiet -e ".[test,postgres,agents,otel]"
     rm -f .venv/.seedlock-setup-*
     touch "$stamp"
 fi

@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests._fixtures.stub_providers",
     "tests._fixtures.postgres",
     "tests._fixtures.llama",
+    "tests._fixtures.otlp",
 ]
 
 

@@ -32,6 +32,7 @@ class Run:
     metadata_alone: bool = True
     chunk_fingerprint: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)  # `ev.call_context`, at the start
+    otel: Any = None  # the call's OpenTelemetry export (`_otel._Call`), when on
 
     @property
     def provider(self) -> str:

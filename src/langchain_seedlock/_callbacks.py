@@ -1,13 +1,10 @@
 """`SeedLockCallbackHandler`: observe (and optionally enforce) every chat model run.
 
 A translator: LangChain's callback arguments in, the core's record out
-(`_observe.record_from_result`), handed to `DriftMonitor.observe`.
-
-A sync `BaseCallbackHandler` (not `AsyncCallbackHandler`): LangChain runs a
-sync handler in sync and async runs and honours ``raise_error`` in both (an
-async handler in a sync run cannot stop a call). ``run_inline = True`` keeps
-it ordered with the tracers: ``on_llm_end`` adds the record to the run's
-metadata before a tracer after it posts the run (`_observe.add_run_metadata`).
+(`_observe.record_from_result`), handed to `DriftMonitor.observe`. A sync
+handler: LangChain honours its ``raise_error`` in sync and async runs (an
+async one in a sync run cannot stop a call); ``run_inline`` orders it with the
+tracers, so the record reaches the run's metadata before they post it.
 """
 
 from __future__ import annotations
@@ -23,6 +20,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 
 from langchain_seedlock import _events as ev
 from langchain_seedlock import _observe as core
+from langchain_seedlock import _otel
 from langchain_seedlock._args import check_bool, check_instance, check_int
 from langchain_seedlock._body import effective_params
 from langchain_seedlock._callback_runs import Run, RunTable
@@ -43,9 +41,8 @@ _SOURCE = "SeedLockCallbackHandler"
 class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
     """Record, compare and (optionally) enforce the seed of every chat model run.
 
-    Attach it to a chain, an agent or one model through
-    ``config={"callbacks": [handler]}``; it sees every chat model run inside,
-    locked (`LockedChatOpenAI`, `lock_model`) or not (a plain `ChatOpenAI`).
+    Attach it through ``config={"callbacks": [handler]}``: it sees every chat
+    model run inside, locked (`LockedChatOpenAI`, `lock_model`) or not.
 
     Setup:
         ```python
@@ -73,11 +70,12 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
             (then ``store`` and ``capture_content`` belong to it).
         max_runs: runs remembered between start and end (older are dropped).
         metadata_keys: run metadata keys copied into every event of the call
-            (and the stored drift events), e.g. ``("tenant", "user_id")``;
-            none by default, as metadata may hold personal data. Always
-            copied: ``seedlock_label``, ``thread_id`` and the ``langgraph_*`` keys.
-        include_tags: put the run's tags (``config={"tags": [...]}``) in every
-            event of the call, as a list under ``tags``.
+            (and the stored drift events), e.g. ``("tenant", "user_id")``; none
+            by default (metadata may hold personal data). Always copied:
+            ``seedlock_label``, ``thread_id`` and the ``langgraph_*`` keys.
+        include_tags: put the run's tags in every event, under ``tags``.
+        otel: export each call's record and verdict to OpenTelemetry (docs/otel.md):
+            True, a `SeedLockOTel`, or None to follow ``SEEDLOCK_OTEL``.
     """
 
     run_inline = True  # see the module docstring: ordered with the tracers
@@ -93,6 +91,7 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
         max_runs: int = 10_000,
         metadata_keys: Sequence[str] = (),
         include_tags: bool = False,
+        otel: bool | _otel.SeedLockOTel | None = None,
     ) -> None:
         super().__init__()
         owner = _SOURCE
@@ -108,7 +107,7 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
             )  # fmt: skip
         self._open(
             owner, store=store, monitor=monitor, capture_content=capture_content,
-            metadata_keys=metadata_keys, include_tags=include_tags,
+            metadata_keys=metadata_keys, include_tags=include_tags, otel=otel,
         )  # fmt: skip
         self.lock = lock
         self.enforce = enforce
@@ -118,10 +117,8 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
         self._runs = RunTable(max_runs)
 
     def __repr__(self) -> str:
-        return (
-            f"SeedLockCallbackHandler(monitor={self.monitor!r}, lock={self.lock!r}, "
-            f"enforce={self.enforce})"
-        )
+        monitor, lock, enforce = self.monitor, self.lock, self.enforce
+        return f"SeedLockCallbackHandler(monitor={monitor!r}, lock={lock!r}, enforce={enforce})"
 
     # -- start -----------------------------------------------------------------
     def on_chat_model_start(
@@ -150,6 +147,8 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
                 metadata_alone=kwargs.get("batch_size", 1) == 1, context=context,
             )  # fmt: skip
             self._check(run)
+            if self._otel is not None:
+                run.otel = self._otel.start(claim=run.metadata_alone)
             self._runs.add(run)
         except LockViolationError:
             raise
@@ -216,7 +215,7 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
             llm_output=response.llm_output, generation_info=generations[0].generation_info,
             chunk_fingerprint=run.chunk_fingerprint, run_id=str(run_id),
             parent_run_id=run.parent,
-            context=run.context, capture_content=self.capture_content,
+            context=run.context, capture_content=self.capture_content, otel=run.otel,
         )  # fmt: skip
         # Metadata first: the tracers after this handler post the run next.
         core.add_run_metadata(
@@ -239,6 +238,8 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
         """Log ``seedlock.call_failed`` (a refused call included)."""
         try:
             run, _ = self._runs.pop(run_id, parent_run_id)
+            if run.otel is not None:
+                run.otel.abandon()
             fields = run.fields()
             if run.messages:
                 fields[ev.K_REQUEST_HASH] = request_hash_from_messages(

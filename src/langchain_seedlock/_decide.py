@@ -348,6 +348,7 @@ class CallDecision:
     compared: tuple[Output, str, Output] | None = None
     rate: tuple[int, int] = (0, 0)  # the backend's (known, repeats) after this call
     rate_change: RateChange | None = None
+    explanation: str | None = None  # the variant event's summary, for OpenTelemetry
 
     @property
     def incomplete(self) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 from langchain_seedlock import _events as ev
+from langchain_seedlock import _otel
 from langchain_seedlock._args import check_bool, check_instance, check_number, check_store
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._errors import InvalidArgumentError
@@ -46,6 +47,7 @@ class ObservingDoor:
     metadata_keys: tuple[str, ...]
     include_tags: bool
     _owned_store: BaselineStore | None
+    _otel: Any  # the door's OpenTelemetry exporter (`_otel`), or None when off
 
     def _open(
         self,
@@ -56,6 +58,7 @@ class ObservingDoor:
         capture_content: Any,
         metadata_keys: Sequence[str],
         include_tags: Any,
+        otel: Any,
     ) -> None:
         """Check the shared arguments and open the monitor (call it last in
         ``__init__``: it may open a store)."""
@@ -63,8 +66,10 @@ class ObservingDoor:
         self.metadata_keys, self.include_tags = ev.check_context_options(
             owner, metadata_keys, include_tags
         )
+        otel_options = _otel.door_options(owner, otel)
         self.monitor, self._owned_store = door_monitor(owner, store, monitor, capture_content)
         self.capture_content = self.monitor.capture_content
+        self._otel = _otel.door_exporter(otel_options, self.capture_content)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every observed call is in the store."""

@@ -330,6 +330,8 @@ class DriftMonitor:
                 cache.missing_reported.add(model_key)
         names = dev.event_names(d)
         stored = self._emit(record, backend, d, len(names) > 1)
+        if record.otel is not None:  # OpenTelemetry export (_otel.py): the verdict, once known
+            record.otel.decided(record, d.verdict, d.rate, d.explanation)
         # An incomplete output is not a variant: only its event is stored.
         self._store.submit(None if d.incomplete else record, stored)
         return names
@@ -354,6 +356,8 @@ class DriftMonitor:
             record, base, d, capture_content=self.capture_content, sketcher=self._store.sketcher
         ):
             ev.emit_on(log, _WHERE_EMIT, level, name, fields)
+            if name in (ev.OUTPUT_DRIFT, ev.OUTPUT_VARIANT):
+                d.explanation = fields[ev.K_SUMMARY]
             if keep:
                 extra = {"level": level} if name == ev.OUTPUT_DRIFT else {}
                 stored.append(StoredEvent(name, record.at, {**fields, **extra}))

@@ -91,6 +91,18 @@ class MalformedResponseError(SeedLockError, ValueError):
     """The server's answer cannot be recorded (for example: no choices at all)."""
 
 
+class OTelNotInstalledError(SeedLockError, ImportError):
+    """OpenTelemetry export was turned on (``otel=True``, ``SEEDLOCK_OTEL=1``) but
+    the ``otel`` extra is not installed. ``install_command`` is the pip command."""
+
+    install_command = "pip install 'langchain-seedlock[otel]'"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"OpenTelemetry export needs the otel extra ({reason}): {self.install_command}"
+        )
+
+
 class StoreError(SeedLockError):
     """The baseline store could not be opened or used."""
 

@@ -1,10 +1,9 @@
 """`SeedLockMiddleware`: the lock, the record and drift detection for `create_agent`.
 
-A translator: an agent's `ModelRequest` in (read by `_agent_request`), locked
-model settings out (`_observe.apply_lock`; a plain OpenAI model swapped for its
-locked twin by `_agent_twins`, so that what middleware after this one sets is
-checked on the wire), the response's `CallRecord` (`_observe.record_from_result`)
-handed to `DriftMonitor.observe`.
+A translator: an agent's `ModelRequest` in (`_agent_request`), locked settings
+out (`_observe.apply_lock`; a plain OpenAI model swapped for its locked twin,
+`_agent_twins`, so later middleware's values are checked on the wire), the
+response's record (`_observe.record_from_result`) to `DriftMonitor.observe`.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from langchain_core.messages import AIMessage
 from langchain_seedlock import _agent_request as agent
 from langchain_seedlock import _events as ev
 from langchain_seedlock import _observe as core
+from langchain_seedlock import _otel
 from langchain_seedlock._agent_guard import GUARD, LIVE
 from langchain_seedlock._agent_request import step_seed
 from langchain_seedlock._agent_twins import LockedTwins
@@ -61,6 +61,7 @@ class _Call:
     parent_run_id: str | None
     fail_fields: dict[str, Any]  # the fields of its seedlock.call_failed
     graph_run: Any  # the agent graph's run id (see `_agent_guard`)
+    otel: Any  # the call's OpenTelemetry export (`_otel._Call`), when on
 
 
 class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, Any]):
@@ -81,8 +82,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         ```
 
     Agents:
-        Every model call of the agent loop is sent with the seed and the
-        locked parameters, whatever the model: merged into
+        Every model call is sent with the lock, whatever the model: merged into
         ``request.model_settings``, and a plain ``ChatOpenAI`` /
         ``AzureChatOpenAI`` swapped for its locked twin. A value another
         middleware or the model's constructor sets goes through the lock's
@@ -91,16 +91,14 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         or ``random_seed`` for a model with that field). Details: docs/agents.md.
 
     Seeds per step (``seed_per_step=True``):
-        The call at agent step *k* (counted from the last human message) is
-        sent with ``step_seed(lock.seed, k)``: distinct per step, the same in
-        every run, but one extra or missing step moves every later call to
-        another seed (and request hash).
+        The call at agent step *k* (from the last human message) is sent with
+        ``step_seed(lock.seed, k)``: distinct per step, the same in every run;
+        one extra or missing step moves every later call to another seed.
 
     Drift events:
-        Each call is handed to a `DriftMonitor` (``seedlock.call``,
-        ``seedlock.output_drift``...) with ``langgraph_node``,
-        ``langgraph_step``, ``thread_id`` and ``agent_step`` in every event;
-        a call that raises is logged as ``seedlock.call_failed`` and re-raised.
+        ``seedlock.call``, ``seedlock.output_drift``... with ``langgraph_node``,
+        ``langgraph_step``, ``thread_id`` and ``agent_step``; a call that raises
+        is logged as ``seedlock.call_failed`` and re-raised.
 
     Args:
         lock: the seed and parameters every call is sent with.
@@ -114,6 +112,8 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         metadata_keys: run metadata keys copied into every event of the call
             (see `SeedLockCallbackHandler`); none by default.
         include_tags: put the run's tags in every event, under ``tags``.
+        otel: export each call's record and verdict to OpenTelemetry (see
+            `SeedLockCallbackHandler`, docs/otel.md).
     """
 
     def __init__(
@@ -127,6 +127,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         lock_models: bool = True,
         metadata_keys: Sequence[str] = (),
         include_tags: bool = False,
+        otel: bool | _otel.SeedLockOTel | None = None,
     ) -> None:
         super().__init__()
         owner = "SeedLockMiddleware"
@@ -136,7 +137,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         check_bool(owner, "lock_models", lock_models)
         self._open(
             owner, store=store, monitor=monitor, capture_content=capture_content,
-            metadata_keys=metadata_keys, include_tags=include_tags,
+            metadata_keys=metadata_keys, include_tags=include_tags, otel=otel,
         )  # fmt: skip
         self.lock = lock
         self.seed_per_step = seed_per_step
@@ -164,7 +165,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
             self._failed(call, exc)
             raise
         finally:
-            self._report_internal_calls(call.graph_run)
+            GUARD.report(call.graph_run, self.lock, self.monitor, source=_SOURCE_INTERNAL)
         record = self._record(call, response)
         if record is not None:
             self.monitor.observe(record)
@@ -183,7 +184,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
             self._failed(call, exc)
             raise
         finally:
-            self._report_internal_calls(call.graph_run)
+            GUARD.report(call.graph_run, self.lock, self.monitor, source=_SOURCE_INTERNAL)
         record = self._record(call, response)
         if record is not None:
             await self.monitor.aobserve(record)
@@ -195,7 +196,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
             request, metadata_keys=self.metadata_keys, include_tags=self.include_tags
         )
         graph_run = GUARD.graph_of(node_run)
-        self._report_internal_calls(graph_run)
+        GUARD.report(graph_run, self.lock, self.monitor, source=_SOURCE_INTERNAL)
         lock = self.lock
         if self.seed_per_step:
             lock = lock.replace(seed=step_seed(lock.seed, context["agent_step"]))
@@ -221,15 +222,15 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         return _Call(
             request, lock, settings, context, agent.provider(model), model_name,
             parent_run_id, fail_fields, graph_run,
+            self._otel.start() if self._otel is not None else None,
         )  # fmt: skip
 
     # -- after the call ------------------------------------------------------------
     def _failed(self, call: _Call, exc: Exception) -> None:
+        if call.otel is not None:
+            call.otel.abandon()
         if not agent.is_control_flow(exc):
             self.monitor.report_failure(call.fail_fields, exc)
-
-    def _report_internal_calls(self, graph_run: Any) -> None:
-        GUARD.report(graph_run, self.lock, self.monitor, source=_SOURCE_INTERNAL)
 
     def _record(self, call: _Call, response: Any) -> CallRecord | None:
         try:
@@ -242,7 +243,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
                 sent=agent.sent_messages(call.request),
                 params=agent.hash_params(call.request, call.model_name, call.settings),
                 lock=call.lock, run_id=agent.run_id(ai), parent_run_id=call.parent_run_id,
-                context=call.context, capture_content=self.capture_content,
+                context=call.context, capture_content=self.capture_content, otel=call.otel,
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
             ev.log_internal_error("SeedLockMiddleware.record", exc)

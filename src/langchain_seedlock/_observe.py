@@ -180,6 +180,7 @@ def record_from_result(
     parent_run_id: str | None = None,
     context: Mapping[str, Any] | None = None,
     capture_content: bool = False,
+    otel: Any = None,
 ) -> CallRecord:
     """The `CallRecord` of one call: the one place a record is built.
 
@@ -190,7 +191,8 @@ def record_from_result(
     the request, the request hash. What a locked model stamped on the
     message (`META_*` keys) is reused; the fingerprint is looked for in
     ``llm_output``, the streamed chunks, ``generation_info`` and the message,
-    then bounded (`clean_fingerprint`).
+    then bounded (`clean_fingerprint`). ``otel``: the call's OpenTelemetry
+    export (`_otel`), handed the verdict by the monitor.
     """
     if not outputs:
         raise MalformedResponseError("the model server answered with no choices")
@@ -240,6 +242,7 @@ def record_from_result(
         complete=is_complete(
             provider, first_present(info.get("finish_reason"), meta.get("finish_reason"))
         ),
+        otel=otel,
     )
 
 

