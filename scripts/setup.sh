@@ -18,7 +18,7 @@ stamp=".venv/.seedlock-setup-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ] || ! .venv/bin/python -c "import langchain_seedlock, psycopg, langchain, pytest, opentelemetry.sdk" 2>/dev/null; then
     echo "==> installing langchain-seedlock with its extras"
     $PIP install --quiet --upgrade pip
-    $PIP install --quiet -e ".[test,postgres,agents,otel]"
+    $PIP install --quiet -e ".[test,postgres,agents,otel,bench]"
     rm -f .venv/.seedlock-setup-*
     touch "$stamp"
 fi
