@@ -102,7 +102,7 @@ class Ratio:
         return median(self.values)
 
     def line(self) -> str:
-        spread = f"blocks {min(self.values):.3f}–{max(self.values):.3f}, n={len(self.values)}"
+        spread = f"blocks {min(self.values):.3f}..{max(self.values):.3f}, n={len(self.values)}"
         if self.budget is None:
             return f"info  {self.name} = {self.med:.3f} ({spread})"
         verdict = "PASS" if self.med <= self.budget else "MISS"
