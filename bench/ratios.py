@@ -184,13 +184,18 @@ def per_call(b: Backend, tmp: Path, blocks: int, calls: int, warmup: int) -> lis
                 budget,
             )
         )
-    ratios.append(
-        Ratio(
-            f"call path only (no background threads), {OURS} / {NOOP}",
-            [paired(r[OURS], r[BARE]).cpu_med / paired(r[NOOP], r[BARE]).cpu_med for r in runs],
-            None,
-        )
-    )
+    for peer_name, _ in PER_CALL_BUDGETS:  # the same without background threads
+        if peer_name in names:
+            ratios.append(
+                Ratio(
+                    f"call path only (no background threads), {OURS} / {peer_name}",
+                    [
+                        paired(r[OURS], r[BARE]).cpu_med / paired(r[peer_name], r[BARE]).cpu_med
+                        for r in runs
+                    ],
+                    None,
+                )
+            )
     for r in ratios:
         print(r.line())
     print(
