@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from langchain_seedlock._local_server import LocalServer
-from langchain_seedlock._probe import run_probe
 from langchain_seedlock.cli import main
+from langchain_seedlock.local import LocalServer
+from langchain_seedlock.probe import run_probe
 
 pytestmark = pytest.mark.llama
 

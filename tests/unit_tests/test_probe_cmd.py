@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from langchain_seedlock._errors import BackendUnavailableError, LocalBackendNotInstalledError
-from langchain_seedlock._local_server import ENV_BINARY, ENV_MODEL, LocalServer, find_model
 from langchain_seedlock._store import open_store
 from langchain_seedlock.cli import main
+from langchain_seedlock.local import ENV_BINARY, ENV_MODEL, LocalServer, find_model
 from tests._fixtures.stub_openai import StubOpenAI
 
 

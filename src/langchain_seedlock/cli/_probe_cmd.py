@@ -42,7 +42,7 @@ from langchain_seedlock.cli._serve_cmd import add_server_arguments, server_kwarg
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
-    from langchain_seedlock._probe import ProbeResult
+    from langchain_seedlock.probe._runner import ProbeResult
 
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -60,7 +60,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers: Any) -> None:
-    from langchain_seedlock._probe import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT
+    from langchain_seedlock.probe._runner import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT
 
     parser = subparsers.add_parser(
         "probe",
@@ -178,7 +178,7 @@ def open_backend(
     azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT")
     has_remote = base_url or azure_endpoint or os.environ.get("OPENAI_API_KEY")
     if args.local or not has_remote:
-        from langchain_seedlock._local_server import MODEL_NAME, LocalServer
+        from langchain_seedlock.local import MODEL_NAME, LocalServer
 
         if announce:
             print("seedlock: starting llama-server…", file=sys.stderr, flush=True)
@@ -239,8 +239,8 @@ def configure_cli_logging() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langchain_seedlock._probe import run_probe
     from langchain_seedlock._store import default_store_url
+    from langchain_seedlock.probe import run_probe
 
     configure_cli_logging()
     interactive = sys.stderr.isatty() and not args.quiet
