@@ -210,6 +210,7 @@ def test_verify_passes_on_the_same_setup_and_fails_after_drift(
     common = ["--model", "SmolLM2-135M-Instruct", "--max-tokens", str(MAX_TOKENS), "--store", store]
     probe = ["probe", "--base-url", llama_server.base_url, "--runs", "2", "-q", *common]
     assert main(probe) == 0
+    capsys.readouterr()  # -q still prints the files written and the verdict
     assert main(["verify", "--base-url", llama_server.base_url, *common]) == 0
     assert capsys.readouterr().out.startswith("OK")
     # same build, same fingerprint, other numerics: verify catches it
