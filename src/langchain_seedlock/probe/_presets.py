@@ -95,9 +95,10 @@ DISTANCE_NOTE = (
     "edit similarity; offline, no model; 0 = identical, 1 = nothing in common). The "
     "cookbook's figures are cosine distances between OpenAI embeddings of the answers: "
     "they measure meaning, not wording, so two different news excerpts about Mars are "
-    "~0.1 apart there and ~0.6 here. Compare within a column (seed vs no seed) and "
-    "0 vs not 0, not the absolute values across columns; --embeddings-model gives the "
-    "cookbook's kind of distance on an endpoint that serves embeddings."
+    "~0.1 apart there and 0.6-0.8 apart here. Both are 0 for identical answers and grow "
+    "as answers differ: compare seed vs no seed, and 0 vs not 0, not the absolute values "
+    "across the two kinds; --embeddings-model gives the cookbook's kind of distance on an "
+    "endpoint that serves embeddings."
 )
 
 
