@@ -270,10 +270,11 @@ class PresetResult:
             where = f"[{group.section}] " if group.section else ""
             lines.append("")
             lines.append(f"{where}{group.label}: {group.identical_text()}")
-            for text, indexes, fp in _distinct_outputs(group):
+            for text, indexes, fp, departs in _distinct_outputs(group):
                 runs = ",".join(f"#{i + 1}" for i in indexes)
                 shown = text if full else _excerpt(text)
-                lines.append(f"  x{len(indexes)} ({runs}) fp={fp}: {shown}")
+                where = f", {departs}" if group.distinct > 1 else ""
+                lines.append(f"  x{len(indexes)} ({runs}) fp={fp}{where}: {shown}")
         lines.append("")
         widths = [
             max(len(row[i]) for row in (self.summary_head, *self.summary_rows))
@@ -284,6 +285,10 @@ class PresetResult:
         if self.notes:
             lines.append("")
             lines += list(self.notes)
+        lines.append(
+            "(xN: the runs that gave this answer; 'differs from char N': where it departs from "
+            "the reference, the most common answer)"
+        )
         if not full:
             lines.append("(answers shortened; --full prints them whole, --html/--json keep them)")
         return "\n".join(lines)
@@ -310,15 +315,24 @@ class PresetResult:
                     str(len(indexes)),
                     ", ".join(str(i + 1) for i in indexes),
                     f"<code>{esc(str(fp))}</code>",
+                    esc(departs),
                     f"<pre class='answer'>{esc(text)}</pre>",
                 )
-                for text, indexes, fp in _distinct_outputs(group)
+                for text, indexes, fp, departs in _distinct_outputs(group)
             ]
             where = f"{group.section} — " if group.section else ""
             groups.append(
                 f"<h3>{esc(where + group.label)}: {esc(group.identical_text())}</h3>"
                 + _html.table(
-                    ("runs", "run #", "system_fingerprint", "answer"), rows, raw_cells=True
+                    (
+                        "runs",
+                        "run #",
+                        "system_fingerprint",
+                        "vs the reference (most common)",
+                        "answer",
+                    ),
+                    rows,
+                    raw_cells=True,
                 )
             )
         notes = "".join(f"<p><small>{esc(n)}</small></p>" for n in self.notes)
@@ -352,14 +366,24 @@ def _excerpt(text: str, chars: int = 100) -> str:
     return flat if len(flat) <= chars else flat[: chars - 1] + "…"
 
 
-def _distinct_outputs(group: Group) -> list[tuple[str, list[int], str | None]]:
-    """``(text, run indexes, fingerprint)`` per distinct output, most common first."""
+def _distinct_outputs(group: Group) -> list[tuple[str, list[int], str | None, str]]:
+    """``(text, run indexes, fingerprint, where it departs from the reference)``
+    per distinct output, most common first; the reference is the first one
+    (the most common output; on a tie, the first seen)."""
     by_text: dict[str, list[int]] = {}
     for run in group.runs:
         by_text.setdefault(run.text, []).append(run.index)
     fps = {r.text: r.system_fingerprint for r in group.runs}
-    order = Counter(group.texts).most_common()
-    return [(text, by_text[text], fps[text]) for text, _ in order]
+    order = [text for text, _ in Counter(group.texts).most_common()]
+    return [
+        (
+            text,
+            by_text[text],
+            fps[text],
+            "reference" if i == 0 else f"differs from char {first_divergence([order[0], text])}",
+        )
+        for i, text in enumerate(order)
+    ]
 
 
 # -- running -------------------------------------------------------------------------
