@@ -308,6 +308,8 @@ def test_preset_command_fail_under(stub: FakeBackend, capsys: pytest.CaptureFixt
         ("seed-honored", ["--levels", "1,2"]),
         ("batch-invariance", ["--levels", "1,0"]),
         ("batch-invariance", ["--levels", "one"]),
+        ("batch-invariance", ["--local", "--slots", "4"]),
+        ("batch-invariance", ["--local", "--no-cache-prompt"]),
         ("nonsense", []),
     ],
 )

@@ -420,7 +420,11 @@ def _run_preset(
 
         common = server_kwargs(args)
         for name in ("slots", "cache_prompt", "kv_unified"):
-            common.pop(name)  # each setup decides these
+            if common.pop(name) != args.parser.get_default(name):
+                args.parser.error(
+                    f"--{name.replace('_', '-')}: --preset batch-invariance starts its own two "
+                    "setups; to measure one server, start it (seedlock serve) and give --base-url"
+                )
         setups = [(label, {**common, **setup}) for label, setup in BATCH_LOCAL_SETUPS]
         if interactive:
             print("seedlock: starting llama-server (two setups, in turn)…", file=sys.stderr)
