@@ -28,19 +28,23 @@ from langchain_seedlock._errors import (
     LocalServerCrashedError,
     LockViolationError,
     MalformedResponseError,
+    OTelNotInstalledError,
     ParamDroppedError,
     ProbeError,
     SeedLockError,
     StoreError,
     StoreVersionError,
     UnsupportedModelError,
+    UnusableSeedError,
 )
 from langchain_seedlock._events import configure_logging
 from langchain_seedlock._lock import SeedLock
+from langchain_seedlock._otel import SeedLockOTel
 from langchain_seedlock._store import BaselineStore, open_store
 
 if TYPE_CHECKING:
     from langchain_seedlock._middleware import SeedLockMiddleware
+    from langchain_seedlock._otel_processor import SeedLockSpanProcessor
     from langchain_seedlock.local import LocalServer
     from langchain_seedlock.probe import ProbeResult, run_probe
 
@@ -53,12 +57,14 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a sourc
 # Imported on first use, not on `import langchain_seedlock`: the middleware
 # needs the `agents` extra (langchain); the local server (`local/`) and the
 # probe with its renderers (`probe/`, rich) live outside the core package,
-# for `seedlock probe` / `seedlock serve` and their Python equivalents.
+# for `seedlock probe` / `seedlock serve` and their Python equivalents; the
+# span processor needs the `otel` extra (the OpenTelemetry SDK).
 # tests/unit_tests/test_import_cost.py keeps these modules out of the import.
 _LAZY: dict[str, str] = {
     "LocalServer": "langchain_seedlock.local",
     "ProbeResult": "langchain_seedlock.probe",
     "SeedLockMiddleware": "langchain_seedlock._middleware",
+    "SeedLockSpanProcessor": "langchain_seedlock._otel_processor",
     "run_probe": "langchain_seedlock.probe",
 }
 
@@ -91,6 +97,7 @@ __all__ = [
     "LockedChatModel",
     "LockedChatOpenAI",
     "MalformedResponseError",
+    "OTelNotInstalledError",
     "ParamDroppedError",
     "ProbeError",
     "ProbeResult",
@@ -98,9 +105,12 @@ __all__ = [
     "SeedLockCallbackHandler",
     "SeedLockError",
     "SeedLockMiddleware",
+    "SeedLockOTel",
+    "SeedLockSpanProcessor",
     "StoreError",
     "StoreVersionError",
     "UnsupportedModelError",
+    "UnusableSeedError",
     "__version__",
     "auto_attached_handler",
     "configure_logging",

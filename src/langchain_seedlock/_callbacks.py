@@ -50,7 +50,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock import _fork
+from langchain_seedlock import _fork, _otel
 from langchain_seedlock._args import (
     check_bool,
     check_instance,
@@ -105,6 +105,7 @@ class _Run:
     metadata_alone: bool = True
     chunk_fingerprint: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)  # `ev.call_context`, at the start
+    otel: Any = None  # the call's OpenTelemetry export (`_otel._Call`), when on
 
     @property
     def provider(self) -> str:
@@ -185,6 +186,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             copied: ``seedlock_label``, ``thread_id`` and the ``langgraph_*`` keys.
         include_tags: put the run's tags (``config={"tags": [...]}``) in every
             event of the call, as a list under ``tags``.
+        otel: export each call's record and verdict to OpenTelemetry (the
+            ``otel`` extra; see docs/otel.md): True, a `SeedLockOTel`, or
+            None to follow the environment variable ``SEEDLOCK_OTEL``.
     """
 
     run_inline = True  # see the module docstring: ordered with the tracers
@@ -200,6 +204,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         max_runs: int = 10_000,
         metadata_keys: Sequence[str] = (),
         include_tags: bool = False,
+        otel: bool | _otel.SeedLockOTel | None = None,
     ) -> None:
         super().__init__()
         owner = "SeedLockCallbackHandler"
@@ -217,7 +222,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
                 owner, "enforce", enforce,
                 "needs a lock: SeedLockCallbackHandler(lock=..., enforce=True)",
             )  # fmt: skip
+        otel_options = _otel.door_options(owner, otel)
         monitor, self._owned_store = door_monitor(owner, store, monitor, capture_content)
+        self._otel = _otel.door_exporter(otel_options, monitor.capture_content)
         self.monitor = monitor
         self.lock = lock
         self.enforce = enforce
@@ -335,6 +342,8 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
                 )  # fmt: skip
         elif param_value(params, "seed") is None:
             self.monitor.report_unseeded(self._start_fields(run, run_id), source=_SOURCE)
+        if self._otel is not None:
+            run.otel = self._otel.start(claim=run.metadata_alone)
         with self._lock:
             self._runs[run_id] = run
             if len(self._runs) > self._max_runs:
@@ -471,6 +480,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             complete=is_complete(
                 provider, _first_present(info.get("finish_reason"), meta.get("finish_reason"))
             ),
+            otel=run.otel,
         )
         # Metadata first: the tracers after this handler post the run next.
         run_meta: dict[str, Any] = {
@@ -503,6 +513,8 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             run = self._pop(run_id)
             if run is None:
                 run = _Run(None, {}, (), None, parent_run_id)
+            if run.otel is not None:
+                run.otel.abandon()
             fields = self._start_fields(run, run_id)
             if run.messages:
                 fields[ev.K_REQUEST_HASH] = request_hash_from_messages(

@@ -50,7 +50,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock import _fork
+from langchain_seedlock import _fork, _otel
 from langchain_seedlock._args import check_bool, check_instance, check_number
 from langchain_seedlock._body import PARAM_CONTAINERS
 from langchain_seedlock._callbacks import door_monitor
@@ -113,6 +113,7 @@ class _Call:
     parent_run_id: str | None
     log_fields: dict[str, Any] = field(default_factory=dict)
     graph_run: Any = None  # the agent graph's run id (see `_InternalCallGuard`)
+    otel: Any = None  # the call's OpenTelemetry export (`_otel._Call`), when on
 
 
 class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
@@ -195,6 +196,9 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             hold personal data.
         include_tags: put the run's tags (``config={"tags": [...]}``) in every
             event of the call, as a list under ``tags``.
+        otel: export each call's record and verdict to OpenTelemetry (the
+            ``otel`` extra; see docs/otel.md): True, a `SeedLockOTel`, or
+            None to follow the environment variable ``SEEDLOCK_OTEL``.
     """
 
     def __init__(
@@ -208,6 +212,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         lock_models: bool = True,
         metadata_keys: Sequence[str] = (),
         include_tags: bool = False,
+        otel: bool | _otel.SeedLockOTel | None = None,
     ) -> None:
         super().__init__()
         owner = "SeedLockMiddleware"
@@ -219,7 +224,9 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         self.metadata_keys, self.include_tags = ev.check_context_options(
             owner, metadata_keys, include_tags
         )
+        otel_options = _otel.door_options(owner, otel)
         monitor, self._owned_store = door_monitor(owner, store, monitor, capture_content)
+        self._otel = _otel.door_exporter(otel_options, monitor.capture_content)
         self.lock = lock
         self.monitor = monitor
         self.capture_content = monitor.capture_content
@@ -350,6 +357,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             model_name=model_name,
             parent_run_id=parent_run_id,
             log_fields=log_fields,
+            otel=self._otel.start() if self._otel is not None else None,
         )
 
     def _locked_model(
@@ -396,6 +404,8 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
 
     # -- after the call ------------------------------------------------------------
     def _failed(self, call: _Call, exc: Exception) -> None:
+        if call.otel is not None:
+            call.otel.abandon()
         if _is_control_flow(exc):
             return
         fields = {
@@ -464,6 +474,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             output_token_list=_tokens(meta),
             prompt_text=get_buffer_string(sent) if self.capture_content else None,
             complete=is_complete(call.provider, meta.get("finish_reason")),
+            otel=call.otel,
         )
 
 
