@@ -36,12 +36,12 @@ def bar_chart(title: str, direction: str, bars: Sequence[Bar], legend: Sequence[
     ``direction`` says how to read it (e.g. "higher is better: 100% = every
     run identical") and is drawn in the chart itself, so a copied image keeps it.
     """
-    label_w, bar_w, row_h = 230, 300, 18
+    label_w, bar_w, row_h, text_w = 230, 300, 18, 160
     top = 36
-    height = top + len(bars) * row_h + (24 if legend else 8)
+    height = top + (len(bars) + len(legend)) * row_h + 8
     esc = html.escape
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 80}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + text_w}" '
         f'height="{height}" role="img" aria-label="{esc(title)}" '
         'font-family="sans-serif" font-size="12">',
         f'<text x="0" y="14" font-weight="bold">{esc(title)}</text>',
@@ -58,14 +58,13 @@ def bar_chart(title: str, direction: str, bars: Sequence[Bar], legend: Sequence[
             f'<text x="{label_w + w + 4}" y="{y + row_h - 5}">{esc(bar.text)}</text>'
         )
         y += row_h
-    x = 0
-    for i, name in enumerate(legend):
+    for i, name in enumerate(legend):  # one line each: labels can be long
         color = PALETTE[i % len(PALETTE)]
         parts.append(
-            f'<rect x="{x}" y="{y + 8}" width="10" height="10" fill="{color}"/>'
-            f'<text x="{x + 14}" y="{y + 17}">{esc(name)}</text>'
+            f'<rect x="0" y="{y + 4}" width="10" height="10" fill="{color}"/>'
+            f'<text x="14" y="{y + 13}">{esc(name)}</text>'
         )
-        x += 14 + 7 * len(name) + 20
+        y += row_h
     parts.append("</svg>")
     return "".join(parts)
 
