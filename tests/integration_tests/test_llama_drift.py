@@ -32,9 +32,9 @@ from structlog.testing import capture_logs
 from langchain_seedlock._callbacks import SeedLockCallbackHandler
 from langchain_seedlock._chat_models import LockedChatOpenAI
 from langchain_seedlock._events import K_EXPLAINED
-from langchain_seedlock._local_server import MODEL_NAME, LocalServer
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._store import open_store
+from langchain_seedlock.local import MODEL_NAME, LocalServer
 
 pytestmark = pytest.mark.llama
 

@@ -7,7 +7,7 @@ endpoint is given) and the integration tests. Both pieces come from PyPI
 
 Example:
     ```python
-    from langchain_seedlock._local_server import LocalServer
+    from langchain_seedlock import LocalServer
 
     with LocalServer(slots=1, cache_prompt=False) as server:
         server.base_url  # "http://127.0.0.1:PORT/v1"
