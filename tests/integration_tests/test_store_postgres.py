@@ -291,7 +291,7 @@ def test_a_version_1_store_is_migrated_in_place(fresh_postgres_url: str) -> None
         store.close()
     with psycopg.connect(fresh_postgres_url) as conn:
         versions = conn.execute("SELECT version FROM seedlock_schema_version ORDER BY 1").fetchall()
-        assert versions == [(1,), (2,), (3,)]
+        assert versions == [(1,), (2,), (3,), (4,)]
     with open_store(fresh_postgres_url) as s:
         assert [o.count for o in s.outputs_for("r1") if o.output_hash == "o1"] == [5, 1]
         assert [e.at for e in s.events()] == [1.0, 2.0]
@@ -330,7 +330,7 @@ def test_a_version_2_store_gets_sketches_and_one_key(fresh_postgres_url: str) ->
     assert len(key) == 32
     with psycopg.connect(fresh_postgres_url) as conn:
         versions = conn.execute("SELECT version FROM seedlock_schema_version ORDER BY 1").fetchall()
-        assert versions == [(1,), (2,), (3,)]
+        assert versions == [(1,), (2,), (3,), (4,)]
         assert conn.execute("SELECT value FROM seedlock_meta").fetchall() == [(key,)]
     with open_store(fresh_postgres_url) as s:
         rows = {o.output_hash: o for o in s.outputs_for("r1")}
