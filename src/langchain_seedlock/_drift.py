@@ -54,6 +54,7 @@ from langchain_seedlock._decide import (
 from langchain_seedlock._errors import InvalidArgumentError, StoreError
 from langchain_seedlock._identity import (
     BackendIdentity,
+    check_env_backend,
     identity_for,
     partial_id,
     server_slots,
@@ -265,6 +266,7 @@ class DriftMonitor:
         self._call_level_number = ev.level_number(call_level)
         check_int(owner, "buffer_size", buffer_size, minimum=0)
         check_int(owner, "cache_size", cache_size, minimum=1)
+        check_env_backend()  # a malformed SEEDLOCK_BACKEND fails here, never in a call
         self.store = store
         self.capture_content = capture_content
         self.call_level = call_level.lower()
