@@ -122,7 +122,7 @@ def test_drift_report_shows_the_rate_by_in_flight_bucket(
                     system_fingerprint="fp",
                     in_flight=in_flight,
                     at=1000.0 + i,
-                )  # fmt: skip
+                )
             )
         monitor.close()
     assert main(["drift", "--store", url, "--json"]) == 0
