@@ -364,6 +364,7 @@ class _Entry:
     fields: Fields | None = None  # None: not known (fetching, failed, unknown server)
     fetched_at: float = 0.0  # monotonic; 0: never
     fetching: bool = False
+    unknown: bool = False  # answered none of the endpoints: never asked again
 
 
 class ServerInfo:
@@ -392,7 +393,7 @@ class ServerInfo:
             if entry is None:
                 entry = self._entries[key] = _Entry()
             stale = not entry.fetched_at or now - entry.fetched_at > self.ttl
-            if stale and not entry.fetching:
+            if stale and not entry.fetching and not entry.unknown:
                 entry.fetching = True
                 threading.Thread(
                     target=self._fetch, args=(key, entry), name="seedlock-server-info", daemon=True
@@ -420,6 +421,7 @@ class ServerInfo:
         with self._lock:
             if fields is not None or entry.fields is None:
                 entry.fields = _sorted(fields) if fields else None
+            entry.unknown = fields == {}
             entry.fetched_at = time.monotonic()
             entry.fetching = False
 
@@ -452,8 +454,17 @@ class ServerInfo:
             self._failed.clear()
             self._declared.clear()
 
+    def after_fork_in_child(self) -> None:
+        # A parent's fetch thread may have held the lock, and is gone: its
+        # entries would stay "fetching" forever.
+        self._lock = threading.Lock()
+        for entry in self._entries.values():
+            entry.fetching = False
+
 
 SERVERS: Final = ServerInfo()
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=SERVERS.after_fork_in_child)
 
 
 def identity_for(
