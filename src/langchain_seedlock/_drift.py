@@ -626,6 +626,7 @@ class DriftMonitor:
         """Classify the call against its request's variants and update them and
         the backend's rate (caller holds the lock). See `_decide.classify`."""
         now = record.at
+        identity = record.identity
         req = self._requests.get(record.request_hash)
         if req is None:
             req = self._load_request(outputs)
@@ -640,7 +641,7 @@ class DriftMonitor:
             decision = d.verdict = classify(
                 record.output_hash,
                 backend,
-                _with_partial(req.by_backend, backend, record.identity),
+                _with_partial(req.by_backend, backend, identity),
                 complete=record.complete,
                 backend_noisy=is_noisy(rate.known, rate.repeats),
             )
@@ -678,8 +679,13 @@ class DriftMonitor:
         if decision.verdict in (Verdict.NEW_VARIANT, Verdict.EXPLAINED, Verdict.KNOWN_VARIANT):
             usual_hash = decision.usual_output
             assert usual_hash is not None
-            usual = here.get(usual_hash) or next(
-                outs[usual_hash] for outs in req.by_backend.values() if usual_hash in outs
+            # Under this backend, else before its server fields were known,
+            # else (explained) under the backend it was seen with.
+            partial = req.by_backend.get(partial_id(identity) or "", {}) if identity else {}
+            usual = (
+                here.get(usual_hash)
+                or partial.get(usual_hash)
+                or next(outs[usual_hash] for outs in req.by_backend.values() if usual_hash in outs)
             )
             # Copies: the logging happens outside the lock.
             d.compared = (usual.copy(), usual_hash, current.copy())

@@ -274,7 +274,10 @@ def backend_change_fields(
     """The fields of a backend change (``seedlock.backend_changed``, or added
     to ``seedlock.fingerprint_changed``): what changed, old -> new."""
     changed, previous = change
-    what = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items())
+    what = ", ".join(
+        f"{'fingerprint' if name == 'system_fingerprint' else name} {old} -> {new}"
+        for name, (old, new) in changed.items()
+    )
     current = record.identity
     return {
         ev.K_SUMMARY: (

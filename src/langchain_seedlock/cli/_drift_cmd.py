@@ -138,7 +138,10 @@ def changes(store: Any, model: str | None, limit: int = 100) -> list[dict[str, A
                 continue
             fields = f.get(K_CHANGED_FIELDS)
             if name != REPRODUCIBILITY_CHANGED and isinstance(fields, dict) and fields:
-                what = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in fields.items())
+                what = ", ".join(
+                    f"{'fingerprint' if k == 'system_fingerprint' else k} {old} -> {new}"
+                    for k, (old, new) in fields.items()
+                )
             elif name == FINGERPRINT_CHANGED:
                 what = f"fingerprint {f.get(K_PREVIOUS_FINGERPRINT)} -> {f.get(K_FINGERPRINT)}"
             else:
