@@ -318,3 +318,49 @@ def test_sqlite_version_3_file_is_migrated_to_4(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     conn.close()
+
+
+# -- the doors carry the declared backend and the in-flight count -----------------------
+def test_a_locked_models_declared_backend_reaches_the_handler(stub: StubOpenAI) -> None:
+    from langchain_seedlock import LockedChatOpenAI
+
+    handler = SeedLockCallbackHandler()
+
+    def model(kv: str) -> LockedChatOpenAI:
+        lock = SeedLock(seed=1, backend={"kv_cache": kv})
+        return LockedChatOpenAI(
+            model="m", base_url=stub.base_url, api_key="sk-test", max_retries=0, lock=lock
+        )
+
+    with capture_seedlock_events() as events:
+        model("f16").invoke("hi", config={"callbacks": [handler]})
+        model("q8_0").invoke("hi", config={"callbacks": [handler]})
+    (changed,) = events_named(events, BACKEND_CHANGED)
+    assert changed["seedlock.changed_fields"] == {"kv_cache": ["f16", "q8_0"]}
+    assert [c["seedlock.in_flight"] for c in events_named(events, CALL)] == [1, 1]
+    handler.close()
+
+
+def test_the_middleware_records_in_flight_and_its_locks_backend(stub: StubOpenAI) -> None:
+    from langchain.agents import create_agent
+
+    from langchain_seedlock import SeedLockMiddleware
+
+    def run(kv: str) -> list[dict[str, Any]]:
+        middleware = SeedLockMiddleware(SeedLock(seed=3, backend={"kv_cache": kv}), monitor=mon)
+        model = ChatOpenAI(model="m", base_url=stub.base_url, api_key="sk-test", max_retries=0)
+        agent = create_agent(model, [], middleware=[middleware])
+        handler = SeedLockCallbackHandler(monitor=mon)  # inside the middleware: counted once
+        with capture_seedlock_events() as events:
+            agent.invoke({"messages": [("user", "hi")]}, config={"callbacks": [handler]})
+        return events
+
+    mon = DriftMonitor()
+    first = run("f16")
+    calls = events_named(first, CALL)
+    assert calls
+    assert {c["seedlock.in_flight"] for c in calls} == {1}
+    second = run("q8_0")
+    changed = events_named(second, BACKEND_CHANGED)
+    assert [c["seedlock.changed_fields"] for c in changed] == [{"kv_cache": ["f16", "q8_0"]}]
+    mon.close()
