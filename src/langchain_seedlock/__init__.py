@@ -28,20 +28,24 @@ from langchain_seedlock._errors import (
     LocalServerCrashedError,
     LockViolationError,
     MalformedResponseError,
+    OTelNotInstalledError,
     ParamDroppedError,
     ProbeError,
     SeedLockError,
     StoreError,
     StoreVersionError,
     UnsupportedModelError,
+    UnusableSeedError,
 )
 from langchain_seedlock._events import configure_logging
 from langchain_seedlock._lock import SeedLock
+from langchain_seedlock._otel import SeedLockOTel
 from langchain_seedlock._store import BaselineStore, open_store
 
 if TYPE_CHECKING:
     from langchain_seedlock._local_server import LocalServer
     from langchain_seedlock._middleware import SeedLockMiddleware
+    from langchain_seedlock._otel_processor import SeedLockSpanProcessor
     from langchain_seedlock._probe import ProbeResult, run_probe
 
 try:
@@ -52,12 +56,14 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a sourc
 
 # Imported on first use, not on `import langchain_seedlock`: the middleware
 # needs the `agents` extra (langchain); the local server and the probe are
-# only for `seedlock probe` / `seedlock serve` and their Python equivalents.
+# only for `seedlock probe` / `seedlock serve` and their Python equivalents;
+# the span processor needs the `otel` extra (the OpenTelemetry SDK).
 # tests/unit_tests/test_import_cost.py keeps these modules out of the import.
 _LAZY: dict[str, str] = {
     "LocalServer": "langchain_seedlock._local_server",
     "ProbeResult": "langchain_seedlock._probe",
     "SeedLockMiddleware": "langchain_seedlock._middleware",
+    "SeedLockSpanProcessor": "langchain_seedlock._otel_processor",
     "run_probe": "langchain_seedlock._probe",
 }
 
@@ -90,6 +96,7 @@ __all__ = [
     "LockedChatModel",
     "LockedChatOpenAI",
     "MalformedResponseError",
+    "OTelNotInstalledError",
     "ParamDroppedError",
     "ProbeError",
     "ProbeResult",
@@ -97,9 +104,12 @@ __all__ = [
     "SeedLockCallbackHandler",
     "SeedLockError",
     "SeedLockMiddleware",
+    "SeedLockOTel",
+    "SeedLockSpanProcessor",
     "StoreError",
     "StoreVersionError",
     "UnsupportedModelError",
+    "UnusableSeedError",
     "__version__",
     "auto_attached_handler",
     "configure_logging",

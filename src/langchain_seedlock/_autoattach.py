@@ -75,7 +75,8 @@ class _ProcessWideHandler:
                 self._owned = True
             except Exception as exc:  # noqa: BLE001 - never break LangChain's configure
                 ev.log_internal_error("auto_attach", exc)
-                self._handler = SeedLockCallbackHandler()  # memory only: still observe
+                # Memory only, no export (SEEDLOCK_OTEL may be what failed): still observe.
+                self._handler = SeedLockCallbackHandler(otel=False)
                 self._owned = True
             return self._handler
 

@@ -8,6 +8,9 @@ inside it, each merged into the same JSON body on its way out:
   other integrations' invocation params keep it nested);
 - ``options``: ``ChatOllama`` sends a call-time ``options`` mapping *instead
   of* the options it builds from its fields (seed and temperature included);
+- ``generation_config``: ``ChatGoogleGenerativeAI`` merges a call-time
+  mapping over the generation config it builds from its fields (``seed``,
+  ``temperature``, ``topP``...);
 - ``extra_body``: the openai SDK merges it over the JSON body it built from
   the documented parameters, a key of ``extra_body`` replacing the same key
   (``openai._base_client._merge_mappings``: shallow, the later mapping wins,
@@ -31,7 +34,7 @@ from typing import Any, Final
 from openai import NotGiven, Omit
 
 # Mappings whose entries reach the body, in the order they are applied (a later one wins).
-PARAM_CONTAINERS: Final = ("model_kwargs", "options", "extra_body")
+PARAM_CONTAINERS: Final = ("model_kwargs", "options", "generation_config", "extra_body")
 # URL query parameters of the request (the openai SDK's ``extra_query``).
 QUERY_KEY: Final = "extra_query"
 
@@ -54,7 +57,12 @@ def effective_params(params: Mapping[str, Any], *, keep_omitted: bool = False) -
     not as a parameter the integration never sent).
     """
     # Runs on every call, usually on a payload with none of these: plain lookups first.
-    if "extra_body" not in params and "model_kwargs" not in params and "options" not in params:
+    if (
+        "extra_body" not in params
+        and "model_kwargs" not in params
+        and "options" not in params
+        and "generation_config" not in params
+    ):
         if keep_omitted or not any(isinstance(v, _OMITTED) for v in params.values()):
             return params
         return {k: v for k, v in params.items() if not isinstance(v, _OMITTED)}

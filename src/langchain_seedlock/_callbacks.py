@@ -50,7 +50,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock import _fork, _inflight
+from langchain_seedlock import _fork, _inflight, _otel
 from langchain_seedlock._args import (
     check_bool,
     check_instance,
@@ -107,6 +107,7 @@ class _Run:
     chunk_fingerprint: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)  # `ev.call_context`, at the start
     in_flight: _inflight.Token | None = None
+    otel: Any = None  # the call's OpenTelemetry export (`_otel._Call`), when on
 
     @property
     def provider(self) -> str:
@@ -187,6 +188,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             copied: ``seedlock_label``, ``thread_id`` and the ``langgraph_*`` keys.
         include_tags: put the run's tags (``config={"tags": [...]}``) in every
             event of the call, as a list under ``tags``.
+        otel: export each call's record and verdict to OpenTelemetry (the
+            ``otel`` extra; see docs/otel.md): True, a `SeedLockOTel`, or
+            None to follow the environment variable ``SEEDLOCK_OTEL``.
     """
 
     run_inline = True  # see the module docstring: ordered with the tracers
@@ -202,6 +206,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         max_runs: int = 10_000,
         metadata_keys: Sequence[str] = (),
         include_tags: bool = False,
+        otel: bool | _otel.SeedLockOTel | None = None,
     ) -> None:
         super().__init__()
         owner = "SeedLockCallbackHandler"
@@ -219,7 +224,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
                 owner, "enforce", enforce,
                 "needs a lock: SeedLockCallbackHandler(lock=..., enforce=True)",
             )  # fmt: skip
+        otel_options = _otel.door_options(owner, otel)
         monitor, self._owned_store = door_monitor(owner, store, monitor, capture_content)
+        self._otel = _otel.door_exporter(otel_options, monitor.capture_content)
         self.monitor = monitor
         self.lock = lock
         self.enforce = enforce
@@ -340,6 +347,8 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         run.in_flight = _inflight.enter(
             _inflight.key_for(_inflight.base_url_of(serialized or {}), run.provider)
         )
+        if self._otel is not None:
+            run.otel = self._otel.start(claim=run.metadata_alone)
         with self._lock:
             self._runs[run_id] = run
             if len(self._runs) > self._max_runs:
@@ -482,6 +491,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
                 self.lock.backend if self.lock else (), declared_of(run.serialized or {})
             ),
             in_flight=run.in_flight.count if run.in_flight else None,
+            otel=run.otel,
         )
         # Metadata first: the tracers after this handler post the run next.
         run_meta: dict[str, Any] = {
@@ -515,6 +525,8 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             if run is None:
                 run = _Run(None, {}, (), None, parent_run_id)
             _inflight.leave(run.in_flight)
+            if run.otel is not None:
+                run.otel.abandon()
             fields = self._start_fields(run, run_id)
             if run.messages:
                 fields[ev.K_REQUEST_HASH] = request_hash_from_messages(

@@ -49,6 +49,7 @@ from langchain_seedlock._errors import (
 )
 from langchain_seedlock._hashing import output_hash, request_hash, request_hash_from_messages
 from langchain_seedlock._lock import SeedLock
+from langchain_seedlock._providers import check_model, unsupported_param
 from langchain_seedlock._record import clean_fingerprint
 from langchain_seedlock._redact import redact_url
 
@@ -321,6 +322,7 @@ class _LockedOpenAIMixin(_LockHolder, _OpenAIBase):
                 f"model {self.model_name!r} is served through OpenAI's Responses API, "
                 "which takes no seed and returns no system_fingerprint: it cannot be locked."
             )
+        check_model(self, self.lock.seed)  # a seed its server reads as "random"
         return self
 
     # -- the choke point: every Chat Completions request is built here --------
@@ -567,18 +569,23 @@ class LockedChatModel(_LockHolder, BaseChatModel):
 
     @model_validator(mode="after")
     def _apply_lock_to_inner(self) -> Any:
+        provider = check_model(self.model, self.lock.seed)  # no seed / a "random" seed
+        via_kwargs = provider.via_model_kwargs if provider else ()  # ChatGroq's seed
         updates: dict[str, Any] = {}
         for name, locked in self.lock.canonical().items():
+            if name in via_kwargs:
+                continue  # set in model_kwargs below
             field = _field_for(self.model, name)
             if field is None:
-                kind = "a seed" if name == "seed" else f"the locked parameter {name!r}"
-                raise UnsupportedModelError(
-                    f"{type(self.model).__name__} has no field for {kind}, so it cannot be "
-                    "locked. Models that take a seed: ChatOpenAI, AzureChatOpenAI, "
-                    "ChatOllama, ChatGroq, ChatFireworks, ChatMistralAI (random_seed)..."
-                )
+                raise unsupported_param(self.model, name)
             current = getattr(self.model, field, None)
-            if current is not None and current != [] and not self.lock.equals_locked(name, current):
+            # Only a value the user set conflicts (not ChatMistralAI's default temperature).
+            if (
+                field in self.model.model_fields_set
+                and current is not None
+                and current != []
+                and not self.lock.equals_locked(name, current)
+            ):
                 raise LockViolationError(name, locked, current, "constructor argument")
             updates[field] = locked
         # Fields that are mappings of more parameters (model_kwargs, extra_body...)
@@ -595,6 +602,10 @@ class LockedChatModel(_LockHolder, BaseChatModel):
                 v = conflicts[0]
                 raise LockViolationError(v.field, v.locked, v.attempted, "constructor argument")
             updates.update(locked_request(self.lock, nested))
+        if via_kwargs:
+            sent = {k: v for k, v in self.lock.canonical().items() if k in via_kwargs}
+            kwargs = updates.get("model_kwargs") or getattr(self.model, "model_kwargs", None)
+            updates["model_kwargs"] = {**(kwargs or {}), **sent}
         self.model = self.model.model_copy(update=updates)
         return self
 
@@ -843,7 +854,8 @@ def lock_model(model: BaseChatModel, lock: SeedLock) -> BaseChatModel:
     `LockedAzureChatOpenAI` with the same settings (the lock is then checked
     on the wire payload); any other model with a seed field (``seed`` or
     ``random_seed``) is wrapped in `LockedChatModel`. A model that cannot take
-    a seed raises `UnsupportedModelError`.
+    a seed raises `UnsupportedModelError`; a seed its backend reads as
+    "random" raises `UnusableSeedError` (the table: docs/providers.md).
     """
     if not isinstance(lock, SeedLock):
         raise UnsupportedModelError(f"lock must be a SeedLock, got {type(lock).__name__}")

@@ -160,6 +160,7 @@ class _Decision:
     compared: tuple[_Output, str, _Output] | None = None
     rate: tuple[int, int] = (0, 0)  # the backend's (known, repeats) after this call
     rate_change: RateChange | None = None
+    explanation: str | None = None  # the variant event's summary, for OpenTelemetry
 
 
 @dataclass(slots=True)
@@ -525,6 +526,8 @@ class DriftMonitor:
             backend = identity.id
             self._decide_request(record, model_key, backend, outputs=outputs, d=d, names=names)
         stored = self._emit(record, backend, d, names)
+        if record.otel is not None:  # OpenTelemetry export (_otel.py): the verdict, once known
+            record.otel.decided(record, d.verdict, d.rate, d.explanation)
         # An incomplete output is not a variant: only its event is stored.
         incomplete = d.verdict is not None and d.verdict.verdict is Verdict.INCOMPLETE
         self._submit(None if incomplete else record, stored)
@@ -788,6 +791,7 @@ class DriftMonitor:
                 sketcher=self._sketcher,
             )  # fmt: skip
             ev.emit_on(log, _WHERE_EMIT, level, name, fields)
+            d.explanation = fields[ev.K_SUMMARY]
             if name == ev.OUTPUT_DRIFT:  # known variants are counted in the store already
                 stored.append(StoredEvent(name, record.at, {**fields, "level": level}))
         if d.rate_change is not None:

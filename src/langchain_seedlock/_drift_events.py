@@ -9,7 +9,6 @@ them first.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -22,15 +21,14 @@ from langchain_seedlock._sketch import (
     bucket_label,
     divergence_bucket,
     estimate_similarity,
+    jaccard,
+    shingles,
 )
 
 if TYPE_CHECKING:
     from langchain_seedlock._drift import _Output
     from langchain_seedlock._identity import BackendIdentity
 
-# Above this many characters (both texts together) the similarity ratio is
-# difflib's O(n) `quick_ratio()` upper bound instead of the quadratic `ratio()`.
-SIMILARITY_EXACT_LIMIT: Final = 4000
 # `seedlock.variant` values, by verdict.
 VARIANT_LABELS: Final = {
     Verdict.FIRST: "first",
@@ -89,17 +87,12 @@ def first_token_difference(a: Sequence[str], b: Sequence[str]) -> int:
     return n
 
 
-def similarity(a: str, b: str) -> tuple[float, bool]:
-    """difflib similarity ratio of two texts, and whether it is only an upper bound.
-
-    Short texts get `SequenceMatcher.ratio()`; long ones the linear
-    `quick_ratio()` (an upper bound of the ratio), so a drift on a long
-    answer never costs quadratic time.
-    """
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    if len(a) + len(b) > SIMILARITY_EXACT_LIMIT:
-        return round(matcher.quick_ratio(), 4), True
-    return round(matcher.ratio(), 4), False
+def similarity(a: str, b: str) -> float:
+    """Jaccard similarity of the two texts' 3-word shingles: the measure the
+    sketches estimate, so ``seedlock.similarity`` means one thing whether the
+    texts are in memory (exact) or only their sketches (estimated). Linear in
+    the texts' length."""
+    return round(jaccard(shingles(a), shingles(b)), 4)
 
 
 def sketch_estimate(
@@ -168,16 +161,13 @@ def variant_event(
         ev.K_DIFF_CHAR: None,
         ev.K_DIFF_TOKEN: None,
         ev.K_SIMILARITY: None,
-        ev.K_SIMILARITY_BOUND: None,
         ev.K_SIMILARITY_ESTIMATE: None,
         ev.K_DIVERGENCE_AT: None,
     }
     cur_text = record.output_text if record.output_text is not None else current.text
     if usual.text is not None and cur_text is not None:
         where[ev.K_DIFF_CHAR] = first_difference(usual.text, cur_text)
-        ratio, bound = similarity(usual.text, cur_text)
-        where[ev.K_SIMILARITY] = ratio
-        where[ev.K_SIMILARITY_BOUND] = bound
+        where[ev.K_SIMILARITY] = similarity(usual.text, cur_text)
         where[ev.K_SIMILARITY_ESTIMATE] = False
     else:
         estimate = sketch_estimate(usual, current, cur_text, sketcher)
@@ -190,8 +180,7 @@ def variant_event(
     how = ""
     if where[ev.K_DIFF_CHAR] is not None:
         how = f"; first differs at char {where[ev.K_DIFF_CHAR]}"
-        approx = "<=" if where[ev.K_SIMILARITY_BOUND] else "~"
-        how += f", similarity {approx}{where[ev.K_SIMILARITY]:.2f}"
+        how += f", similarity {where[ev.K_SIMILARITY]:.2f}"
     elif where[ev.K_DIVERGENCE_AT] is not None:
         how = (
             f"; first differs in chars {where[ev.K_DIVERGENCE_AT]}, "

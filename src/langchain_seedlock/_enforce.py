@@ -24,12 +24,20 @@ ViolationKind = Literal["override", "missing"]
 # Every name integrations send a locked parameter under (canonical name first):
 # a request may carry several (``max_tokens`` and ``max_completion_tokens``),
 # and each one sent must hold the locked value. ``random_seed``: Mistral;
-# ``num_predict``: Ollama; ``max_output_tokens``: Gemini; ``stop_sequences``:
-# Anthropic. Parameters not listed have one name.
+# ``num_predict``: Ollama; ``max_output_tokens``: Gemini (``maxOutputTokens``,
+# ``topP``, ``stopSequences``: its generation_config takes the JSON names too);
+# ``stop_sequences``: Anthropic. Parameters not listed have one name.
 SPELLINGS: Final[Mapping[str, tuple[str, ...]]] = {
     "seed": ("seed", "random_seed"),
-    "max_tokens": ("max_tokens", "max_completion_tokens", "num_predict", "max_output_tokens"),
-    "stop": ("stop", "stop_sequences"),
+    "top_p": ("top_p", "topP"),
+    "max_tokens": (
+        "max_tokens",
+        "max_completion_tokens",
+        "num_predict",
+        "max_output_tokens",
+        "maxOutputTokens",
+    ),
+    "stop": ("stop", "stop_sequences", "stopSequences"),
 }
 # SPELLINGS for every lockable parameter, one lookup in the per-call loops.
 _NAMES: Final = {name: SPELLINGS.get(name, (name,)) for name in ("seed", *LOCKABLE_PARAMS)}

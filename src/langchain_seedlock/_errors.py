@@ -70,8 +70,37 @@ class UnsupportedModelError(SeedLockError, TypeError):
     """The model cannot be locked (no seed parameter, or an API without seeds)."""
 
 
+class UnusableSeedError(UnsupportedModelError):
+    """The lock's seed cannot lock this provider: its backend reads the value as
+    "pick a random seed", or its API refuses it.
+
+    Raised when the locked model is built (a `TypeError`, like every
+    "this model cannot be locked" error, so pydantic passes it through).
+    ``field`` is ``"seed"``; ``value`` the seed; ``provider`` names the provider.
+    """
+
+    def __init__(self, seed: int, provider: str, reason: str) -> None:
+        self.field = "seed"
+        self.value = seed
+        self.provider = provider
+        self.reason = reason
+        super().__init__(f"seed {_short_repr(seed)}: {provider} {reason}")
+
+
 class MalformedResponseError(SeedLockError, ValueError):
     """The server's answer cannot be recorded (for example: no choices at all)."""
+
+
+class OTelNotInstalledError(SeedLockError, ImportError):
+    """OpenTelemetry export was turned on (``otel=True``, ``SEEDLOCK_OTEL=1``) but
+    the ``otel`` extra is not installed. ``install_command`` is the pip command."""
+
+    install_command = "pip install 'langchain-seedlock[otel]'"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"OpenTelemetry export needs the otel extra ({reason}): {self.install_command}"
+        )
 
 
 class StoreError(SeedLockError):

@@ -99,7 +99,6 @@ K_DISTINCT_OUTPUTS: Final = "seedlock.distinct_outputs"
 K_DIFF_CHAR: Final = "seedlock.first_difference.char"
 K_DIFF_TOKEN: Final = "seedlock.first_difference.token"  # noqa: S105 - a key name
 K_SIMILARITY: Final = "seedlock.similarity"
-K_SIMILARITY_BOUND: Final = "seedlock.similarity_is_bound"
 K_SIMILARITY_ESTIMATE: Final = "seedlock.similarity_is_estimate"
 """True: ``seedlock.similarity`` is estimated from the outputs' stored sketches
 (Jaccard of 3-word shingles), the texts being unknown to this process."""

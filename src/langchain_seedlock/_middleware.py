@@ -50,7 +50,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock import _fork, _inflight
+from langchain_seedlock import _fork, _inflight, _otel
 from langchain_seedlock._args import check_bool, check_instance, check_number
 from langchain_seedlock._body import PARAM_CONTAINERS
 from langchain_seedlock._callbacks import door_monitor
@@ -116,6 +116,7 @@ class _Call:
     log_fields: dict[str, Any] = field(default_factory=dict)
     graph_run: Any = None  # the agent graph's run id (see `_InternalCallGuard`)
     in_flight: _inflight.Token | None = None
+    otel: Any = None  # the call's OpenTelemetry export (`_otel._Call`), when on
 
 
 class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
@@ -198,6 +199,9 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             hold personal data.
         include_tags: put the run's tags (``config={"tags": [...]}``) in every
             event of the call, as a list under ``tags``.
+        otel: export each call's record and verdict to OpenTelemetry (the
+            ``otel`` extra; see docs/otel.md): True, a `SeedLockOTel`, or
+            None to follow the environment variable ``SEEDLOCK_OTEL``.
     """
 
     def __init__(
@@ -211,6 +215,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         lock_models: bool = True,
         metadata_keys: Sequence[str] = (),
         include_tags: bool = False,
+        otel: bool | _otel.SeedLockOTel | None = None,
     ) -> None:
         super().__init__()
         owner = "SeedLockMiddleware"
@@ -222,7 +227,9 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         self.metadata_keys, self.include_tags = ev.check_context_options(
             owner, metadata_keys, include_tags
         )
+        otel_options = _otel.door_options(owner, otel)
         monitor, self._owned_store = door_monitor(owner, store, monitor, capture_content)
+        self._otel = _otel.door_exporter(otel_options, monitor.capture_content)
         self.lock = lock
         self.monitor = monitor
         self.capture_content = monitor.capture_content
@@ -361,6 +368,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             model_name=model_name,
             parent_run_id=parent_run_id,
             log_fields=log_fields,
+            otel=self._otel.start() if self._otel is not None else None,
         )
 
     def _locked_model(
@@ -407,6 +415,8 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
 
     # -- after the call ------------------------------------------------------------
     def _failed(self, call: _Call, exc: Exception) -> None:
+        if call.otel is not None:
+            call.otel.abandon()
         if _is_control_flow(exc):
             return
         fields = {
@@ -478,6 +488,7 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             base_url=base_url_of(request.model),
             declared=merge_declared(declared_of(request.model), call.lock.backend),
             in_flight=call.in_flight.count if call.in_flight else None,
+            otel=call.otel,
         )
 
 

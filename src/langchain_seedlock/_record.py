@@ -121,6 +121,9 @@ class CallRecord:
     """Set by `BackgroundWriter` on the copy it writes, one per submission: a
     store counts a record with an id once, even when a write whose outcome was
     unknown (connection lost after COMMIT) is retried."""
+    otel: Any = None
+    """The call's OpenTelemetry export (`_otel._Call`) when the door has it on:
+    `DriftMonitor` hands it the verdict. Never stored."""
 
     @property
     def backend_id(self) -> str:

@@ -13,6 +13,9 @@ from langchain_seedlock import (
     SeedLockCallbackHandler,
     SeedLockError,
     SeedLockMiddleware,
+    SeedLockOTel,
+    SeedLockSpanProcessor,
+    UnusableSeedError,
     lock_model,
     run_probe,
 )
@@ -34,6 +37,12 @@ def typed_usage() -> None:
         del field
     except SeedLockError:
         pass
+    try:
+        lock_model(model, lock.replace(seed=-1))
+    except UnusableSeedError as err:
+        provider: str = err.provider
+        bad_seed: int = err.value
+        del provider, bad_seed
     del seed, digest, fingerprint
 
 
@@ -47,3 +56,19 @@ def typed_lazy_names() -> None:
     middleware = SeedLockMiddleware(SeedLock(seed=1), metadata_keys=["user_id"])
     tags: bool = middleware.include_tags
     del rate, keys, tags
+
+
+def typed_otel() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider()
+    provider.add_span_processor(
+        SeedLockSpanProcessor(SimpleSpanProcessor(InMemorySpanExporter()), max_hold=10)
+    )
+    handler = SeedLockCallbackHandler(
+        otel=SeedLockOTel(tracer_provider=provider, create_spans=True)
+    )
+    middleware = SeedLockMiddleware(SeedLock(seed=1), otel=True)
+    del handler, middleware

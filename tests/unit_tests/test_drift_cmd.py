@@ -151,6 +151,13 @@ def test_request_drill_down(recorded: str, capsys: pytest.CaptureFixture[str]) -
     assert {v["system_fingerprint"] for v in one["variants"]} == {"fp_stub_1", "fp_stub_2"}
     assert [e["seedlock.variant"] for e in one["events"]] == ["new", "new"]
     assert [e["seedlock.explained"] for e in one["events"]] == [False, True]
+    # Distances to the usual output (the first of three equally frequent ones),
+    # from the stored sketches: "one" vs "two" and "three" differ at char 0.
+    by_hash = {v["output_hash"]: v for v in one["variants"]}
+    usual = by_hash.pop(one["usual_output_hash"])
+    assert (usual["divergence_at"], usual["similarity_estimate"]) == (None, None)
+    assert [v["divergence_at"].startswith("[0, ") for v in by_hash.values()] == [True, True]
+    assert [v["similarity_estimate"] for v in by_hash.values()] == [0.0, 0.0]
     assert main(["drift", "--store", recorded, "--request", drifting[:10]]) == 0
     assert "Variants" in capsys.readouterr().out
     assert main(["drift", "--store", recorded, "--request", "zzzz"]) == 1
@@ -190,3 +197,29 @@ def test_rate_change_is_on_the_timeline(
     (change,) = json.loads(capsys.readouterr().out)["changes"]
     assert change["event"] == "seedlock.reproducibility_changed"
     assert change["change"].startswith("reproducibility of openai:m under fingerprint fp_stub_1")
+
+
+def test_drill_down_sizes_a_change_without_text(
+    stub: StubOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A variant sharing the usual answer's first 40 characters is located
+    after them, and its similarity is between 0 and 1, with no text stored."""
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    shared = "The rover landed safely near the crater "
+    with SeedLockCallbackHandler(store=url) as handler:
+        model = ChatOpenAI(model="m", base_url=stub.base_url, api_key="sk-test", seed=1)
+        stub.reply = shared + "and sent its first panorama home to the team."
+        model.invoke("q", config={"callbacks": [handler]})
+        model.invoke("q", config={"callbacks": [handler]})
+        stub.reply = shared + "but lost contact after a dust storm hit the site."
+        model.invoke("q", config={"callbacks": [handler]})
+    assert main(["drift", "--store", url, "--json"]) == 0
+    (request,) = json.loads(capsys.readouterr().out)["requests"]
+    assert main(["drift", "--store", url, "--json", "--request", request["request_hash"]]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (other,) = [v for v in report["variants"] if v["output_hash"] != report["usual_output_hash"]]
+    lo, hi = (int(x) for x in other["divergence_at"].strip("[)").split(", "))
+    assert lo <= len(shared) < hi
+    assert lo >= 32
+    assert 0.0 < other["similarity_estimate"] < 1.0
+    assert other["text"] is None

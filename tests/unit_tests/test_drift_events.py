@@ -137,8 +137,9 @@ def test_unexplained_output_drift(
     assert drift["seedlock.distinct_outputs"] == 2
     assert drift["seedlock.first_difference.char"] == len("The answer is forty-t")
     assert drift["seedlock.first_difference.token"] is None  # no logprobs asked
-    assert 0.8 < drift["seedlock.similarity"] < 1.0
-    assert drift["seedlock.similarity_is_bound"] is False
+    # one of the three distinct 3-word shingles is shared: "The answer is"
+    assert drift["seedlock.similarity"] == 0.3333
+    assert drift["seedlock.similarity_is_estimate"] is False
     assert "seedlock.output_text" not in drift  # no content without capture_content
     handler.flush()
     (stored,) = store.events(name=OUTPUT_DRIFT)
@@ -311,10 +312,12 @@ def test_first_difference_and_similarity_helpers() -> None:
     long_a = "x" * 3000 + "a"
     long_b = "x" * 3000 + "b"
     assert first_difference(long_a, long_b) == 3000
-    ratio, bound = similarity(long_a, long_b)
-    assert bound is True
-    assert ratio >= 0.99
-    assert similarity("abcd", "abce") == (0.75, False)
+    # Jaccard of 3-word shingles, the measure the sketches estimate
+    assert similarity("a b c d", "a b c e") == 0.3333
+    assert similarity("a b c d", "a b c d") == 1.0
+    assert similarity("", "") == 1.0
+    long_words = " ".join(f"w{i}" for i in range(20_000))  # linear: no quadratic blow-up
+    assert similarity(long_words, long_words + " end") == round(19_998 / 19_999, 4)
 
 
 def test_monitor_call_level_is_configurable() -> None:

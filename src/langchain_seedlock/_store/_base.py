@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_seedlock._args import check_int, check_number
@@ -196,6 +196,209 @@ ORDER BY model_key, min(fs), backend_id
 """
 
 
+@dataclass(frozen=True, slots=True)
+class RateBucket:
+    """One (model, backend identity, time bucket) of ``seedlock report``.
+
+    The store keeps counts per output, not a row per call, so a call's time is
+    not known, only each output's first and last time. Two exact measures
+    follow: the requests *first seen* under this backend in the bucket, with
+    all their calls and the reproducibility rate of their repeat calls
+    (whenever made); and the *outputs first seen* in the bucket, each beyond
+    the first of its request a new variant that appeared then.
+    """
+
+    model_key: str
+    backend_id: str
+    start: float
+    """Bucket start (epoch seconds); the bucket is ``[start, start + width)``."""
+    requests: int
+    calls: int
+    repeat_calls: int
+    known_repeats: int
+    outputs: int
+    """Distinct outputs first seen in the bucket (a request's first included)."""
+
+    @property
+    def reproducibility_rate(self) -> float | None:
+        return self.known_repeats / self.repeat_calls if self.repeat_calls else None
+
+    @property
+    def new_variants(self) -> int:
+        """Outputs first seen in the bucket that were not a request's first."""
+        return self.outputs - self.requests
+
+
+@dataclass(frozen=True, slots=True)
+class DriftingRequest:
+    """A request with more than one distinct output (``seedlock report``),
+    with what its stored ``seedlock.output_drift`` events say about where the
+    outputs part."""
+
+    request_hash: str
+    model_key: str
+    calls: int
+    distinct_outputs: int
+    distinct_backends: int
+    first_seen: float
+    last_seen: float
+    drift_events: int = 0
+    unexplained_events: int = 0
+    first_difference_char: int | None = None
+    """Earliest character where a drifted output left the usual one (texts known)."""
+    first_difference_token: int | None = None
+    divergence_at: str | None = None
+    """Earliest ``"[lo, hi)"`` range estimated from sketches (texts unknown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventCount:
+    """Stored events of one name (``seedlock report``)."""
+
+    name: str
+    count: int
+    first_at: float
+    last_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class InFlightBucket:
+    """Calls grouped by how many calls were in flight beside them (``"1"``,
+    ``"2-3"``, ``"4+"``...), for ``seedlock report``."""
+
+    bucket: str
+    calls: int
+    repeat_calls: int
+    reproducibility_rate: float | None
+
+
+# Per (model, backend, time bucket); ``{bucket}`` turns an epoch-seconds
+# expression into a bucket number (floor of it divided by the width, the
+# first parameter of each branch). The aggregation runs in the database.
+RATE_BUCKETS_SQL = """
+SELECT model_key, backend_id, b, sum(requests), sum(calls), sum(repeats), sum(known), sum(outs)
+FROM (
+    SELECT model_key, backend_id, {bucket_min} AS b, 1 AS requests, sum(count) AS calls,
+           sum(count) - 1 AS repeats, sum(count) - count(*) AS known, 0 AS outs
+    FROM {outputs}
+    WHERE ({p}{text} IS NULL OR model_key = {p}{text})
+    GROUP BY model_key, backend_id, request_hash
+    UNION ALL
+    SELECT model_key, backend_id, {bucket_row} AS b, 0, 0, 0, 0, 1
+    FROM {outputs}
+    WHERE ({p}{text} IS NULL OR model_key = {p}{text})
+) AS t
+GROUP BY model_key, backend_id, b
+ORDER BY model_key, backend_id, b
+"""
+
+# Requests with more than one distinct output, most distinct outputs first.
+DRIFTING_SQL = """
+SELECT request_hash, min(model_key), sum(count), count(DISTINCT output_hash),
+       count(DISTINCT backend_id), min(first_seen), max(last_seen)
+FROM {outputs}
+WHERE ({p}{text} IS NULL OR model_key = {p}{text})
+GROUP BY request_hash
+HAVING count(DISTINCT output_hash) > 1
+ORDER BY count(DISTINCT output_hash) DESC, sum(count) DESC, request_hash
+LIMIT {p}
+"""
+
+EVENT_COUNTS_SQL = """
+SELECT name, count(*), min(at), max(at) FROM {events} GROUP BY name ORDER BY count(*) DESC, name
+"""
+
+
+DRIFT_EVENTS_SQL = """
+SELECT rh, div, count(*), sum(unexplained), min(dc), min(dt) FROM (
+    SELECT {rh} AS rh, {div} AS div, {unexplained} AS unexplained, {dc} AS dc, {dt} AS dt
+    FROM {events} WHERE name = {p}
+) AS e
+WHERE rh IN ({marks})
+GROUP BY rh, div
+"""
+
+
+def drift_events_sql(events: str, get: Callable[[str, str], str], p: str, n: int) -> str:
+    """Per (request hash, divergence range) among ``n`` request hashes: the
+    output_drift events, the unexplained ones, the earliest char and token
+    difference (rows for `merge_drift_events`). ``get(key, kind)`` is the
+    dialect's JSON accessor: ``kind`` is ``"text"``, ``"int"`` or ``"false"``
+    (1 when the value is JSON false)."""
+    from langchain_seedlock import _events as ev
+
+    return DRIFT_EVENTS_SQL.format(
+        rh=get(ev.K_REQUEST_HASH, "text"),
+        div=get(ev.K_DIVERGENCE_AT, "text"),
+        unexplained=get(ev.K_EXPLAINED, "false"),
+        dc=get(ev.K_DIFF_CHAR, "int"),
+        dt=get(ev.K_DIFF_TOKEN, "int"),
+        events=events,
+        p=p,
+        marks=", ".join([p] * n),
+    )
+
+
+def rate_bucket_params(width: float, model_key: str | None) -> tuple[Any, ...]:
+    """The parameters of `RATE_BUCKETS_SQL` in order."""
+    check_number("BaselineStore.rate_buckets", "width", width, minimum=1)
+    return (width, model_key, model_key, width, model_key, model_key)
+
+
+def summarize_rate_buckets(
+    rows: Sequence[OutputSeen], model_keys: Mapping[str, str], width: float
+) -> list[RateBucket]:
+    """`RATE_BUCKETS_SQL` in Python, for the memory store."""
+    per_request: dict[tuple[str, str, str], list[OutputSeen]] = {}
+    for o in rows:
+        key = (model_keys.get(o.request_hash, "?"), o.backend_id, o.request_hash)
+        per_request.setdefault(key, []).append(o)
+    sums: dict[tuple[str, str, int], list[int]] = {}
+    for (model, backend, _), outs in per_request.items():
+        n = sum(o.count for o in outs)
+        cell = sums.setdefault(
+            (model, backend, int(min(o.first_seen for o in outs) // width)), [0] * 5
+        )
+        for i, v in enumerate((1, n, n - 1, n - len(outs), 0)):
+            cell[i] += v
+        for o in outs:
+            sums.setdefault((model, backend, int(o.first_seen // width)), [0] * 5)[4] += 1
+    return [
+        RateBucket(model, backend, b * width, *cell)
+        for (model, backend, b), cell in sorted(sums.items())
+    ]
+
+
+def merge_drift_events(
+    requests: Sequence[DriftingRequest],
+    rows: Sequence[tuple[str, str | None, int, int, int | None, int | None]],
+) -> list[DriftingRequest]:
+    """Add to each request its drift events, read as rows of (request hash,
+    divergence range, events, unexplained events, min char, min token), one
+    per (request, range): the earliest position wins."""
+    found: dict[str, dict[str, Any]] = {}
+    for rh, div, n, unexplained, char, token in rows:
+        f = found.setdefault(rh, {"drift_events": 0, "unexplained_events": 0})
+        f["drift_events"] += int(n)
+        f["unexplained_events"] += int(unexplained or 0)
+        for key, value in (("first_difference_char", char), ("first_difference_token", token)):
+            if value is not None and (f.get(key) is None or int(value) < f[key]):
+                f[key] = int(value)
+        if div is not None and (
+            f.get("divergence_at") is None or _range_start(div) < _range_start(f["divergence_at"])
+        ):
+            f["divergence_at"] = div
+    return [replace(r, **found.get(r.request_hash, {})) for r in requests]
+
+
+def _range_start(label: str) -> float:
+    """``"[64, 128)"`` -> 64 (an unreadable label sorts last)."""
+    try:
+        return float(label.strip("[(").split(",")[0])
+    except ValueError:
+        return float("inf")
+
+
 def summarize_backends(
     rows: Sequence[OutputSeen], model_keys: Mapping[str, str]
 ) -> list[BackendSummary]:
@@ -272,6 +475,32 @@ class BaselineStore(ABC):
     def in_flight(self, *, model_key: str | None = None) -> list[InFlightSummary]:
         """Per (model, in-flight bucket): calls, repeat calls and known repeats,
         buckets in increasing order. Stores without the counts return []."""
+        return []
+
+    @abstractmethod
+    def rate_buckets(self, width: float, *, model_key: str | None = None) -> list[RateBucket]:
+        """Per (model, backend identity, bucket of ``width`` seconds): the
+        requests first seen then with their reproducibility, and the outputs
+        first seen then (see `RateBucket`); aggregated where the data is."""
+
+    @abstractmethod
+    def drifting_requests(
+        self, *, model_key: str | None = None, limit: int = 25
+    ) -> list[DriftingRequest]:
+        """Requests with more than one distinct output, most outputs first,
+        with their drift events and earliest divergence."""
+
+    @abstractmethod
+    def event_counts(self) -> list[EventCount]:
+        """Stored events per name, most frequent first."""
+
+    @abstractmethod
+    def recent_events(self, *, limit: int = 500) -> list[StoredEvent]:
+        """The ``limit`` newest stored events, newest first."""
+
+    def inflight_buckets(self, *, model_key: str | None = None) -> list[InFlightBucket]:
+        """Calls grouped by how many were in flight beside them. Empty when
+        the store does not know (calls recorded without that count)."""
         return []
 
     @abstractmethod

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from langchain_seedlock import _events as ev
 from langchain_seedlock import _fork
 from langchain_seedlock._inflight import BUCKET_LOW, bucket
 from langchain_seedlock._record import CallRecord
@@ -19,13 +20,19 @@ from langchain_seedlock._sketch import Sketcher
 from langchain_seedlock._store._base import (
     BackendSummary,
     BaselineStore,
+    DriftingRequest,
+    EventCount,
     FingerprintSeen,
     InFlightSummary,
     OutputSeen,
+    RateBucket,
     RequestSummary,
     StoredEvent,
     check_prune_args,
+    merge_drift_events,
+    rate_bucket_params,
     summarize_backends,
+    summarize_rate_buckets,
 )
 
 OutputKey = tuple[str, str, str]  # request_hash, backend_id, output_hash
@@ -313,6 +320,61 @@ class MemoryStore(BaselineStore):
                     row[3] += known
         ordered = sorted(sums.items(), key=lambda kv: (kv[0][0], kv[1][0]))
         return [InFlightSummary(mk, label, c, r, k) for (mk, label), (_, c, r, k) in ordered]
+
+    def rate_buckets(self, width: float, *, model_key: str | None = None) -> list[RateBucket]:
+        rate_bucket_params(width, model_key)  # checks the width
+        with self._lock:
+            rows = list(self._outputs.values())
+            models = dict(self._output_models)
+        found = summarize_rate_buckets(rows, models, width)
+        return [b for b in found if model_key is None or b.model_key == model_key]
+
+    def drifting_requests(
+        self, *, model_key: str | None = None, limit: int = 25
+    ) -> list[DriftingRequest]:
+        summaries = [
+            s for s in self.requests(model_key=model_key, limit=len(self._output_models))
+            if s.distinct_outputs > 1
+        ]  # fmt: skip
+        summaries.sort(key=lambda s: (-s.distinct_outputs, -s.calls, s.request_hash))
+        found = [
+            DriftingRequest(
+                s.request_hash,
+                s.model_key,
+                s.calls,
+                s.distinct_outputs,
+                s.distinct_backends,
+                s.first_seen,
+                s.last_seen,
+            )
+            for s in summaries[: max(limit, 0)]
+        ]
+        wanted = {r.request_hash for r in found}
+        rows = []
+        for e in self.events(name=ev.OUTPUT_DRIFT, limit=len(self._events)):
+            f = e.fields
+            if f.get(ev.K_REQUEST_HASH) in wanted:
+                rows.append((
+                    f[ev.K_REQUEST_HASH], f.get(ev.K_DIVERGENCE_AT), 1,
+                    int(f.get(ev.K_EXPLAINED) is False),
+                    f.get(ev.K_DIFF_CHAR), f.get(ev.K_DIFF_TOKEN),
+                ))  # fmt: skip
+        return merge_drift_events(found, rows)
+
+    def event_counts(self) -> list[EventCount]:
+        with self._lock:
+            events = list(self._events)
+        by_name: dict[str, list[float]] = {}
+        for e in events:
+            by_name.setdefault(e.name, []).append(e.at)
+        counts = [EventCount(n, len(ats), min(ats), max(ats)) for n, ats in by_name.items()]
+        return sorted(counts, key=lambda c: (-c.count, c.name))
+
+    def recent_events(self, *, limit: int = 500) -> list[StoredEvent]:
+        with self._lock:
+            events = list(enumerate(self._events))
+        events.sort(key=lambda ie: (ie[1].at, ie[0]), reverse=True)
+        return [e for _, e in events[: max(limit, 0)]]
 
     def models(self) -> list[FingerprintSeen]:
         with self._lock:

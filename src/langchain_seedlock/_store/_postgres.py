@@ -30,23 +30,33 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from langchain_seedlock import _fork
 from langchain_seedlock._errors import StoreError, StoreVersionError
+from langchain_seedlock._events import OUTPUT_DRIFT
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import SECRET_PARAMS as _SECRET_PARAMS
 from langchain_seedlock._redact import redact_url
 from langchain_seedlock._sketch import new_key
 from langchain_seedlock._store._base import (
     BACKENDS_SQL,
+    DRIFTING_SQL,
+    EVENT_COUNTS_SQL,
     INFLIGHT_SQL,
     INFLIGHT_TABLE,
+    RATE_BUCKETS_SQL,
     UPSERT_INFLIGHT,
     BackendSummary,
     BaselineStore,
+    DriftingRequest,
+    EventCount,
     FingerprintSeen,
     InFlightSummary,
     OutputSeen,
+    RateBucket,
     RequestSummary,
     StoredEvent,
     check_prune_args,
+    drift_events_sql,
+    merge_drift_events,
+    rate_bucket_params,
 )
 from langchain_seedlock._store._memory import (
     AckedIds,
@@ -593,6 +603,57 @@ class PostgresStore(BaselineStore):
 
         return self._run("reading in-flight counts", q)
 
+    def rate_buckets(self, width: float, *, model_key: str | None = None) -> list[RateBucket]:
+        sql = RATE_BUCKETS_SQL.format(
+            outputs="seedlock_outputs", p="%s", text="::text",
+            bucket_min="floor(min(first_seen) / %s::float8)::bigint",
+            bucket_row="floor(first_seen / %s::float8)::bigint",
+        )  # fmt: skip
+        params = rate_bucket_params(width, model_key)
+
+        def q(c: psycopg.Connection[Any]) -> list[RateBucket]:
+            return [
+                RateBucket(m, bid, b * width, *(int(x) for x in rest))
+                for m, bid, b, *rest in c.execute(sql, params).fetchall()
+            ]
+
+        return self._run("reading rates over time", q)
+
+    def drifting_requests(
+        self, *, model_key: str | None = None, limit: int = 25
+    ) -> list[DriftingRequest]:
+        def q(c: psycopg.Connection[Any]) -> list[DriftingRequest]:
+            sql = DRIFTING_SQL.format(outputs="seedlock_outputs", p="%s", text="::text")
+            rows: list[list[Any]] = [
+                [int(x) if isinstance(x, Decimal) else x for x in r]
+                for r in c.execute(sql, (model_key, model_key, max(limit, 0))).fetchall()
+            ]
+            found = [DriftingRequest(*r) for r in rows]
+            if not found:
+                return found
+            events_sql = drift_events_sql("seedlock_events", _json_get, "%s", len(found))
+            drift = c.execute(events_sql, (OUTPUT_DRIFT, *(r.request_hash for r in found)))
+            return merge_drift_events(found, drift.fetchall())
+
+        return self._run("reading drifting requests", q)
+
+    def event_counts(self) -> list[EventCount]:
+        def q(c: psycopg.Connection[Any]) -> list[EventCount]:
+            sql = EVENT_COUNTS_SQL.format(events="seedlock_events")
+            return [EventCount(*r) for r in c.execute(sql).fetchall()]
+
+        return self._run("counting events", q)
+
+    def recent_events(self, *, limit: int = 500) -> list[StoredEvent]:
+        def q(c: psycopg.Connection[Any]) -> list[StoredEvent]:
+            rows = c.execute(
+                "SELECT name, at, fields FROM seedlock_events ORDER BY at DESC, id DESC LIMIT %s",
+                (max(limit, 0),),
+            ).fetchall()
+            return [StoredEvent(n, at, f, None) for n, at, f in rows]
+
+        return self._run("reading events", q)
+
     def models(self) -> list[FingerprintSeen]:
         def q(c: psycopg.Connection[Any]) -> list[FingerprintSeen]:
             rows = c.execute(
@@ -840,6 +901,17 @@ class PostgresStore(BaselineStore):
         # Async pools of other loops: their workers die with their loop; drop
         # the references so nothing keeps the loop alive.
         self._apools.clear()
+
+
+def _json_get(key: str, kind: str) -> str:
+    """An event field in SQL (see `drift_events_sql`)."""
+    if kind == "false":
+        return f"(CASE WHEN fields -> '{key}' = 'false'::jsonb THEN 1 ELSE 0 END)"
+    if kind == "int":
+        # Only JSON numbers: a non-numeric value must not fail the whole query.
+        value = f"fields -> '{key}'"
+        return f"(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value})::numeric::bigint END)"
+    return f"(fields ->> '{key}')"
 
 
 def _jsonable(fields: Any) -> Any:

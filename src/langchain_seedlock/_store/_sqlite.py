@@ -35,22 +35,32 @@ from urllib.parse import parse_qsl
 from langchain_seedlock import _fork
 from langchain_seedlock._args import check_bool, check_number
 from langchain_seedlock._errors import StoreError, StoreVersionError
+from langchain_seedlock._events import OUTPUT_DRIFT
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_url
 from langchain_seedlock._sketch import new_key
 from langchain_seedlock._store._base import (
     BACKENDS_SQL,
+    DRIFTING_SQL,
+    EVENT_COUNTS_SQL,
     INFLIGHT_SQL,
     INFLIGHT_TABLE,
+    RATE_BUCKETS_SQL,
     UPSERT_INFLIGHT,
     BackendSummary,
     BaselineStore,
+    DriftingRequest,
+    EventCount,
     FingerprintSeen,
     InFlightSummary,
     OutputSeen,
+    RateBucket,
     RequestSummary,
     StoredEvent,
     check_prune_args,
+    drift_events_sql,
+    merge_drift_events,
+    rate_bucket_params,
 )
 from langchain_seedlock._store._memory import (
     AckedIds,
@@ -180,6 +190,12 @@ DELETE FROM fingerprints AS f WHERE f.last_seen < ? AND EXISTS (
            AND g.fingerprint_key > f.fingerprint_key))
 )
 """
+
+
+def _json_get(key: str, kind: str) -> str:
+    """An event field in SQL (see `drift_events_sql`); JSON false reads as 0."""
+    value = f"json_extract(fields, '$.\"{key}\"')"
+    return f"(CASE WHEN {value} = 0 THEN 1 ELSE 0 END)" if kind == "false" else value
 
 
 def fingerprint_key(fp: str | None) -> str:
@@ -515,6 +531,54 @@ class SQLiteStore(BaselineStore):
             return [InFlightSummary(*r) for r in c.execute(sql, (model_key, model_key))]
 
         return self._run("reading in-flight counts", q, write=False)
+
+    def rate_buckets(self, width: float, *, model_key: str | None = None) -> list[RateBucket]:
+        # Epoch seconds are positive: CAST truncates, which is floor here.
+        sql = RATE_BUCKETS_SQL.format(
+            outputs="outputs", p="?", text="",
+            bucket_min="CAST(min(first_seen) / ? AS INTEGER)",
+            bucket_row="CAST(first_seen / ? AS INTEGER)",
+        )  # fmt: skip
+        params = rate_bucket_params(width, model_key)
+
+        def q(c: sqlite3.Connection) -> list[RateBucket]:
+            return [
+                RateBucket(m, bid, b * width, *rest) for m, bid, b, *rest in c.execute(sql, params)
+            ]
+
+        return self._run("reading rates over time", q, write=False)
+
+    def drifting_requests(
+        self, *, model_key: str | None = None, limit: int = 25
+    ) -> list[DriftingRequest]:
+        def q(c: sqlite3.Connection) -> list[DriftingRequest]:
+            sql = DRIFTING_SQL.format(outputs="outputs", p="?", text="")
+            found = [
+                DriftingRequest(*r) for r in c.execute(sql, (model_key, model_key, max(limit, 0)))
+            ]
+            if not found:
+                return found
+            events_sql = drift_events_sql("events", _json_get, "?", len(found))
+            rows = c.execute(events_sql, (OUTPUT_DRIFT, *(r.request_hash for r in found)))
+            return merge_drift_events(found, rows.fetchall())
+
+        return self._run("reading drifting requests", q, write=False)
+
+    def event_counts(self) -> list[EventCount]:
+        def q(c: sqlite3.Connection) -> list[EventCount]:
+            return [EventCount(*r) for r in c.execute(EVENT_COUNTS_SQL.format(events="events"))]
+
+        return self._run("counting events", q, write=False)
+
+    def recent_events(self, *, limit: int = 500) -> list[StoredEvent]:
+        def q(c: sqlite3.Connection) -> list[StoredEvent]:
+            rows = c.execute(
+                "SELECT name, at, fields FROM events ORDER BY at DESC, id DESC LIMIT ?",
+                (max(limit, 0),),
+            ).fetchall()
+            return [StoredEvent(n, at, json.loads(f), None) for n, at, f in rows]
+
+        return self._run("reading events", q, write=False)
 
     def models(self) -> list[FingerprintSeen]:
         def q(c: sqlite3.Connection) -> list[FingerprintSeen]:

@@ -1,4 +1,4 @@
-"""The ``seedlock`` command: probe, serve, drift, verify, prune.
+"""The ``seedlock`` command: probe, serve, drift, verify, prune, report.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``
 and ``run(args) -> int``; modules are imported lazily so ``seedlock --help``
@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "drift": "_drift_cmd",
     "verify": "_verify_cmd",
     "prune": "_prune_cmd",
+    "report": "_report_cmd",
 }
 
 EXIT_OK = 0

@@ -236,11 +236,13 @@ def drill(store: Any, prefix: str) -> dict[str, Any]:
         if e.fields.get(K_REQUEST_HASH) == req.request_hash
     ]
     events.sort(key=lambda e: str(e["at"]))
+    usual = max(outputs, key=lambda o: (o.count, -o.first_seen), default=None)
     return {
         "store": store.url,
         "request_hash": req.request_hash,
         "model": req.model_key,
         "calls": req.calls,
+        "usual_output_hash": None if usual is None else usual.output_hash,
         "variants": [
             {
                 "output_hash": o.output_hash,
@@ -249,12 +251,30 @@ def drill(store: Any, prefix: str) -> dict[str, Any]:
                 "count": o.count,
                 "first_seen": _iso(o.first_seen),
                 "last_seen": _iso(o.last_seen),
+                **_distance_to(usual, o),
                 "text": o.output_text,  # only when stored with capture_content=True
             }
             for o in outputs
         ],
         "events": events,
     }
+
+
+def _distance_to(usual: Any, output: Any) -> dict[str, Any]:
+    """How far ``output`` is from the request's usual output, from the two
+    stored sketches (no text needed): where they first differ and the
+    estimated word-shingle similarity. Nones when a sketch is missing."""
+    from langchain_seedlock._sketch import bucket_label, divergence_bucket, estimate_similarity
+
+    if usual is None or output is usual or usual.sketch is None or output.sketch is None:
+        return {"divergence_at": None, "similarity_estimate": None}
+    try:
+        return {
+            "divergence_at": bucket_label(divergence_bucket(usual.sketch, output.sketch)),
+            "similarity_estimate": round(estimate_similarity(usual.sketch, output.sketch), 3),
+        }
+    except ValueError:  # a sketch of a newer version or damaged: say nothing rather than guess
+        return {"divergence_at": None, "similarity_estimate": None}
 
 
 def failing(store: Any, fail_on: str, model: str | None) -> int:
@@ -344,14 +364,19 @@ def _print_request(report: dict[str, Any]) -> None:
     console = Console(file=sys.stdout, width=max(Console().width, 120))
     console.print(f"store: {report['store']}")
     console.print(f"request {report['request_hash']} ({report['model']}), {report['calls']} calls")
-    table = Table(title="Variants")
-    for col in ("output", "fingerprint", "backend", "count", "first seen", "last seen", "text"):
-        table.add_column(col, justify="right" if col == "count" else "left")
+    table = Table(title="Variants (distances to the usual output, estimated from sketches)")
+    columns = ("output", "fingerprint", "backend", "count", "first seen", "last seen",
+               "differs at char", "similarity", "text")  # fmt: skip
+    for col in columns:
+        table.add_column(col, justify="right" if col in ("count", "similarity") else "left")
     for v in report["variants"]:
         text = v["text"] if v["text"] is not None else "(not stored: capture_content=False)"
+        usual = v["output_hash"] == report["usual_output_hash"]
+        at = "(usual)" if usual else v["divergence_at"] or "-"
+        similarity = "-" if v["similarity_estimate"] is None else f"~{v['similarity_estimate']:.2f}"
         table.add_row(
             v["output_hash"][:12], v["system_fingerprint"] or "(none)", v["backend_id"][:12],
-            str(v["count"]), v["first_seen"], v["last_seen"], text,
+            str(v["count"]), v["first_seen"], v["last_seen"], at, similarity, text,
         )  # fmt: skip
     console.print(table)
     for e in report["events"]:
