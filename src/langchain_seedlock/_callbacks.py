@@ -50,7 +50,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock import _fork, _otel
+from langchain_seedlock import _fork, _inflight, _otel
 from langchain_seedlock._args import (
     check_bool,
     check_instance,
@@ -72,6 +72,7 @@ from langchain_seedlock._hashing import (
     param_value,
     request_hash_from_messages,
 )
+from langchain_seedlock._identity import declared_of, merge_declared
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._record import CallRecord, clean_fingerprint, is_complete, sampling_params
 from langchain_seedlock._store._base import BaselineStore
@@ -105,6 +106,7 @@ class _Run:
     metadata_alone: bool = True
     chunk_fingerprint: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)  # `ev.call_context`, at the start
+    in_flight: _inflight.Token | None = None
     otel: Any = None  # the call's OpenTelemetry export (`_otel._Call`), when on
 
     @property
@@ -342,12 +344,15 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
                 )  # fmt: skip
         elif param_value(params, "seed") is None:
             self.monitor.report_unseeded(self._start_fields(run, run_id), source=_SOURCE)
+        run.in_flight = _inflight.enter(
+            _inflight.key_for(_inflight.base_url_of(serialized or {}), run.provider)
+        )
         if self._otel is not None:
             run.otel = self._otel.start(claim=run.metadata_alone)
         with self._lock:
             self._runs[run_id] = run
             if len(self._runs) > self._max_runs:
-                del self._runs[next(iter(self._runs))]
+                _inflight.leave(self._runs.pop(next(iter(self._runs))).in_flight)
 
     def _start_fields(self, run: _Run, run_id: UUID) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -414,6 +419,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
         known = run is not None
         if run is None:  # attached mid-run, or evicted: record what the end tells
             run = _Run(None, {}, (), None, parent_run_id)
+        _inflight.leave(run.in_flight)
         generations = response.generations[0] if response.generations else []
         out_messages = [g.message for g in generations if isinstance(g, ChatGeneration)]
         if not out_messages:
@@ -480,6 +486,11 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             complete=is_complete(
                 provider, _first_present(info.get("finish_reason"), meta.get("finish_reason"))
             ),
+            base_url=_inflight.base_url_of(run.serialized or {}),
+            declared=merge_declared(
+                self.lock.backend if self.lock else (), declared_of(run.serialized or {})
+            ),
+            in_flight=run.in_flight.count if run.in_flight else None,
             otel=run.otel,
         )
         # Metadata first: the tracers after this handler post the run next.
@@ -513,6 +524,7 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
             run = self._pop(run_id)
             if run is None:
                 run = _Run(None, {}, (), None, parent_run_id)
+            _inflight.leave(run.in_flight)
             if run.otel is not None:
                 run.otel.abandon()
             fields = self._start_fields(run, run_id)

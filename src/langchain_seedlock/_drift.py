@@ -42,8 +42,24 @@ from langchain_seedlock import _drift_events as dev
 from langchain_seedlock import _events as ev
 from langchain_seedlock import _fork
 from langchain_seedlock._args import check_bool, check_int, check_number, check_store
-from langchain_seedlock._decide import Decision, RateChange, RateCusum, Verdict, classify, is_noisy
+from langchain_seedlock._decide import (
+    Decision,
+    RateChange,
+    RateCusum,
+    Variant,
+    Verdict,
+    classify,
+    is_noisy,
+)
 from langchain_seedlock._errors import InvalidArgumentError, StoreError
+from langchain_seedlock._identity import (
+    BackendIdentity,
+    check_env_backend,
+    identity_for,
+    partial_id,
+    server_slots,
+    track,
+)
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_optional_url
 from langchain_seedlock._sketch import Sketcher
@@ -117,6 +133,8 @@ class _Request:
 class _Model:
     last_fingerprint: str | None = None
     seen: dict[str | None, tuple[float, float]] = field(default_factory=dict)  # first, last
+    identity: BackendIdentity | None = None  # the last complete call's (`_identity`)
+    reported: set[tuple[str, str]] = field(default_factory=set)  # backend changes logged
 
 
 @dataclass(slots=True)
@@ -134,6 +152,8 @@ class _Decision:
     """What `_decide` found, copied out of the lock for logging."""
 
     fingerprint_changed: tuple[str | None, float | None, float | None, float] | None = None
+    # The identity's changed fields {name: [old, new]} and the previous identity.
+    backend_changed: tuple[dict[str, list[Any]], BackendIdentity] | None = None
     fingerprint_missing: bool = False
     verdict: Decision | None = None
     # The request's usual output (copy), its hash, and this call's output (copy).
@@ -247,6 +267,7 @@ class DriftMonitor:
         self._call_level_number = ev.level_number(call_level)
         check_int(owner, "buffer_size", buffer_size, minimum=0)
         check_int(owner, "cache_size", cache_size, minimum=1)
+        check_env_backend()  # a malformed SEEDLOCK_BACKEND fails here, never in a call
         self.store = store
         self.capture_content = capture_content
         self.call_level = call_level.lower()
@@ -474,7 +495,12 @@ class DriftMonitor:
         common case so takes the lock once. ``deferred``: the reader's call,
         no longer pending once decided.
         """
-        backend = record.backend_id  # a hash: compute once
+        # Before the lock: the server's fields are a cache lookup (`_identity`).
+        identity = identity_for(
+            fingerprint=record.system_fingerprint, model=record.response_model,
+            service_tier=record.service_tier, base_url=record.base_url,
+            request_model=record.request_model, declared=record.declared,
+        )  # fmt: skip
         d = _Decision()
         names = [ev.CALL]
         with self._lock:
@@ -492,8 +518,12 @@ class DriftMonitor:
                 return None
             if deferred is not None:
                 self._unqueue_locked(deferred)
-            if record.complete:  # a cut stream says nothing about the backend
-                self._decide_model(record, model_key, fingerprints, d, names)
+            # A cut stream says nothing about the backend: no change detected.
+            identity = self._decide_model(
+                record, model_key, fingerprints, identity, d=d, names=names
+            )
+            record.identity = identity  # before the record is shared (events, writer)
+            backend = identity.id
             self._decide_request(record, model_key, backend, outputs=outputs, d=d, names=names)
         stored = self._emit(record, backend, d, names)
         if record.otel is not None:  # OpenTelemetry export (_otel.py): the verdict, once known
@@ -508,10 +538,13 @@ class DriftMonitor:
         record: CallRecord,
         model_key: str,
         fingerprints: list[FingerprintSeen] | None,
+        identity: BackendIdentity,
+        *,
         d: _Decision,
         names: list[str],
-    ) -> None:
-        """Fingerprint bookkeeping for the call's model (caller holds the lock)."""
+    ) -> BackendIdentity:
+        """Fingerprint and identity bookkeeping for the call's model (caller
+        holds the lock); the call's effective identity (`_identity.track`)."""
         fp = record.system_fingerprint
         now = record.at
         model = self._models.get(model_key)
@@ -521,11 +554,17 @@ class DriftMonitor:
                 model.seen[row.system_fingerprint] = (row.first_seen, row.last_seen)
                 if row.system_fingerprint is not None:
                     model.last_fingerprint = row.system_fingerprint
+                if row.identity is not None:
+                    model.identity = BackendIdentity.from_json(row.identity)
             self._models[model_key] = model
             if len(self._models) > self.cache_size:
                 self._models.popitem(last=False)
         else:
             self._models.move_to_end(model_key)
+        identity, changes = track(model.identity, identity, model.reported)
+        if not record.complete:
+            return identity
+        model.identity = identity
         if fp is None:
             if model_key not in self._missing_reported:
                 self._missing_reported.add(model_key)
@@ -541,6 +580,11 @@ class DriftMonitor:
             model.last_fingerprint = fp
         first, _ = model.seen.get(fp, (now, now))
         model.seen[fp] = (min(first, now), now)
+        if changes is not None:
+            d.backend_changed = changes
+            if d.fingerprint_changed is None:  # else that event is the one warning
+                names.append(ev.BACKEND_CHANGED)
+        return identity
 
     def _load_request(self, outputs: list[OutputSeen] | None) -> _Request:
         req = _Request()
@@ -585,6 +629,7 @@ class DriftMonitor:
         """Classify the call against its request's variants and update them and
         the backend's rate (caller holds the lock). See `_decide.classify`."""
         now = record.at
+        identity = record.identity
         req = self._requests.get(record.request_hash)
         if req is None:
             req = self._load_request(outputs)
@@ -599,13 +644,14 @@ class DriftMonitor:
             decision = d.verdict = classify(
                 record.output_hash,
                 backend,
-                req.by_backend,
+                _with_partial(req.by_backend, backend, identity),
                 complete=record.complete,
                 backend_noisy=is_noisy(rate.known, rate.repeats),
             )
             if decision.verdict is Verdict.INCOMPLETE:
                 names.append(ev.INCOMPLETE_OUTPUT)
                 return  # never a variant, never a baseline
+            record.known = decision.known if decision.repeat else None
         here = req.by_backend.setdefault(backend, {})
         current = here.get(record.output_hash)
         if current is None:
@@ -636,8 +682,13 @@ class DriftMonitor:
         if decision.verdict in (Verdict.NEW_VARIANT, Verdict.EXPLAINED, Verdict.KNOWN_VARIANT):
             usual_hash = decision.usual_output
             assert usual_hash is not None
-            usual = here.get(usual_hash) or next(
-                outs[usual_hash] for outs in req.by_backend.values() if usual_hash in outs
+            # Under this backend, else before its server fields were known,
+            # else (explained) under the backend it was seen with.
+            partial = req.by_backend.get(partial_id(identity) or "", {}) if identity else {}
+            usual = (
+                here.get(usual_hash)
+                or partial.get(usual_hash)
+                or next(outs[usual_hash] for outs in req.by_backend.values() if usual_hash in outs)
             )
             # Copies: the logging happens outside the lock.
             d.compared = (usual.copy(), usual_hash, current.copy())
@@ -661,6 +712,11 @@ class DriftMonitor:
             "run_id": record.run_id,
             "parent_run_id": record.parent_run_id,
         }
+        if record.in_flight is not None:
+            fields[ev.K_IN_FLIGHT] = record.in_flight
+        slots = server_slots(record.identity)
+        if slots is not None:
+            fields[ev.K_SERVER_SLOTS] = slots
         if record.context:
             fields.update(record.context)
         return fields
@@ -711,8 +767,18 @@ class DriftMonitor:
                 ev.K_PREVIOUS_FINGERPRINT_LAST_SEEN: _iso(prev_last),
                 ev.K_FINGERPRINT_FIRST_SEEN: _iso(cur_first),
             }
+            if d.backend_changed is not None:
+                fields.update(dev.backend_change_fields(record, d.backend_changed))
             ev.emit_on(log, _WHERE_EMIT, "warning", ev.FINGERPRINT_CHANGED, fields)
             stored.append(StoredEvent(ev.FINGERPRINT_CHANGED, record.at, fields))
+        elif d.backend_changed is not None:
+            fields = {
+                **dev.backend_change_fields(record, d.backend_changed),
+                **base,
+                ev.K_MODEL_KEY: record.model_key,
+            }
+            ev.emit_on(log, _WHERE_EMIT, "warning", ev.BACKEND_CHANGED, fields)
+            stored.append(StoredEvent(ev.BACKEND_CHANGED, record.at, fields))
         if d.verdict is not None and d.verdict.verdict is Verdict.INCOMPLETE:
             fields = {ev.K_SUMMARY: dev.incomplete_summary(record), **base}
             ev.emit_on(log, _WHERE_EMIT, "info", ev.INCOMPLETE_OUTPUT, fields)
@@ -920,6 +986,29 @@ class DriftMonitor:
                 ev.K_SUPPRESSED: suppressed,
             },
         )
+
+
+def _with_partial(
+    history: dict[str, dict[str, _Output]], backend: str, identity: BackendIdentity | None
+) -> Mapping[str, Mapping[str, Any]]:
+    """``history`` with the outputs seen before this backend's server fields
+    were known (`_identity.partial_id`) counted as this backend's: the server
+    fields joining the identity is not a backend change."""
+    if identity is None or (backend in history and len(history) == 1):
+        return history
+    partial = partial_id(identity)
+    if partial is None or partial not in history:
+        return history
+    merged: dict[str, Any] = dict(history.get(backend, {}))
+    for h, o in history[partial].items():
+        mine = merged.get(h)
+        merged[h] = (
+            o if mine is None
+            else Variant(mine.count + o.count, min(mine.first_seen, o.first_seen))
+        )  # fmt: skip
+    view: dict[str, Mapping[str, Any]] = {k: v for k, v in history.items() if k != partial}
+    view[backend] = merged
+    return view
 
 
 def _remaining(deadline: float | None) -> float | None:

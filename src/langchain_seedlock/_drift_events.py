@@ -27,6 +27,7 @@ from langchain_seedlock._sketch import (
 
 if TYPE_CHECKING:
     from langchain_seedlock._drift import _Output
+    from langchain_seedlock._identity import BackendIdentity
 
 # `seedlock.variant` values, by verdict.
 VARIANT_LABELS: Final = {
@@ -114,6 +115,12 @@ def sketch_estimate(
     return bucket_label(bucket), round(estimate, 4)
 
 
+def _backend_change(usual: _Output, record: CallRecord) -> str:
+    if usual.fingerprint != record.system_fingerprint:
+        return f"fingerprint {usual.fingerprint} -> {record.system_fingerprint}"
+    return f"backend {usual.backend_id} -> {record.backend_id}, same fingerprint"
+
+
 def _length_note(usual: _Output, current: _Output) -> str:
     if usual.length is None or current.length is None:
         return ""
@@ -190,8 +197,7 @@ def variant_event(
         name, level = ev.OUTPUT_DRIFT, "info"
         summary = (
             f"new answer for request {label} after the backend changed "
-            f"(fingerprint {usual.fingerprint} -> {record.system_fingerprint}){how}; "
-            "expected after a backend change"
+            f"({_backend_change(usual, record)}){how}; expected after a backend change"
         )
     else:
         name, level = ev.OUTPUT_DRIFT, decision.severity
@@ -248,6 +254,28 @@ def rate_change_fields(
         ev.K_PREVIOUS_REPRO_INTERVAL: [round(x, 4) for x in change.old_interval],
         ev.K_REPEAT_CALLS: change.new_calls,
         **base,
+    }
+
+
+def backend_change_fields(
+    record: CallRecord, change: tuple[dict[str, list[Any]], BackendIdentity]
+) -> dict[str, Any]:
+    """The fields of a backend change (``seedlock.backend_changed``, or added
+    to ``seedlock.fingerprint_changed``): what changed, old -> new."""
+    changed, previous = change
+    what = ", ".join(
+        f"{'fingerprint' if name == 'system_fingerprint' else name} {old} -> {new}"
+        for name, (old, new) in changed.items()
+    )
+    current = record.identity
+    return {
+        ev.K_SUMMARY: (
+            f"backend of {record.model_key} changed: {what}; new answers to known "
+            "requests are expected (explained drift) until it settles"
+        ),
+        ev.K_CHANGED_FIELDS: changed,
+        ev.K_PREVIOUS_BACKEND_ID: previous.id,
+        ev.K_BACKEND: current.fields() if current is not None else None,
     }
 
 

@@ -50,7 +50,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock import _fork, _otel
+from langchain_seedlock import _fork, _inflight, _otel
 from langchain_seedlock._args import check_bool, check_instance, check_number
 from langchain_seedlock._body import PARAM_CONTAINERS
 from langchain_seedlock._callbacks import door_monitor
@@ -67,6 +67,8 @@ from langchain_seedlock._hashing import (
     output_hash,
     request_hash_from_messages,
 )
+from langchain_seedlock._identity import declared_of, merge_declared
+from langchain_seedlock._inflight import base_url_of
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._record import SAMPLING_PARAMS, CallRecord, is_complete
 
@@ -113,6 +115,7 @@ class _Call:
     parent_run_id: str | None
     log_fields: dict[str, Any] = field(default_factory=dict)
     graph_run: Any = None  # the agent graph's run id (see `_InternalCallGuard`)
+    in_flight: _inflight.Token | None = None
     otel: Any = None  # the call's OpenTelemetry export (`_otel._Call`), when on
 
 
@@ -282,12 +285,16 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     ) -> ModelResponse[Any]:
         """Send the call locked, then record and compare it."""
         call = self._prepare(request)
+        call.in_flight = _inflight.enter(
+            _inflight.key_for(base_url_of(request.model), call.provider)
+        )
         try:
             response = handler(call.request)
         except Exception as exc:
             self._failed(call, exc)
             raise
         finally:
+            _inflight.leave(call.in_flight)
             self._report_internal_calls(call.graph_run)
         record = self._record(call, response)
         if record is not None:
@@ -301,12 +308,16 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     ) -> ModelResponse[Any]:
         """`wrap_model_call` for ``ainvoke`` / ``astream``."""
         call = self._prepare(request)
+        call.in_flight = _inflight.enter(
+            _inflight.key_for(base_url_of(request.model), call.provider)
+        )
         try:
             response = await handler(call.request)
         except Exception as exc:
             self._failed(call, exc)
             raise
         finally:
+            _inflight.leave(call.in_flight)
             self._report_internal_calls(call.graph_run)
         record = self._record(call, response)
         if record is not None:
@@ -474,6 +485,9 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             output_token_list=_tokens(meta),
             prompt_text=get_buffer_string(sent) if self.capture_content else None,
             complete=is_complete(call.provider, meta.get("finish_reason")),
+            base_url=base_url_of(request.model),
+            declared=merge_declared(declared_of(request.model), call.lock.backend),
+            in_flight=call.in_flight.count if call.in_flight else None,
             otel=call.otel,
         )
 
