@@ -261,17 +261,6 @@ class EventCount:
     last_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class InFlightBucket:
-    """Calls grouped by how many calls were in flight beside them (``"1"``,
-    ``"2-3"``, ``"4+"``...), for ``seedlock report``."""
-
-    bucket: str
-    calls: int
-    repeat_calls: int
-    reproducibility_rate: float | None
-
-
 # Per (model, backend, time bucket); ``{bucket}`` turns an epoch-seconds
 # expression into a bucket number (floor of it divided by the width, the
 # first parameter of each branch). The aggregation runs in the database.
@@ -497,11 +486,6 @@ class BaselineStore(ABC):
     @abstractmethod
     def recent_events(self, *, limit: int = 500) -> list[StoredEvent]:
         """The ``limit`` newest stored events, newest first."""
-
-    def inflight_buckets(self, *, model_key: str | None = None) -> list[InFlightBucket]:
-        """Calls grouped by how many were in flight beside them. Empty when
-        the store does not know (calls recorded without that count)."""
-        return []
 
     @abstractmethod
     def models(self) -> list[FingerprintSeen]:
