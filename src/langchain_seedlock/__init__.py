@@ -43,10 +43,10 @@ from langchain_seedlock._otel import SeedLockOTel
 from langchain_seedlock._store import BaselineStore, open_store
 
 if TYPE_CHECKING:
-    from langchain_seedlock._local_server import LocalServer
     from langchain_seedlock._middleware import SeedLockMiddleware
     from langchain_seedlock._otel_processor import SeedLockSpanProcessor
-    from langchain_seedlock._probe import ProbeResult, run_probe
+    from langchain_seedlock.local import LocalServer
+    from langchain_seedlock.probe import ProbeResult, run_probe
 
 try:
     __version__ = metadata.version(__package__ or "langchain-seedlock")
@@ -55,16 +55,17 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a sourc
 
 
 # Imported on first use, not on `import langchain_seedlock`: the middleware
-# needs the `agents` extra (langchain); the local server and the probe are
-# only for `seedlock probe` / `seedlock serve` and their Python equivalents;
-# the span processor needs the `otel` extra (the OpenTelemetry SDK).
+# needs the `agents` extra (langchain); the local server (`local/`) and the
+# probe with its renderers (`probe/`, rich) live outside the core package,
+# for `seedlock probe` / `seedlock serve` and their Python equivalents; the
+# span processor needs the `otel` extra (the OpenTelemetry SDK).
 # tests/unit_tests/test_import_cost.py keeps these modules out of the import.
 _LAZY: dict[str, str] = {
-    "LocalServer": "langchain_seedlock._local_server",
-    "ProbeResult": "langchain_seedlock._probe",
+    "LocalServer": "langchain_seedlock.local",
+    "ProbeResult": "langchain_seedlock.probe",
     "SeedLockMiddleware": "langchain_seedlock._middleware",
     "SeedLockSpanProcessor": "langchain_seedlock._otel_processor",
-    "run_probe": "langchain_seedlock._probe",
+    "run_probe": "langchain_seedlock.probe",
 }
 
 

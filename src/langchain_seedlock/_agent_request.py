@@ -14,8 +14,11 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from langchain_seedlock import _events as ev
+from langchain_seedlock import _inflight
 from langchain_seedlock import _observe as core
 from langchain_seedlock._chat_models import LockedChatModel
+from langchain_seedlock._identity import declared_of, merge_declared
+from langchain_seedlock._lock import SeedLock
 
 # Per-step seeds stay in [0, 2**31 - 1]: every backend takes them (llama.cpp
 # reads the seed as uint32 and treats 0xFFFFFFFF as "random"; others int32).
@@ -143,6 +146,11 @@ def result_messages(response: Any) -> list[BaseMessage]:
     return list(result) if isinstance(result, list) else []
 
 
+def answer(response: Any) -> AIMessage | None:
+    """The model's answer in a `ModelResponse` (None: nothing to record)."""
+    return next((m for m in result_messages(response) if isinstance(m, AIMessage)), None)
+
+
 def run_id(message: AIMessage) -> str | None:
     """The model run's id, from the message id LangChain gives it (``lc_run--<id>-0``)."""
     mid = message.id or ""
@@ -160,3 +168,19 @@ def is_control_flow(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - langgraph is a dependency of langchain
         return False
     return isinstance(exc, GraphBubbleUp)
+
+
+def enter_in_flight(model: Any, provider: str) -> _inflight.Token | None:
+    """Count the call in flight to the model's base URL (`_inflight`)."""
+    return _inflight.enter(_inflight.key_for(_inflight.base_url_of(model), provider))
+
+
+def backend_inputs(model: Any, lock: SeedLock, in_flight: _inflight.Token | None) -> dict[str, Any]:
+    """What the record takes for the backend identity (`_identity`): where the
+    call went, what the user declared (the model's, then the lock's), and the
+    calls in flight when it started."""
+    return {
+        "base_url": _inflight.base_url_of(model),
+        "declared": merge_declared(declared_of(model), lock.backend),
+        "in_flight": in_flight.count if in_flight else None,
+    }

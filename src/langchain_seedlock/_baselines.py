@@ -9,6 +9,7 @@ from collections import OrderedDict
 from typing import TypeVar
 
 from langchain_seedlock._decide import BackendRate, ModelHistory, Output, RequestHistory
+from langchain_seedlock._identity import BackendIdentity
 from langchain_seedlock._store._base import FingerprintSeen, OutputSeen
 
 _K = TypeVar("_K")
@@ -54,6 +55,8 @@ class BaselineCache:
             history.seen[row.system_fingerprint] = (row.first_seen, row.last_seen)
             if row.system_fingerprint is not None:
                 history.last_fingerprint = row.system_fingerprint
+            if row.identity is not None:
+                history.identity = BackendIdentity.from_json(row.identity)
         return self._add(self.models, model_key, history)
 
     def rate(self, model_key: str, backend: str) -> BackendRate:

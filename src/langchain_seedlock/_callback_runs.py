@@ -12,9 +12,11 @@ from uuid import UUID
 from langchain_core.messages import BaseMessage
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock import _fork
+from langchain_seedlock import _fork, _inflight
 from langchain_seedlock import _observe as core
 from langchain_seedlock._hashing import param_value
+from langchain_seedlock._identity import declared_of, merge_declared
+from langchain_seedlock._lock import SeedLock
 
 
 @dataclass(slots=True)
@@ -32,6 +34,7 @@ class Run:
     metadata_alone: bool = True
     chunk_fingerprint: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)  # `ev.call_context`, at the start
+    in_flight: _inflight.Token | None = None  # counted in `_inflight` until it ends
     otel: Any = None  # the call's OpenTelemetry export (`_otel._Call`), when on
 
     @property
@@ -48,6 +51,21 @@ class Run:
             self.params.get("model") or self.params.get("model_name") or meta.get("ls_model_name")
         )
         return str(model) if model is not None else None
+
+    def base_url(self) -> str | None:
+        return _inflight.base_url_of(self.serialized or {})
+
+    def backend_inputs(self, lock: SeedLock | None) -> dict[str, Any]:
+        """What the record takes for the backend identity (`_identity`): where
+        the call went, what the user declared (the lock's, then the model's),
+        and the calls in flight when it started."""
+        return {
+            "base_url": self.base_url(),
+            "declared": merge_declared(
+                lock.backend if lock else (), declared_of(self.serialized or {})
+            ),
+            "in_flight": self.in_flight.count if self.in_flight else None,
+        }
 
     @property
     def parent(self) -> str | None:
@@ -81,7 +99,7 @@ class RunTable:
         with self._lock:
             self._runs[run.run_id] = run
             if len(self._runs) > self._max_runs:
-                del self._runs[next(iter(self._runs))]
+                _inflight.leave(self._runs.pop(next(iter(self._runs))).in_flight)
 
     def see_chunk(self, run_id: UUID, chunk: Any) -> None:
         """Keep a streamed chunk's fingerprint on its run."""
@@ -101,6 +119,8 @@ class RunTable:
         run evicted) gets an empty one and records what the end tells."""
         with self._lock:
             run = self._runs.pop(run_id, None)
+        if run is not None:
+            _inflight.leave(run.in_flight)
         if run is None:
             return Run(run_id, None, {}, (), None, parent_run_id), False
         if run.parent_run_id is None:

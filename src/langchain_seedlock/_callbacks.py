@@ -19,8 +19,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generati
 from langchain_core.runnables.config import var_child_runnable_config
 
 from langchain_seedlock import _events as ev
+from langchain_seedlock import _inflight, _otel
 from langchain_seedlock import _observe as core
-from langchain_seedlock import _otel
 from langchain_seedlock._args import check_bool, check_instance, check_int
 from langchain_seedlock._body import effective_params
 from langchain_seedlock._callback_runs import Run, RunTable
@@ -59,15 +59,13 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
         ```
 
     Args:
-        store: a `BaselineStore`, a store URL (``"sqlite:///f.db"``), or None
-            to keep baselines in this process's memory only.
+        store: a `BaselineStore`, a store URL, or None (this process's memory).
         lock: the lock calls are checked against.
         enforce: with ``lock``, refuse (raise `LockViolationError`) a call that
             has no seed or differs from the lock; without, log
             ``seedlock.unseeded_call`` / ``seedlock.lock_violation``.
         capture_content: put prompt and output text in events and the store.
-        monitor: a `DriftMonitor` to share with other handlers or middleware
-            (then ``store`` and ``capture_content`` belong to it).
+        monitor: a `DriftMonitor` to share (then it owns store and capture_content).
         max_runs: runs remembered between start and end (older are dropped).
         metadata_keys: run metadata keys copied into every event of the call
             (and the stored drift events), e.g. ``("tenant", "user_id")``; none
@@ -147,6 +145,7 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
                 metadata_alone=kwargs.get("batch_size", 1) == 1, context=context,
             )  # fmt: skip
             self._check(run)
+            run.in_flight = _inflight.enter(_inflight.key_for(run.base_url(), run.provider))
             if self._otel is not None:
                 run.otel = self._otel.start(claim=run.metadata_alone)
             self._runs.add(run)
@@ -216,6 +215,7 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
             chunk_fingerprint=run.chunk_fingerprint, run_id=str(run_id),
             parent_run_id=run.parent,
             context=run.context, capture_content=self.capture_content, otel=run.otel,
+            **run.backend_inputs(self.lock),
         )  # fmt: skip
         # Metadata first: the tracers after this handler post the run next.
         core.add_run_metadata(

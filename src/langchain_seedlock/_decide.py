@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from langchain_seedlock._record import CallRecord
 
@@ -316,6 +316,8 @@ class ModelHistory:
 
     last_fingerprint: str | None = None
     seen: dict[str | None, tuple[float, float]] = field(default_factory=dict)
+    identity: Any = None  # the last complete call's `_identity.BackendIdentity`
+    reported: set[tuple[str, str]] = field(default_factory=set)  # backend changes logged
 
 
 @dataclass(slots=True)
@@ -342,6 +344,8 @@ class CallDecision:
     """Everything decided about one call (what the events report)."""
 
     fingerprint_changed: FingerprintChange | None = None
+    # The identity's changed fields {name: [old, new]} and the previous identity.
+    backend_changed: tuple[dict[str, list[Any]], Any] | None = None
     fingerprint_missing: bool = False
     verdict: Decision | None = None
     # The request's usual output (copy), its hash, and this call's output (copy).
@@ -363,12 +367,17 @@ def decide(
     rate: BackendRate | None,
     *,
     report_missing: bool,
+    backend_changed: tuple[dict[str, list[Any]], Any] | None = None,
+    partial: str | None = None,
 ) -> CallDecision:
     """Decide about ``record`` (its backend identity ``backend``) given its
     request's history, its model's (None for a cut output: it says nothing
     about the backend) and its backend's rate (None for an unseeded call:
     drift is defined for seeded requests). ``report_missing``: a missing
-    fingerprint was not reported for the model yet.
+    fingerprint was not reported for the model yet; ``backend_changed``: the
+    change of backend identity this call shows (`_identity.track`);
+    ``partial``: the id this backend had before its server fields were known
+    (its outputs count as this backend's).
 
     No I/O, no clock, no lock: the histories are plain data, and are updated
     with this call (the next call is decided against them). The caller owns
@@ -377,12 +386,13 @@ def decide(
     d = CallDecision()
     if model is not None:
         _decide_fingerprint(record, model, d, report_missing=report_missing)
+        d.backend_changed = backend_changed
     now = record.at
     if rate is not None:
         d.verdict = classify(
             record.output_hash,
             backend,
-            request.by_backend,
+            _with_partial(request.by_backend, backend, partial),
             complete=record.complete,
             backend_noisy=is_noisy(rate.known, rate.repeats),
         )
@@ -414,8 +424,12 @@ def decide(
     if decision.verdict in (Verdict.NEW_VARIANT, Verdict.EXPLAINED, Verdict.KNOWN_VARIANT):
         usual_hash = decision.usual_output
         assert usual_hash is not None
-        usual = here.get(usual_hash) or next(
-            outs[usual_hash] for outs in request.by_backend.values() if usual_hash in outs
+        # Under this backend, else before its server fields were known,
+        # else (explained) under the backend it was seen with.
+        usual = (
+            here.get(usual_hash)
+            or request.by_backend.get(partial or "", {}).get(usual_hash)
+            or next(outs[usual_hash] for outs in request.by_backend.values() if usual_hash in outs)
         )
         # Copies: the caller reports them outside its lock.
         d.compared = (usual.copy(), usual_hash, current.copy())
@@ -438,3 +452,23 @@ def _decide_fingerprint(
         model.last_fingerprint = fp
     first, _ = model.seen.get(fp, (now, now))
     model.seen[fp] = (min(first, now), now)
+
+
+def _with_partial(
+    history: dict[str, dict[str, Output]], backend: str, partial: str | None
+) -> History:
+    """``history`` with the outputs seen before this backend's server fields
+    were known (``partial``) counted as this backend's: the server fields
+    joining the identity is not a backend change."""
+    if partial is None or partial not in history or (backend in history and len(history) == 1):
+        return history
+    merged: dict[str, VariantLike] = dict(history.get(backend, {}))
+    for h, o in history[partial].items():
+        mine = merged.get(h)
+        merged[h] = (
+            o if mine is None
+            else Variant(mine.count + o.count, min(mine.first_seen, o.first_seen))
+        )  # fmt: skip
+    view: dict[str, Mapping[str, VariantLike]] = {k: v for k, v in history.items() if k != partial}
+    view[backend] = merged
+    return view

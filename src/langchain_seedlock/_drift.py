@@ -46,6 +46,7 @@ from langchain_seedlock._baselines import BaselineCache
 from langchain_seedlock._decide import CallDecision, decide
 from langchain_seedlock._drift_store import StoreGateway
 from langchain_seedlock._errors import InvalidArgumentError
+from langchain_seedlock._identity import check_env_backend, identity_for, partial_id, track
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._store._base import BaselineStore, FingerprintSeen, OutputSeen, StoredEvent
 
@@ -121,6 +122,7 @@ class DriftMonitor:
         self._call_level_number = ev.level_number(call_level)
         check_int(owner, "buffer_size", buffer_size, minimum=0)
         check_int(owner, "cache_size", cache_size, minimum=1)
+        check_env_backend()  # a malformed SEEDLOCK_BACKEND fails here, never in a call
         self.store = store
         self.capture_content = capture_content
         self.call_level = call_level.lower()
@@ -302,7 +304,12 @@ class DriftMonitor:
         common case so takes the lock once. ``deferred``: the reader's call,
         no longer pending once decided.
         """
-        backend = record.backend_id  # a hash: compute once
+        # Before the lock: the server's fields are a cache lookup (`_identity`).
+        identity = identity_for(
+            fingerprint=record.system_fingerprint, model=record.response_model,
+            service_tier=record.service_tier, base_url=record.base_url,
+            request_model=record.request_model, declared=record.declared,
+        )  # fmt: skip
         cache = self._cache
         with self._lock:
             if only_cached and (
@@ -319,15 +326,23 @@ class DriftMonitor:
                 return None
             if deferred is not None:
                 self._unqueue_locked(deferred)
-            # A cut stream says nothing about the backend; an unseeded call has no drift.
-            model = cache.model(model_key, fingerprints) if record.complete else None
+            model = cache.model(model_key, fingerprints)
+            identity, changes = track(model.identity, identity, model.reported)
+            record.identity = identity  # before the record is shared (events, writer)
+            backend = identity.id
+            if record.complete:  # a cut stream says nothing about the backend
+                model.identity = identity
             rate = cache.rate(model_key, backend) if record.seed is not None else None
             d = decide(
-                record, backend, cache.request(record.request_hash, outputs), model, rate,
+                record, backend, cache.request(record.request_hash, outputs),
+                model if record.complete else None, rate,  # no drift for an unseeded call
                 report_missing=model_key not in cache.missing_reported,
+                backend_changed=changes, partial=partial_id(identity),
             )  # fmt: skip
             if d.fingerprint_missing:
                 cache.missing_reported.add(model_key)
+            if d.verdict is not None and not d.incomplete:
+                record.known = d.verdict.known if d.verdict.repeat else None
         names = dev.event_names(d)
         stored = self._emit(record, backend, d, len(names) > 1)
         if record.otel is not None:  # OpenTelemetry export (_otel.py): the verdict, once known

@@ -22,6 +22,7 @@ from langchain_seedlock._decide import (
     Verdict,
     is_noisy,
 )
+from langchain_seedlock._identity import server_slots
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._sketch import (
     Sketcher,
@@ -34,6 +35,7 @@ from langchain_seedlock._sketch import (
 
 if TYPE_CHECKING:
     from langchain_seedlock._enforce import Violation
+    from langchain_seedlock._identity import BackendIdentity
 
 # `seedlock.variant` values, by verdict.
 VARIANT_LABELS: Final = {
@@ -121,6 +123,12 @@ def sketch_estimate(
     return bucket_label(bucket), round(estimate, 4)
 
 
+def _backend_change(usual: Output, record: CallRecord) -> str:
+    if usual.fingerprint != record.system_fingerprint:
+        return f"fingerprint {usual.fingerprint} -> {record.system_fingerprint}"
+    return f"backend {usual.backend_id} -> {record.backend_id}, same fingerprint"
+
+
 def _length_note(usual: Output, current: Output) -> str:
     if usual.length is None or current.length is None:
         return ""
@@ -197,8 +205,7 @@ def variant_event(
         name, level = ev.OUTPUT_DRIFT, "info"
         summary = (
             f"new answer for request {label} after the backend changed "
-            f"(fingerprint {usual.fingerprint} -> {record.system_fingerprint}){how}; "
-            "expected after a backend change"
+            f"({_backend_change(usual, record)}){how}; expected after a backend change"
         )
     else:
         name, level = ev.OUTPUT_DRIFT, decision.severity
@@ -258,6 +265,28 @@ def rate_change_fields(
     }
 
 
+def backend_change_fields(
+    record: CallRecord, change: tuple[dict[str, list[Any]], BackendIdentity]
+) -> dict[str, Any]:
+    """The fields of a backend change (``seedlock.backend_changed``, or added
+    to ``seedlock.fingerprint_changed``): what changed, old -> new."""
+    changed, previous = change
+    what = ", ".join(
+        f"{'fingerprint' if name == 'system_fingerprint' else name} {old} -> {new}"
+        for name, (old, new) in changed.items()
+    )
+    current = record.identity
+    return {
+        ev.K_SUMMARY: (
+            f"backend of {record.model_key} changed: {what}; new answers to known "
+            "requests are expected (explained drift) until it settles"
+        ),
+        ev.K_CHANGED_FIELDS: changed,
+        ev.K_PREVIOUS_BACKEND_ID: previous.id,
+        ev.K_BACKEND: current.fields() if current is not None else None,
+    }
+
+
 def incomplete_summary(record: CallRecord) -> str:
     return (
         f"output of request {request_label(record)} ended without a finish reason "
@@ -290,6 +319,11 @@ def base_fields(record: CallRecord, backend: str | None = None) -> dict[str, Any
         "run_id": record.run_id,
         "parent_run_id": record.parent_run_id,
     }
+    if record.in_flight is not None:
+        fields[ev.K_IN_FLIGHT] = record.in_flight
+    slots = server_slots(record.identity)
+    if slots is not None:
+        fields[ev.K_SERVER_SLOTS] = slots
     if record.context:
         fields.update(record.context)
     return fields
@@ -321,6 +355,8 @@ def event_names(d: CallDecision) -> list[str]:
         names.append(ev.FINGERPRINT_MISSING)
     if d.fingerprint_changed is not None:
         names.append(ev.FINGERPRINT_CHANGED)
+    elif d.backend_changed is not None:  # else that event is the one warning
+        names.append(ev.BACKEND_CHANGED)
     if d.incomplete:
         names.append(ev.INCOMPLETE_OUTPUT)
     if d.rate_change is not None:
@@ -362,7 +398,16 @@ def findings(
             ev.K_PREVIOUS_FINGERPRINT_LAST_SEEN: iso(change.previous_last_seen),
             ev.K_FINGERPRINT_FIRST_SEEN: iso(change.first_seen),
         }
+        if d.backend_changed is not None:
+            fields.update(backend_change_fields(record, d.backend_changed))
         out.append(("warning", ev.FINGERPRINT_CHANGED, fields, True))
+    elif d.backend_changed is not None:
+        fields = {
+            **backend_change_fields(record, d.backend_changed),
+            **base,
+            ev.K_MODEL_KEY: record.model_key,
+        }
+        out.append(("warning", ev.BACKEND_CHANGED, fields, True))
     if d.incomplete:
         fields = {ev.K_SUMMARY: incomplete_summary(record), **base}
         out.append(("info", ev.INCOMPLETE_OUTPUT, fields, True))

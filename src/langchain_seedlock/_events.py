@@ -30,6 +30,8 @@ UNSEEDED_CALL: Final = "seedlock.unseeded_call"
 PARAM_DROPPED: Final = "seedlock.param_dropped"
 FINGERPRINT_CHANGED: Final = "seedlock.fingerprint_changed"
 FINGERPRINT_MISSING: Final = "seedlock.fingerprint_missing"
+BACKEND_CHANGED: Final = "seedlock.backend_changed"
+BACKEND_INFO_UNAVAILABLE: Final = "seedlock.backend_info_unavailable"
 OUTPUT_DRIFT: Final = "seedlock.output_drift"
 OUTPUT_VARIANT: Final = "seedlock.output_variant"
 INCOMPLETE_OUTPUT: Final = "seedlock.incomplete_output"
@@ -45,6 +47,7 @@ LOCAL_SERVER_FALLBACK: Final = "seedlock.local_server_fallback"
 STORED_EVENTS: Final = frozenset(
     {
         FINGERPRINT_CHANGED,
+        BACKEND_CHANGED,
         FINGERPRINT_MISSING,
         OUTPUT_DRIFT,
         UNSEEDED_CALL,
@@ -72,6 +75,10 @@ K_OUTPUT_HASH: Final = "seedlock.output_hash"
 K_LOCK_HASH: Final = "seedlock.lock_hash"
 K_BACKEND_ID: Final = "seedlock.backend_id"
 K_MODEL_KEY: Final = "seedlock.model_key"
+K_CHANGED_FIELDS: Final = "seedlock.changed_fields"
+K_BACKEND: Final = "seedlock.backend"
+K_IN_FLIGHT: Final = "seedlock.in_flight"
+K_SERVER_SLOTS: Final = "seedlock.server_slots"
 # fingerprint_changed
 K_PREVIOUS_FINGERPRINT: Final = "seedlock.previous_fingerprint"
 K_PREVIOUS_FINGERPRINT_FIRST_SEEN: Final = "seedlock.previous_fingerprint_first_seen"

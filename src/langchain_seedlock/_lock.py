@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from langchain_seedlock._errors import InvalidArgumentError, InvalidLockError
 from langchain_seedlock._hashing import PARAM_ALIASES, canonical_json, normalize_params, sha256_hex
+from langchain_seedlock._identity import Fields, check_declared
 
 OnViolation = Literal["raise", "warn", "ignore"]
 ON_VIOLATION_CHOICES: tuple[OnViolation, ...] = ("raise", "warn", "ignore")
@@ -137,15 +138,26 @@ class SeedLock:
         ```
     """
 
-    __slots__ = ("_canonical", "_hash", "_params", "on_violation", "seed")
+    __slots__ = ("_canonical", "_hash", "_params", "backend", "on_violation", "seed")
 
     seed: int
     on_violation: OnViolation
+    backend: Fields
+    """Backend settings no server exposes, declared by the user (flash
+    attention, KV-cache type, GPU, a batch-invariant mode): part of the
+    backend identity of every call made with this lock, not of the lock hash."""
     _params: Mapping[str, Any]
     _hash: str
     _canonical: Mapping[str, Any]  # seed + params, built once: checked on every call
 
-    def __init__(self, seed: int, *, on_violation: OnViolation = "raise", **params: Any) -> None:
+    def __init__(
+        self,
+        seed: int,
+        *,
+        on_violation: OnViolation = "raise",
+        backend: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> None:
         checked: dict[str, Any] = {}
         for raw_name, value in params.items():
             name = PARAM_ALIASES.get(raw_name, raw_name)  # max_completion_tokens: max_tokens
@@ -163,6 +175,7 @@ class SeedLock:
             )
         object.__setattr__(self, "seed", validate_seed(seed))
         object.__setattr__(self, "on_violation", on_violation)
+        object.__setattr__(self, "backend", check_declared("SeedLock", "backend", backend))
         object.__setattr__(self, "_params", MappingProxyType(dict(sorted(checked.items()))))
         # Immutable values (tuples, read-only mappings): safe to share.
         canonical = MappingProxyType({"seed": self.seed, **self._params})
@@ -205,7 +218,10 @@ class SeedLock:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild the lock with ``SeedLock.from_dict``."""
-        return {**self.canonical(), "on_violation": self.on_violation}
+        out = {**self.canonical(), "on_violation": self.on_violation}
+        if self.backend:
+            out["backend"] = dict(self.backend)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SeedLock:
@@ -239,14 +255,19 @@ class SeedLock:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SeedLock):
             return NotImplemented
-        return self._hash == other._hash and self.on_violation == other.on_violation
+        return (
+            self._hash == other._hash
+            and self.on_violation == other.on_violation
+            and self.backend == other.backend
+        )
 
     def __hash__(self) -> int:
-        return hash((self._hash, self.on_violation))
+        return hash((self._hash, self.on_violation, self.backend))
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.canonical().items())
-        return f"SeedLock({fields}, on_violation={self.on_violation!r})"
+        backend = f", backend={dict(self.backend)!r}" if self.backend else ""
+        return f"SeedLock({fields}, on_violation={self.on_violation!r}{backend})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.to_dict(),))

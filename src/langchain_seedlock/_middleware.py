@@ -23,12 +23,11 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "SeedLockMiddleware needs LangChain v1 agents: pip install 'langchain-seedlock[agents]'"
     ) from exc
-from langchain_core.messages import AIMessage
 
 from langchain_seedlock import _agent_request as agent
 from langchain_seedlock import _events as ev
+from langchain_seedlock import _inflight, _otel
 from langchain_seedlock import _observe as core
-from langchain_seedlock import _otel
 from langchain_seedlock._agent_guard import GUARD, LIVE
 from langchain_seedlock._agent_request import step_seed
 from langchain_seedlock._agent_twins import LockedTwins
@@ -62,6 +61,7 @@ class _Call:
     fail_fields: dict[str, Any]  # the fields of its seedlock.call_failed
     graph_run: Any  # the agent graph's run id (see `_agent_guard`)
     otel: Any  # the call's OpenTelemetry export (`_otel._Call`), when on
+    in_flight: _inflight.Token | None  # counted in `_inflight` until it ends
 
 
 class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, Any]):
@@ -103,8 +103,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
     Args:
         lock: the seed and parameters every call is sent with.
         store: a `BaselineStore`, a store URL, or None (this process's memory).
-        monitor: a `DriftMonitor` to share with handlers or other agents
-            (then ``store`` and ``capture_content`` belong to it).
+        monitor: a `DriftMonitor` to share (then it owns store and capture_content).
         capture_content: put prompt and output text in events and the store.
         seed_per_step: a distinct, reproducible seed per agent step (above).
         lock_models: swap a plain OpenAI model for its locked twin (above);
@@ -112,8 +111,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         metadata_keys: run metadata keys copied into every event of the call
             (see `SeedLockCallbackHandler`); none by default.
         include_tags: put the run's tags in every event, under ``tags``.
-        otel: export each call's record and verdict to OpenTelemetry (see
-            `SeedLockCallbackHandler`, docs/otel.md).
+        otel: OpenTelemetry export (see `SeedLockCallbackHandler`, docs/otel.md).
     """
 
     def __init__(
@@ -165,6 +163,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
             self._failed(call, exc)
             raise
         finally:
+            _inflight.leave(call.in_flight)
             GUARD.report(call.graph_run, self.lock, self.monitor, source=_SOURCE_INTERNAL)
         record = self._record(call, response)
         if record is not None:
@@ -184,6 +183,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
             self._failed(call, exc)
             raise
         finally:
+            _inflight.leave(call.in_flight)
             GUARD.report(call.graph_run, self.lock, self.monitor, source=_SOURCE_INTERNAL)
         record = self._record(call, response)
         if record is not None:
@@ -204,8 +204,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         model_name = agent.model_name(model)
         log_fields = {ev.K_PROVIDER: agent.provider(model), ev.K_REQUEST_MODEL: model_name}
         log_fields.update(context)
-        # What earlier middleware put into model_settings goes through the lock;
-        # then the model itself, so that later overrides are checked on the wire.
+        # Earlier middleware's settings through the lock; later ones on the wire (the twin).
         fail_fields = {**log_fields, ev.K_SEED: lock.seed, ev.K_LOCK_HASH: lock.lock_hash}
         try:
             given, _ = core.apply_lock(
@@ -219,10 +218,11 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         settings = core.with_lock(given, lock, seed_key=agent.seed_field(model))
         request = request.override(model=model, model_settings=settings)
         fail_fields["parent_run_id"] = parent_run_id
+        provider = agent.provider(model)
         return _Call(
-            request, lock, settings, context, agent.provider(model), model_name,
-            parent_run_id, fail_fields, graph_run,
-            self._otel.start() if self._otel is not None else None,
+            request, lock, settings, context, provider, model_name, parent_run_id, fail_fields,
+            graph_run, self._otel.start() if self._otel is not None else None,
+            agent.enter_in_flight(model, provider),
         )  # fmt: skip
 
     # -- after the call ------------------------------------------------------------
@@ -234,8 +234,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
 
     def _record(self, call: _Call, response: Any) -> CallRecord | None:
         try:
-            messages = agent.result_messages(response)
-            ai = next((m for m in messages if isinstance(m, AIMessage)), None)
+            ai = agent.answer(response)
             if ai is None:
                 return None
             return core.record_from_result(
@@ -244,6 +243,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
                 params=agent.hash_params(call.request, call.model_name, call.settings),
                 lock=call.lock, run_id=agent.run_id(ai), parent_run_id=call.parent_run_id,
                 context=call.context, capture_content=self.capture_content, otel=call.otel,
+                **agent.backend_inputs(call.request.model, call.lock, call.in_flight),
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
             ev.log_internal_error("SeedLockMiddleware.record", exc)

@@ -41,6 +41,7 @@ from langchain_seedlock._hashing import (
     param_value,
     request_hash_from_messages,
 )
+from langchain_seedlock._identity import Fields
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._record import CallRecord, clean_fingerprint, is_complete, sampling_params
 
@@ -180,6 +181,9 @@ def record_from_result(
     parent_run_id: str | None = None,
     context: Mapping[str, Any] | None = None,
     capture_content: bool = False,
+    base_url: str | None = None,
+    declared: Fields = (),
+    in_flight: int | None = None,
     otel: Any = None,
 ) -> CallRecord:
     """The `CallRecord` of one call: the one place a record is built.
@@ -191,8 +195,9 @@ def record_from_result(
     the request, the request hash. What a locked model stamped on the
     message (`META_*` keys) is reused; the fingerprint is looked for in
     ``llm_output``, the streamed chunks, ``generation_info`` and the message,
-    then bounded (`clean_fingerprint`). ``otel``: the call's OpenTelemetry
-    export (`_otel`), handed the verdict by the monitor.
+    then bounded (`clean_fingerprint`). ``base_url``, ``declared`` and
+    ``in_flight`` feed the backend identity (`_identity`, `_inflight`);
+    ``otel``: the call's OpenTelemetry export, handed the verdict by the monitor.
     """
     if not outputs:
         raise MalformedResponseError("the model server answered with no choices")
@@ -242,6 +247,9 @@ def record_from_result(
         complete=is_complete(
             provider, first_present(info.get("finish_reason"), meta.get("finish_reason"))
         ),
+        base_url=base_url,
+        declared=declared,
+        in_flight=in_flight,
         otel=otel,
     )
 

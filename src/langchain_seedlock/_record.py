@@ -10,9 +10,12 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_seedlock._hashing import backend_id, canonical_json, param_value, sha256_hex
+
+if TYPE_CHECKING:
+    from langchain_seedlock._identity import BackendIdentity, Fields
 
 # A fingerprint is a short build label ("fp_44709d6fcb", "b4273-0c1bd2b"); a
 # longer one is kept recognisable but bounded, so a broken server cannot
@@ -101,6 +104,18 @@ class CallRecord:
     complete: bool = True
     """False when the output was cut before its finish reason (a stream that
     broke off): such an output is never a baseline (see `is_complete`)."""
+    base_url: str | None = None
+    """Where the call was sent (None: the provider's default); never stored."""
+    declared: Fields = ()
+    """Backend settings the user declared (`_identity.check_declared`)."""
+    in_flight: int | None = None
+    """Calls to the same base URL in flight in this process when this one
+    started, itself included (`_inflight`)."""
+    identity: BackendIdentity | None = None
+    """Set by the drift monitor before the record is shared (`_identity`)."""
+    known: bool | None = None
+    """Set by the drift monitor: for a repeat call of a seeded request,
+    whether its output was already known (None: not a repeat call)."""
     at: float = field(default_factory=time.time)
     record_id: str | None = None
     """Set by `BackgroundWriter` on the copy it writes, one per submission: a
@@ -112,7 +127,10 @@ class CallRecord:
 
     @property
     def backend_id(self) -> str:
-        """Hash of the backend identity: fingerprint, resolved model, service tier."""
+        """Hash of the backend identity (`_identity.BackendIdentity`); before the
+        monitor set it, of the response fields: fingerprint, model, service tier."""
+        if self.identity is not None:
+            return self.identity.id
         return backend_id(self.system_fingerprint, self.response_model, self.service_tier)
 
     @property

@@ -32,8 +32,10 @@ __all__ = [
     "capture_seedlock_events",
     "default_reply",
     "events_named",
+    "forget_server_info",
     "raw_completion",
     "sample_from_schema",
+    "wait_for_server_info",
 ]
 
 
@@ -120,6 +122,23 @@ def assert_drift(
 Body = dict[str, Any]
 
 
+def wait_for_server_info(timeout: float = 5.0) -> bool:
+    """Wait until the background fetches of servers' self-descriptions (the
+    ``server`` fields of the backend identity) are done; False on timeout.
+    Calls never wait for them: a test that needs them known waits here."""
+    from langchain_seedlock._identity import SERVERS
+
+    return SERVERS.wait(timeout)
+
+
+def forget_server_info() -> None:
+    """Forget every server's cached self-description and declared settings
+    (between tests that reuse one `FakeBackend`)."""
+    from langchain_seedlock._identity import SERVERS
+
+    SERVERS.clear()
+
+
 def default_reply(body: Body) -> str:
     seed = body.get("seed")
     last = body["messages"][-1].get("content") if body.get("messages") else ""
@@ -155,6 +174,9 @@ class FakeBackend:
         delay: seconds to wait before answering.
         status: an HTTP status other than 200 answers an error.
         raw_response / raw_sse: bytes sent as they are (malformed responses).
+        props: the answer to ``GET /props`` (a llama.cpp server describing
+            itself: ``build_info``, ``total_slots``...); None answers 404, as
+            a server that does not describe itself.
         requests: every request body received, in order (thread-safe).
 
     Example:
@@ -182,6 +204,7 @@ class FakeBackend:
     status: int
     raw_response: bytes | None
     raw_sse: bytes | None
+    props: Body | None
 
     def __init__(self) -> None:
         self.requests: list[Body] = []
@@ -226,6 +249,7 @@ class FakeBackend:
         self.status = 200
         self.raw_response = None
         self.raw_sse = None
+        self.props = None
         with self._lock:
             self.requests.clear()
 
@@ -439,6 +463,8 @@ def _make_handler(stub: FakeBackend) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path.rstrip("/").endswith("/models"):
                 self._json(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})
+            elif self.path.rstrip("/") == "/props" and stub.props is not None:
+                self._json(200, stub.props)
             else:
                 self._json(404, {"error": {"message": "not found"}})
 

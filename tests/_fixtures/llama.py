@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from langchain_seedlock._local_server import LocalServer, local_backend_installed
+from langchain_seedlock.local import LocalServer, local_backend_installed
 
 SKIP_REASON = (
     "local backend not installed: pip install 'langchain-seedlock[local]' "

@@ -78,9 +78,12 @@ def fill(store: BaselineStore, calls: int, *, seed: int = 7, batch: int = 2000) 
             seed=1,
             system_fingerprint=fingerprint,
             at=at,
+            in_flight=i % 20 + 1,  # every in-flight bucket gets calls
         )
-        records.append(record)
         key = (rh, record.backend_id, output)
+        repeat = any((rh, record.backend_id, o) in seen for o in ("out0", "out1", "out2", "out3"))
+        record.known = (key in seen) if repeat else None  # as the monitor sets it
+        records.append(record)
         if key not in seen:
             if any((rh, record.backend_id, o) in seen for o in ("out0", "out1", "out2", "out3")):
                 events.append(

@@ -13,10 +13,14 @@ cache (``-np 1 --no-cache-prompt``), which reproduces exactly. Then the same
   explicit ``-np 4``, whose slots have separate caches, changed none; the
   unified cache with sequential requests changed none either.)
 
-For each, the drift handler must report as unexplained ``seedlock.output_drift``
-exactly the requests whose output changed, and nothing on the stable setup.
-Which requests drift under concurrency varies from run to run, so every
-assertion compares against the outputs observed, not a fixed count.
+For each, the drift handler must report ``seedlock.output_drift`` for exactly
+the requests whose output changed, and nothing on the stable setup. The
+fingerprint is the same, but `LocalServer` declares its own settings as part
+of the backend identity (issue 15): a restart with other settings is one
+``seedlock.backend_changed`` warning naming the changed settings, and the
+drift after it is *explained*. Which requests drift under concurrency varies
+from run to run, so every assertion compares against the outputs observed,
+not a fixed count.
 """
 
 from __future__ import annotations
@@ -27,13 +31,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from langchain_seedlock import LockedChatOpenAI, SeedLockCallbackHandler
 from langchain_seedlock._events import K_EXPLAINED
-from langchain_seedlock._local_server import MODEL_NAME, LocalServer
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._store import open_store
+from langchain_seedlock.local import MODEL_NAME, LocalServer
+from langchain_seedlock.testing import capture_seedlock_events as capture_logs
 
 pytestmark = pytest.mark.llama
 
@@ -105,10 +109,13 @@ def check_drift_reports(
     report: Callable[[str], None],
     *,
     concurrent: bool = False,
-) -> set[int]:
-    """Send the 8 requests; assert the drift events match the changed outputs.
+    changed_settings: dict[str, list[Any]] | None = None,
+) -> tuple[set[int], list[dict[str, Any]]]:
+    """Send the 8 requests; assert the drift events match the changed outputs,
+    explained by one ``seedlock.backend_changed`` naming ``changed_settings``
+    (None: the settings are the same, the drift is unexplained).
 
-    Returns the seeds whose output changed.
+    Returns the seeds whose output changed, and the events logged.
     """
     with capture_logs() as logs:
         answers = send_all(base_url, handler, concurrent=concurrent)
@@ -123,12 +130,23 @@ def check_drift_reports(
     assert not [e for e in logs if e["event"] == "seedlock.fingerprint_changed"]
     reported = [e["seedlock.request_hash"] for e in drift]
     assert sorted(reported) == sorted(answers[s].request_hash for s in changed)
-    assert all(e[K_EXPLAINED] is False for e in drift)
+    backend_changed = [e for e in logs if e["event"] == "seedlock.backend_changed"]
+    if changed_settings is None:
+        assert not backend_changed
+        assert all(e[K_EXPLAINED] is False for e in drift)
+    else:
+        (event,) = backend_changed  # one warning for the model, not one per request
+        assert event["log_level"] == "warning"
+        assert event["seedlock.changed_fields"] == changed_settings
+        assert all(e[K_EXPLAINED] is True for e in drift)
+        assert all(e["log_level"] == "info" for e in drift)
+    how = "unexplained" if changed_settings is None else "explained"
     report(
         f"drift {name}: {len(changed)}/{len(SEEDS)} seeded outputs changed "
-        f"(seeds {sorted(changed)}), {len(drift)} unexplained output_drift events"
+        f"(seeds {sorted(changed)}), {len(drift)} {how} output_drift events"
+        + (f", backend_changed {changed_settings}" if changed_settings else "")
     )
-    return changed
+    return changed, logs
 
 
 def test_stable_setup_reports_nothing(
@@ -139,35 +157,41 @@ def test_stable_setup_reports_nothing(
 ) -> None:
     # a restart of the reproducible setup: a new process, same settings
     server = llama_server_factory(slots=1, cache_prompt=False)
-    changed = check_drift_reports("restart -np 1 --no-cache-prompt", server.base_url,
-                                  handler_with_baseline, baseline, llama_report)  # fmt: skip
+    changed, _ = check_drift_reports("restart -np 1 --no-cache-prompt", server.base_url,
+                                     handler_with_baseline, baseline, llama_report)  # fmt: skip
     assert changed == set()
 
 
 @pytest.mark.parametrize(
-    ("name", "settings"),
+    ("name", "settings", "named"),
     [
-        ("-fa off", {"flash_attn": "off"}),
-        ("-ctk q8_0 -ctv q8_0", {"cache_type_k": "q8_0", "cache_type_v": "q8_0"}),
+        ("-fa off", {"flash_attn": "off"}, {"flash_attn": [None, "off"]}),
+        (
+            "-ctk q8_0 -ctv q8_0",
+            {"cache_type_k": "q8_0", "cache_type_v": "q8_0"},
+            {"cache_type_k": [None, "q8_0"], "cache_type_v": [None, "q8_0"]},
+        ),
     ],
 )
-def test_restart_with_other_numerics_drifts_unexplained(
+def test_restart_with_other_numerics_is_explained_drift(
     name: str,
     settings: dict[str, Any],
+    named: dict[str, list[Any]],
     llama_server_factory: Callable[..., LocalServer],
     handler_with_baseline: SeedLockCallbackHandler,
     baseline: dict[int, Answer],
     llama_report: Callable[[str], None],
 ) -> None:
     server = llama_server_factory(slots=1, cache_prompt=False, **settings)
-    changed = check_drift_reports(
-        name, server.base_url, handler_with_baseline, baseline, llama_report
-    )
+    changed, _ = check_drift_reports(
+        name, server.base_url, handler_with_baseline, baseline, llama_report,
+        changed_settings=named,
+    )  # fmt: skip
     # measured here: 8 of 8; any change at all proves the point
     assert changed, f"{name} changed no output: the experiment shows nothing"
 
 
-def test_concurrent_seeds_on_default_server_drift_unexplained(
+def test_concurrent_seeds_on_default_server_drift_explained_with_in_flight(
     llama_server_factory: Callable[..., LocalServer],
     handler_with_baseline: SeedLockCallbackHandler,
     baseline: dict[int, Answer],
@@ -175,6 +199,15 @@ def test_concurrent_seeds_on_default_server_drift_unexplained(
 ) -> None:
     # llama-server's defaults: "auto" slots (4) sharing one unified KV cache,
     # prompt cache on. (An explicit -np 4 has separate KV caches: no drift.)
+    # Its settings differ from the baseline's: explained, with the settings named.
     server = llama_server_factory(slots=None, cache_prompt=True)
-    check_drift_reports("default server (4 slots, unified KV), 8 concurrent", server.base_url,
-                        handler_with_baseline, baseline, llama_report, concurrent=True)  # fmt: skip
+    _, logs = check_drift_reports(
+        "default server (4 slots, unified KV), 8 concurrent", server.base_url,
+        handler_with_baseline, baseline, llama_report, concurrent=True,
+        changed_settings={"slots": [1, None], "cache_prompt": [False, True]},
+    )  # fmt: skip
+    # Every call says how many calls to this server were in flight when it started.
+    in_flight = [e["seedlock.in_flight"] for e in logs if e["event"] == "seedlock.call"]
+    assert len(in_flight) == len(SEEDS)
+    assert max(in_flight) > 1
+    llama_report(f"in flight at the start of the 8 concurrent calls: {sorted(in_flight)}")

@@ -15,7 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from langchain_seedlock import LocalServer
-from langchain_seedlock._local_server import ENV_BINARY, find_llama_server, local_backend_installed
+from langchain_seedlock.local import ENV_BINARY, find_llama_server, local_backend_installed
 from tests._fixtures.llama import SKIP_REASON, THREADS
 
 pytestmark = pytest.mark.llama

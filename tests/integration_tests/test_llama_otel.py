@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from langchain_seedlock import LockedChatOpenAI, SeedLock, SeedLockCallbackHandler, SeedLockOTel
-from langchain_seedlock._local_server import MODEL_NAME, LocalServer
+from langchain_seedlock.local import MODEL_NAME, LocalServer
 from tests._fixtures.otlp import Otel, SpanOut
 
 pytestmark = pytest.mark.llama

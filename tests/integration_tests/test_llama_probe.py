@@ -11,12 +11,13 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from langchain_seedlock._local_server import LocalServer
-from langchain_seedlock._probe import run_probe
 from langchain_seedlock.cli import main
+from langchain_seedlock.local import LocalServer
+from langchain_seedlock.probe import run_probe
 
 pytestmark = pytest.mark.llama
 
@@ -134,6 +135,71 @@ def test_probe_command_starts_and_stops_the_embedded_server(
     assert _wait(lambda: not _alive(started[0])), "llama-server left behind"
 
 
+# -- presets (small N: the three together stay well under a minute on 2 cores) ------------
+MODEL = "SmolLM2-135M-Instruct"
+
+
+def _preset(preset: str, tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
+    """Run a preset through the command; its JSON document and last stdout line."""
+    json_file = tmp_path / f"{preset}.json"
+    code = main(["probe", "--preset", preset, "--model", MODEL, "--json", str(json_file), *args])
+    assert code == 0
+    data: dict[str, Any] = json.loads(json_file.read_text())
+    return data, data["verdict"]
+
+
+def test_preset_cookbook(
+    llama_server: LocalServer, tmp_path: Path, llama_report: Callable[[str], None]
+) -> None:
+    data, verdict = _preset(
+        "cookbook", tmp_path, "--base-url", llama_server.base_url, "--runs", "3",
+        "--max-tokens", "24", "--store", "memory://",
+    )  # fmt: skip
+    unseeded, seeded = data["groups"]
+    assert (unseeded["seed"], unseeded["temperature"]) == (None, 0.7)
+    assert (seeded["seed"], seeded["temperature"]) == (123, 0.0)
+    assert seeded["distinct"] == 1
+    assert unseeded["distinct"] > 1
+    assert seeded["fingerprints"] == [llama_server.props()["build_info"]]
+    assert verdict.startswith("seed honoured: 3/3 identical with seed 123 at temperature 0")
+    llama_report(f"cookbook (3 runs x 24 tokens): {verdict}")
+
+
+def test_preset_seed_honored(
+    llama_server: LocalServer, tmp_path: Path, llama_report: Callable[[str], None]
+) -> None:
+    data, verdict = _preset(
+        "seed-honored", tmp_path, "--base-url", llama_server.base_url, "--max-tokens", "24"
+    )
+    assert [g["seed"] for g in data["groups"]] == [123, 124]
+    assert verdict.startswith("seed honoured: seed 123: 2/2 identical; seed 124: 2/2 identical")
+    assert "the two seeds differ" in verdict
+    llama_report(f"seed-honored (2 runs x 24 tokens per seed): {verdict}")
+
+
+def test_preset_batch_invariance_starts_both_setups(
+    llama_server: LocalServer, tmp_path: Path, llama_report: Callable[[str], None]
+) -> None:
+    # llama_server only ensures the package is installed; the preset starts
+    # llama-server's default setup, then -np 1 --no-cache-prompt.
+    data, verdict = _preset(
+        "batch-invariance", tmp_path, "--local", "--threads", "1", "--runs", "8",
+        "--levels", "1,4", "--max-tokens", "24",
+    )  # fmt: skip
+    default, reproducible = data["servers"].values()
+    assert default["total_slots"] == 4
+    assert default["cache_prompt"] is True
+    assert (reproducible["total_slots"], reproducible["cache_prompt"]) == (1, False)
+    distinct = {(g["section"], g["concurrency"]): g["distinct"] for g in data["groups"]}
+    first, second = data["servers"]
+    assert distinct[(first, 1)] == 1  # alone, even the default setup reproduces
+    assert distinct[(first, 4)] > 1  # the same requests batched four at a time do not
+    assert distinct[(second, 1)] == distinct[(second, 4)] == 1
+    assert verdict.startswith(f"{first}: NOT batch-invariant")
+    assert f"{second}: batch-invariant" in verdict
+    llama_report(f"batch-invariance (8 requests x 24 tokens): {verdict}")
+
+
 # -- seedlock serve -------------------------------------------------------------------
 def _alive(pid: int) -> bool:
     try:
@@ -210,6 +276,7 @@ def test_verify_passes_on_the_same_setup_and_fails_after_drift(
     common = ["--model", "SmolLM2-135M-Instruct", "--max-tokens", str(MAX_TOKENS), "--store", store]
     probe = ["probe", "--base-url", llama_server.base_url, "--runs", "2", "-q", *common]
     assert main(probe) == 0
+    capsys.readouterr()  # -q still prints the files written and the verdict
     assert main(["verify", "--base-url", llama_server.base_url, *common]) == 0
     assert capsys.readouterr().out.startswith("OK")
     # same build, same fingerprint, other numerics: verify catches it

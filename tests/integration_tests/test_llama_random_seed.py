@@ -14,8 +14,8 @@ import pytest
 from langchain_openai import ChatOpenAI
 
 from langchain_seedlock import SeedLock, UnusableSeedError, lock_model
-from langchain_seedlock._local_server import MODEL_NAME, LocalServer
 from langchain_seedlock._providers import OPENAI_COMPATIBLE
+from langchain_seedlock.local import MODEL_NAME, LocalServer
 
 pytestmark = pytest.mark.llama
 

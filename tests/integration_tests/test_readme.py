@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_seedlock._local_server import local_backend_installed
+from langchain_seedlock.local import local_backend_installed
 from tests._fixtures.llama import SKIP_REASON
 
 ROOT = Path(__file__).resolve().parents[2]

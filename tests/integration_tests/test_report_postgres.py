@@ -32,7 +32,8 @@ def test_100k_calls_report_matches_the_calls_and_stays_small(
         assert pg.event_counts() == memory.event_counts()
         assert pg.recent_events(limit=50) == memory.recent_events(limit=50)
         assert pg.backends() == memory.backends()
-        assert pg.inflight_buckets() == []
+        assert pg.in_flight() == memory.in_flight()
+        assert sum(r.calls for r in pg.in_flight()) == 100_000
         groups = [b for b in pg.rate_buckets(3600.0) if b.repeat_calls]
 
     def per_row(*_: Any, **__: Any) -> Any:

@@ -291,7 +291,7 @@ def test_a_version_1_store_is_migrated_in_place(fresh_postgres_url: str) -> None
         store.close()
     with psycopg.connect(fresh_postgres_url) as conn:
         versions = conn.execute("SELECT version FROM seedlock_schema_version ORDER BY 1").fetchall()
-        assert versions == [(1,), (2,), (3,)]
+        assert versions == [(1,), (2,), (3,), (4,)]
     with open_store(fresh_postgres_url) as s:
         assert [o.count for o in s.outputs_for("r1") if o.output_hash == "o1"] == [5, 1]
         assert [e.at for e in s.events()] == [1.0, 2.0]
@@ -330,7 +330,7 @@ def test_a_version_2_store_gets_sketches_and_one_key(fresh_postgres_url: str) ->
     assert len(key) == 32
     with psycopg.connect(fresh_postgres_url) as conn:
         versions = conn.execute("SELECT version FROM seedlock_schema_version ORDER BY 1").fetchall()
-        assert versions == [(1,), (2,), (3,)]
+        assert versions == [(1,), (2,), (3,), (4,)]
         assert conn.execute("SELECT value FROM seedlock_meta").fetchall() == [(key,)]
     with open_store(fresh_postgres_url) as s:
         rows = {o.output_hash: o for o in s.outputs_for("r1")}
@@ -440,3 +440,65 @@ def test_backends_aggregate_in_sql_over_100k_calls(fresh_postgres_url: str) -> N
             s.write(calls[i : i + 5000])
         assert len(s.backends()) == 4  # 2 models x 2 fingerprints: one row each
         assert summarized(s) == expected_backends(calls)
+
+
+# What version 3 added to version 2, verbatim.
+V3_ADDITIONS = """
+ALTER TABLE seedlock_outputs ADD COLUMN sketch BYTEA;
+CREATE TABLE seedlock_meta (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+"""
+
+
+def test_a_version_3_store_gets_identities_and_in_flight_counts(fresh_postgres_url: str) -> None:
+    import psycopg
+
+    from langchain_seedlock._drift import DriftMonitor
+    from langchain_seedlock._events import BACKEND_CHANGED
+    from langchain_seedlock._identity import BackendIdentity
+    from langchain_seedlock.testing import capture_seedlock_events, events_named
+
+    with psycopg.connect(fresh_postgres_url) as conn:  # a store made by 0.3
+        conn.execute(V1_SCHEMA)
+        conn.execute(V2_ADDITIONS)
+        conn.execute(V3_ADDITIONS)
+        conn.execute("CREATE TABLE seedlock_schema_version (version INT NOT NULL)")
+        conn.execute("INSERT INTO seedlock_schema_version VALUES (1), (2), (3)")
+        conn.execute(
+            "INSERT INTO seedlock_outputs VALUES ('r1', 'b', 'o1', 'openai:gpt-4o-mini', "
+            "'fp_a', 5, 1, 2, NULL, NULL)"
+        )
+        conn.execute(
+            "INSERT INTO seedlock_fingerprints VALUES ('openai:gpt-4o-mini', 's:fp_a', 'fp_a', "
+            "5, 1, 2)"
+        )
+
+    def call(output: str, kv: str, in_flight: int) -> CallRecord:
+        return CallRecord(
+            provider="openai", request_model="gpt-4o-mini", request_hash="r1",
+            output_hash=output, seed=1, system_fingerprint="fp_a",
+            declared=(("kv_cache", kv),), in_flight=in_flight,
+        )  # fmt: skip
+
+    with open_store(fresh_postgres_url) as store:
+        assert store.fingerprints_for("openai:gpt-4o-mini")[0].identity is None  # old row
+        monitor = DriftMonitor(store, buffer_size=0)
+        monitor.observe(call("o2", "f16", 1))
+        monitor.observe(call("o2", "f16", 3))
+        monitor.close()
+    with open_store(fresh_postgres_url) as store:  # another worker, after a restart
+        monitor = DriftMonitor(store, buffer_size=0)
+        with capture_seedlock_events() as events:
+            monitor.observe(call("o3", "q8_0", 20))
+        monitor.close()
+        (changed,) = events_named(events, BACKEND_CHANGED)
+        assert changed["seedlock.changed_fields"] == {"kv_cache": ["f16", "q8_0"]}
+        (fp,) = store.fingerprints_for("openai:gpt-4o-mini")
+        assert fp.count == 8
+        assert fp.identity is not None
+        assert BackendIdentity.from_json(fp.identity).declared == (("kv_cache", "q8_0"),)
+        rows = [(r.bucket, r.calls, r.repeat_calls, r.known_repeats) for r in store.in_flight()]
+        assert rows == [("1", 1, 0, 0), ("2-4", 1, 1, 1), (">16", 1, 0, 0)]
+        assert [o.count for o in store.outputs_for("r1") if o.output_hash == "o1"] == [5]
+    with psycopg.connect(fresh_postgres_url) as conn:
+        versions = conn.execute("SELECT version FROM seedlock_schema_version ORDER BY 1").fetchall()
+        assert versions == [(1,), (2,), (3,), (4,)]

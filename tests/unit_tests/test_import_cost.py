@@ -17,8 +17,8 @@ import pytest
 
 # Importing the package must not import these modules of ours.
 LAZY_MODULES = (
-    "langchain_seedlock._probe",
-    "langchain_seedlock._local_server",
+    "langchain_seedlock.probe",
+    "langchain_seedlock.local",
     "langchain_seedlock._middleware",
     "langchain_seedlock._otel_processor",
     "langchain_seedlock._store._sqlite",
@@ -92,8 +92,8 @@ def test_lazy_names_still_import() -> None:
     import langchain_seedlock
     from langchain_seedlock import LocalServer, ProbeResult, SeedLockMiddleware, run_probe
 
-    assert LocalServer.__module__ == "langchain_seedlock._local_server"
-    assert ProbeResult.__module__ == "langchain_seedlock._probe"
+    assert LocalServer.__module__ == "langchain_seedlock.local._server"
+    assert ProbeResult.__module__ == "langchain_seedlock.probe._runner"
     assert SeedLockMiddleware.__module__ == "langchain_seedlock._middleware"
     assert callable(run_probe)
     assert {"LocalServer", "run_probe"} <= set(dir(langchain_seedlock))

@@ -13,16 +13,15 @@ from langchain_core.embeddings import Embeddings
 from structlog.testing import capture_logs
 
 from langchain_seedlock._errors import BackendUnavailableError, ProbeError
-from langchain_seedlock._probe import (
-    ProbeResult,
+from langchain_seedlock._store import open_store
+from langchain_seedlock.probe import ProbeResult, run_probe
+from langchain_seedlock.probe._stats import (
     cosine_distance,
     exact_match_rate,
     first_divergence,
     mean_pairwise,
-    run_probe,
     text_distance,
 )
-from langchain_seedlock._store import open_store
 from tests._fixtures.stub_openai import StubOpenAI
 
 

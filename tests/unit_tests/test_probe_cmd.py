@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from langchain_seedlock._errors import BackendUnavailableError, LocalBackendNotInstalledError
-from langchain_seedlock._local_server import ENV_BINARY, ENV_MODEL, LocalServer, find_model
 from langchain_seedlock._store import open_store
 from langchain_seedlock.cli import main
+from langchain_seedlock.local import ENV_BINARY, ENV_MODEL, LocalServer, find_model
 from tests._fixtures.stub_openai import StubOpenAI
 
 
@@ -249,9 +249,11 @@ def test_verify_against_the_probe_baseline(
     assert not (tmp_path / "b.db").exists()
     other = ["probe", "--base-url", stub.base_url, "--store", store, "--prompt", "other", "-q"]
     assert main(other) == 0  # a store that holds no baseline for this request
+    capsys.readouterr()
     assert main(verify) == 1
     assert "NO BASELINE" in capsys.readouterr().out
     assert main(["probe", "--base-url", stub.base_url, "--store", store, "--runs", "2", "-q"]) == 0
+    capsys.readouterr()  # -q still prints the files written and the verdict
     assert main(verify) == 0
     assert capsys.readouterr().out.startswith("OK")
     stub.reply = "the backend changed its mind"

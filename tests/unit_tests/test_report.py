@@ -92,7 +92,10 @@ def test_report_queries_agree_across_stores(
     assert memory.recent_events(limit=7) == sqlite.recent_events(limit=7)
     recent = sqlite.recent_events(limit=7)
     assert [e.at for e in recent] == sorted((e.at for e in recent), reverse=True)
-    assert memory.inflight_buckets() == sqlite.inflight_buckets() == []
+    assert memory.in_flight() == sqlite.in_flight()
+    by_bucket = {(r.model_key, r.bucket): r.calls for r in sqlite.in_flight()}
+    assert sum(by_bucket.values()) == len(calls)
+    assert {b for _, b in by_bucket} == {"1", "2-4", "5-16", ">16"}
 
 
 def test_divergence_position_is_the_earliest() -> None:
@@ -156,7 +159,8 @@ def test_page_is_self_contained_and_keeps_the_lessons(tmp_path: Path) -> None:
     assert "(lower is better)" in page
     assert 'id="verdict"' in page
     assert "Server settings" in page  # what the backend identity does and does not cover
-    assert "Not recorded in this store" in page  # in-flight: filled once calls carry it
+    assert 'id="inflight"' in page
+    assert "Not recorded in this store" not in page  # the calls carry in-flight counts
 
 
 def test_page_from_handler_records_escapes_and_verdicts(stub: StubOpenAI, tmp_path: Path) -> None:

@@ -199,3 +199,45 @@ def test_prune_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "unknown store URL scheme" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["prune", "--older-than", "soon"])
+
+
+class KeepingStore(MemoryStore):
+    """A memory store that keeps the record objects it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[CallRecord] = []
+
+    def write(
+        self,
+        records: Sequence[CallRecord],
+        events: Sequence[StoredEvent] = (),
+        *,
+        capture_content: bool = False,
+    ) -> None:
+        self.seen += records
+        super().write(records, events, capture_content=capture_content)
+
+
+def test_written_copy_keeps_every_field_and_gets_an_id() -> None:
+    store = KeepingStore()
+    writer = BackgroundWriter(store)
+    submitted = CallRecord(
+        provider="azure_openai", request_model="m", request_hash="r", output_hash="o",
+        seed=7, system_fingerprint="fp", response_model="m-2024", service_tier="default",
+        lock_hash="l", params={"temperature": 0.2}, input_tokens=3, output_tokens=4,
+        run_id="run", parent_run_id="parent", context={"thread_id": "t"}, output_text="hi",
+        output_token_list=("h", "i"), prompt_text="p", complete=False, at=12.5,
+    )  # fmt: skip
+    try:
+        assert writer.submit(submitted)
+        assert writer.flush(timeout=10)
+    finally:
+        writer.close()
+    (written,) = store.seen
+    assert written is not submitted
+    assert submitted.record_id is None
+    assert written.record_id is not None
+    assert len(written.record_id) == 32
+    written.record_id = None
+    assert written == submitted

@@ -21,7 +21,7 @@ from langchain_seedlock._store._base import (
     BackendSummary,
     BaselineStore,
     DriftingRequest,
-    InFlightBucket,
+    InFlightSummary,
     RateBucket,
     StoredEvent,
 )
@@ -67,7 +67,7 @@ class Report:
     backends: list[BackendSummary]
     rates: list[RateBucket]
     drifting: list[DriftingRequest]
-    inflight: list[InFlightBucket]
+    inflight: list[InFlightSummary]
     event_counts: list[tuple[str, int, float, float]]
     events: list[StoredEvent]
 
@@ -90,11 +90,11 @@ def collect(store: BaselineStore, options: Options, *, now: float | None = None)
     width = options.bucket or auto_width(span)
     rates: list[RateBucket] = []
     drifting: list[DriftingRequest] = []
-    inflight: list[InFlightBucket] = []
+    inflight: list[InFlightSummary] = []
     for key in keys:
         rates += store.rate_buckets(width, model_key=key)
         drifting += store.drifting_requests(model_key=key, limit=options.top)
-        inflight += store.inflight_buckets(model_key=key)
+        inflight += store.in_flight(model_key=key)
     drifting.sort(key=lambda r: (-r.distinct_outputs, -r.calls, r.request_hash))
     events = [
         e for e in store.recent_events(limit=options.events)
@@ -385,16 +385,19 @@ def _drifting_table(drifting: Sequence[DriftingRequest]) -> str:
     )
 
 
-def _inflight_section(rows: Sequence[InFlightBucket]) -> str:
+def _inflight_section(rows: Sequence[InFlightSummary]) -> str:
     if not rows:
         return (
             '<p id="inflight">Not recorded in this store: its calls were stored without the '
             "number of calls in flight beside them.</p>"
         )
     return h.table(
-        ["calls in flight", "calls", "repeat calls", "reproducibility"],
-        [(r.bucket, r.calls, r.repeat_calls, h.percent(r.reproducibility_rate)) for r in rows],
-        numeric=(1, 2, 3),
+        ["model", "calls in flight", "calls", "repeat calls", "reproducibility"],
+        [
+            (r.model_key, r.bucket, r.calls, r.repeat_calls, h.percent(r.reproducibility_rate))
+            for r in rows
+        ],
+        numeric=(2, 3, 4),
         table_id="inflight",
     )
 

@@ -51,6 +51,59 @@ class FingerprintSeen:
     count: int
     first_seen: float
     last_seen: float
+    identity: str | None = None
+    """The backend identity of the last call with this fingerprint, as JSON
+    (`_identity.BackendIdentity.to_json`); None in rows from before version 4."""
+
+
+@dataclass(frozen=True, slots=True)
+class InFlightSummary:
+    """Calls of one model by in-flight bucket (``seedlock drift``): how many
+    calls to the same base URL were in flight when each started (`_inflight`)."""
+
+    model_key: str
+    bucket: str
+    calls: int
+    repeat_calls: int
+    known_repeats: int
+
+    @property
+    def reproducibility_rate(self) -> float | None:
+        return self.known_repeats / self.repeat_calls if self.repeat_calls else None
+
+
+# One source for SQLite and PostgreSQL (``{t}``: the table, ``{p}``: the
+# placeholder, ``{text}``: PostgreSQL's cast of a NULL text parameter).
+# The report's query: per (model, bucket), aggregated in the database.
+INFLIGHT_SQL = """
+SELECT model_key, bucket, sum(calls), sum(repeat_calls), sum(known_repeats)
+FROM {t}
+WHERE ({p}{text} IS NULL OR model_key = {p}{text})
+GROUP BY model_key, bucket
+ORDER BY model_key, min(lowest)
+"""
+INFLIGHT_TABLE = """
+CREATE TABLE IF NOT EXISTS {t} (
+    model_key TEXT NOT NULL,
+    backend_id TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    lowest INTEGER NOT NULL,
+    calls BIGINT NOT NULL,
+    repeat_calls BIGINT NOT NULL,
+    known_repeats BIGINT NOT NULL,
+    PRIMARY KEY (model_key, backend_id, bucket)
+)
+"""
+"""Version 4 of both SQL schemas (one source: the dialects agree here).
+``lowest``: the bucket's lowest count, to sort buckets in SQL."""
+UPSERT_INFLIGHT = """
+INSERT INTO {t} (model_key, backend_id, bucket, lowest, calls, repeat_calls, known_repeats)
+VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})
+ON CONFLICT (model_key, backend_id, bucket) DO UPDATE SET
+    calls = {t}.calls + excluded.calls,
+    repeat_calls = {t}.repeat_calls + excluded.repeat_calls,
+    known_repeats = {t}.known_repeats + excluded.known_repeats
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,17 +259,6 @@ class EventCount:
     count: int
     first_at: float
     last_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class InFlightBucket:
-    """Calls grouped by how many calls were in flight beside them (``"1"``,
-    ``"2-3"``, ``"4+"``...), for ``seedlock report``."""
-
-    bucket: str
-    calls: int
-    repeat_calls: int
-    reproducibility_rate: float | None
 
 
 # Per (model, backend, time bucket); ``{bucket}`` turns an epoch-seconds
@@ -419,6 +461,11 @@ class BaselineStore(ABC):
         """Per (model, backend identity): calls, repeat calls, reproducibility
         rate and TARr, aggregated where the data is (SQL in the databases)."""
 
+    def in_flight(self, *, model_key: str | None = None) -> list[InFlightSummary]:
+        """Per (model, in-flight bucket): calls, repeat calls and known repeats,
+        buckets in increasing order. Stores without the counts return []."""
+        return []
+
     @abstractmethod
     def rate_buckets(self, width: float, *, model_key: str | None = None) -> list[RateBucket]:
         """Per (model, backend identity, bucket of ``width`` seconds): the
@@ -439,11 +486,6 @@ class BaselineStore(ABC):
     @abstractmethod
     def recent_events(self, *, limit: int = 500) -> list[StoredEvent]:
         """The ``limit`` newest stored events, newest first."""
-
-    def inflight_buckets(self, *, model_key: str | None = None) -> list[InFlightBucket]:
-        """Calls grouped by how many were in flight beside them. Empty when
-        the store does not know (calls recorded without that count)."""
-        return []
 
     @abstractmethod
     def models(self) -> list[FingerprintSeen]:

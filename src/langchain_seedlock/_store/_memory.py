@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from langchain_seedlock import _events as ev
 from langchain_seedlock import _fork
+from langchain_seedlock._inflight import BUCKET_LOW, bucket
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_url
 from langchain_seedlock._sketch import Sketcher
@@ -22,6 +23,7 @@ from langchain_seedlock._store._base import (
     DriftingRequest,
     EventCount,
     FingerprintSeen,
+    InFlightSummary,
     OutputSeen,
     RateBucket,
     RequestSummary,
@@ -57,6 +59,25 @@ class FingerprintDelta:
     count: int
     first_seen: float
     last_seen: float
+    identity: str | None = None  # of the batch's last call (JSON)
+
+
+InFlightKey = tuple[str, str, str]  # model_key, backend_id, bucket
+
+
+def inflight_delta(records: Sequence[CallRecord]) -> dict[InFlightKey, list[int]]:
+    """Per (model, backend, in-flight bucket): [lowest, calls, repeats, known]."""
+    out: dict[InFlightKey, list[int]] = {}
+    for rec in records:
+        label = bucket(rec.in_flight)
+        if label is None:
+            continue
+        row = out.setdefault((rec.model_key, rec.backend_id, label), [BUCKET_LOW[label], 0, 0, 0])
+        row[1] += 1
+        if rec.known is not None:
+            row[2] += 1
+            row[3] += rec.known
+    return dict(sorted(out.items()))
 
 
 def unique_records(records: Sequence[CallRecord]) -> list[CallRecord]:
@@ -184,6 +205,7 @@ class Batch:
 
     outputs: dict[OutputKey, OutputDelta]
     fingerprints: dict[FingerprintKey, FingerprintDelta]
+    inflight: dict[InFlightKey, list[int]]
 
     @classmethod
     def of(
@@ -211,15 +233,19 @@ class Batch:
                 o.output_text = o.output_text if o.output_text is not None else text
             fkey = (rec.model_key, rec.system_fingerprint)
             f = fingerprints.get(fkey)
+            ident = rec.identity.to_json() if rec.identity is not None else None
             if f is None:
-                fingerprints[fkey] = FingerprintDelta(1, rec.at, rec.at)
+                fingerprints[fkey] = FingerprintDelta(1, rec.at, rec.at, ident)
             else:
                 f.count += 1
                 f.first_seen = min(f.first_seen, rec.at)
+                if rec.at >= f.last_seen:
+                    f.identity = ident or f.identity
                 f.last_seen = max(f.last_seen, rec.at)
         return cls(
             dict(sorted(outputs.items())),
             dict(sorted(fingerprints.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))),
+            inflight_delta(records),
         )
 
 
@@ -233,6 +259,7 @@ class MemoryStore(BaselineStore):
         self._outputs: dict[OutputKey, OutputSeen] = {}
         self._output_models: dict[str, str] = {}  # request_hash -> model_key
         self._fingerprints: dict[FingerprintKey, FingerprintSeen] = {}
+        self._inflight: dict[InFlightKey, list[int]] = {}
         self._events: list[StoredEvent] = []
         self._event_ids: set[str] = set()
         # Ids of records written and not acknowledged yet -> the record's time.
@@ -281,6 +308,18 @@ class MemoryStore(BaselineStore):
             models = dict(self._output_models)
         found = summarize_backends(rows, models)
         return [b for b in found if model_key is None or b.model_key == model_key]
+
+    def in_flight(self, *, model_key: str | None = None) -> list[InFlightSummary]:
+        sums: dict[tuple[str, str], list[int]] = {}
+        with self._lock:
+            for (mk, _, label), (low, calls, repeats, known) in self._inflight.items():
+                if model_key is None or mk == model_key:
+                    row = sums.setdefault((mk, label), [low, 0, 0, 0])
+                    row[1] += calls
+                    row[2] += repeats
+                    row[3] += known
+        ordered = sorted(sums.items(), key=lambda kv: (kv[0][0], kv[1][0]))
+        return [InFlightSummary(mk, label, c, r, k) for (mk, label), (_, c, r, k) in ordered]
 
     def rate_buckets(self, width: float, *, model_key: str | None = None) -> list[RateBucket]:
         rate_bucket_params(width, model_key)  # checks the width
@@ -391,15 +430,23 @@ class MemoryStore(BaselineStore):
             for (mk, fp), fd in batch.fingerprints.items():
                 fold = self._fingerprints.get((mk, fp))
                 self._fingerprints[(mk, fp)] = (
-                    FingerprintSeen(mk, fp, fd.count, fd.first_seen, fd.last_seen)
+                    FingerprintSeen(mk, fp, fd.count, fd.first_seen, fd.last_seen, fd.identity)
                     if fold is None
                     else replace(
                         fold,
                         count=fold.count + fd.count,
                         first_seen=min(fold.first_seen, fd.first_seen),
                         last_seen=max(fold.last_seen, fd.last_seen),
+                        identity=(fd.identity or fold.identity)
+                        if fd.last_seen >= fold.last_seen
+                        else fold.identity,
                     )
                 )
+            for key, (low, calls, repeats, known) in batch.inflight.items():
+                row = self._inflight.setdefault(key, [low, 0, 0, 0])
+                row[1] += calls
+                row[2] += repeats
+                row[3] += known
             new_events = unique_events(events, self._event_ids.__contains__)
             self._events.extend(new_events)
             self._event_ids.update(e.event_id for e in new_events if e.event_id is not None)

@@ -39,12 +39,16 @@ from langchain_seedlock._store._base import (
     BACKENDS_SQL,
     DRIFTING_SQL,
     EVENT_COUNTS_SQL,
+    INFLIGHT_SQL,
+    INFLIGHT_TABLE,
     RATE_BUCKETS_SQL,
+    UPSERT_INFLIGHT,
     BackendSummary,
     BaselineStore,
     DriftingRequest,
     EventCount,
     FingerprintSeen,
+    InFlightSummary,
     OutputSeen,
     RateBucket,
     RequestSummary,
@@ -66,7 +70,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # pg_advisory_xact_lock key: serializes first use by many workers at once.
 _MIGRATION_LOCK = 0x5EED_10C4
 _T = TypeVar("_T")
@@ -124,7 +128,12 @@ CREATE TABLE IF NOT EXISTS seedlock_meta (
     value BYTEA NOT NULL
 );
 """,
+    # The backend identity of each model's last call per fingerprint
+    # (`_identity`), and calls per in-flight bucket (`_inflight`).
+    4: "ALTER TABLE seedlock_fingerprints ADD COLUMN IF NOT EXISTS identity TEXT;"
+    + INFLIGHT_TABLE.format(t="seedlock_inflight"),
 }
+_UPSERT_INFLIGHT = UPSERT_INFLIGHT.format(t="seedlock_inflight", p="%s")
 SKETCH_KEY_NAME: Final = "sketch_key"
 INSERT_SKETCH_KEY = (
     "INSERT INTO seedlock_meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING"
@@ -145,12 +154,14 @@ ON CONFLICT (request_hash, backend_id, output_hash) DO UPDATE SET
 
 UPSERT_FINGERPRINT = """
 INSERT INTO seedlock_fingerprints AS f (model_key, fingerprint_key, system_fingerprint,
-    count, first_seen, last_seen)
-VALUES (%s, %s, %s, %s, %s, %s)
+    count, first_seen, last_seen, identity)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (model_key, fingerprint_key) DO UPDATE SET
     count = f.count + excluded.count,
     first_seen = LEAST(f.first_seen, excluded.first_seen),
-    last_seen = GREATEST(f.last_seen, excluded.last_seen)
+    last_seen = GREATEST(f.last_seen, excluded.last_seen),
+    identity = CASE WHEN excluded.last_seen >= f.last_seen
+                    THEN COALESCE(excluded.identity, f.identity) ELSE f.identity END
 """
 
 INSERT_EVENT = (
@@ -170,7 +181,7 @@ Q_OUTPUTS = (
     "ORDER BY first_seen, backend_id, output_hash"
 )
 Q_FINGERPRINTS = (
-    "SELECT model_key, system_fingerprint, count, first_seen, last_seen "
+    "SELECT model_key, system_fingerprint, count, first_seen, last_seen, identity "
     "FROM seedlock_fingerprints WHERE model_key = %s ORDER BY last_seen, first_seen"
 )
 
@@ -246,8 +257,8 @@ def _upsert_rows(
     records: Sequence[CallRecord],
     capture_content: bool,
     sketches: Mapping[tuple[str, str, str], bytes],
-) -> tuple[list[Any], list[Any]]:
-    """Parameter rows of the upserts of one write: outputs, fingerprints."""
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """Parameter rows of the upserts of one write: outputs, fingerprints, in-flight."""
     batch = Batch.of(records, capture_content=capture_content, sketches=sketches)
     outputs = [
         (rh, bid, oh, d.model_key, d.system_fingerprint, d.count, d.first_seen, d.last_seen,
@@ -255,10 +266,11 @@ def _upsert_rows(
         for (rh, bid, oh), d in batch.outputs.items()
     ]  # fmt: skip
     fingerprints = [
-        (mk, _NULL_FP if fp is None else "s:" + fp, fp, d.count, d.first_seen, d.last_seen)
+        (mk, _NULL_FP if fp is None else "s:" + fp, fp, d.count, d.first_seen, d.last_seen,
+         d.identity)
         for (mk, fp), d in batch.fingerprints.items()
-    ]
-    return outputs, fingerprints
+    ]  # fmt: skip
+    return outputs, fingerprints, [(*k, *v) for k, v in batch.inflight.items()]
 
 
 class _PoolBusyError(Exception):
@@ -582,6 +594,15 @@ class PostgresStore(BaselineStore):
 
         return self._run("reading backends", q)
 
+    def in_flight(self, *, model_key: str | None = None) -> list[InFlightSummary]:
+        sql = INFLIGHT_SQL.format(t="seedlock_inflight", p="%s", text="::text")
+
+        def q(c: psycopg.Connection[Any]) -> list[InFlightSummary]:
+            rows = c.execute(sql, (model_key, model_key)).fetchall()
+            return [InFlightSummary(mk, b, int(n), int(r), int(k)) for mk, b, n, r, k in rows]
+
+        return self._run("reading in-flight counts", q)
+
     def rate_buckets(self, width: float, *, model_key: str | None = None) -> list[RateBucket]:
         sql = RATE_BUCKETS_SQL.format(
             outputs="seedlock_outputs", p="%s", text="::text",
@@ -679,13 +700,14 @@ class PostgresStore(BaselineStore):
                 if ids:
                     cur.execute(INSERT_RECORD_IDS, (ids, ats))
                     new = {row[0] for row in cur.fetchall()}
-                outputs, fingerprints = _upsert_rows(
+                outputs, fingerprints, inflight = _upsert_rows(
                     [r for r in unique if r.record_id is None or r.record_id in new],
                     capture_content,
                     sketches,
                 )
                 cur.executemany(UPSERT_OUTPUT, outputs)
                 cur.executemany(UPSERT_FINGERPRINT, fingerprints)
+                cur.executemany(_UPSERT_INFLIGHT, inflight)
                 cur.executemany(INSERT_EVENT, events_rows)
 
         try:
@@ -833,13 +855,14 @@ class PostgresStore(BaselineStore):
                 if ids:
                     await cur.execute(INSERT_RECORD_IDS, (ids, ats))
                     new = {row[0] for row in await cur.fetchall()}
-                outputs, fingerprints = _upsert_rows(
+                outputs, fingerprints, inflight = _upsert_rows(
                     [r for r in unique if r.record_id is None or r.record_id in new],
                     capture_content,
                     sketches,
                 )
                 await cur.executemany(UPSERT_OUTPUT, outputs)
                 await cur.executemany(UPSERT_FINGERPRINT, fingerprints)
+                await cur.executemany(_UPSERT_INFLIGHT, inflight)
                 await cur.executemany(INSERT_EVENT, events_rows)
 
         try:

@@ -43,12 +43,16 @@ from langchain_seedlock._store._base import (
     BACKENDS_SQL,
     DRIFTING_SQL,
     EVENT_COUNTS_SQL,
+    INFLIGHT_SQL,
+    INFLIGHT_TABLE,
     RATE_BUCKETS_SQL,
+    UPSERT_INFLIGHT,
     BackendSummary,
     BaselineStore,
     DriftingRequest,
     EventCount,
     FingerprintSeen,
+    InFlightSummary,
     OutputSeen,
     RateBucket,
     RequestSummary,
@@ -66,7 +70,7 @@ from langchain_seedlock._store._memory import (
     unique_records,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _T = TypeVar("_T")
 # Seconds a fork waits for this store's SQLite calls in flight to end.
 FORK_WAIT = 2.0
@@ -129,9 +133,15 @@ CREATE TABLE IF NOT EXISTS meta (
     value BLOB NOT NULL
 ) WITHOUT ROWID;
 """
+# Version 4: the backend identity of each model's last call per fingerprint
+# (`_identity`), and calls per in-flight bucket (`_inflight`).
+_SCHEMA_V4 = "ALTER TABLE fingerprints ADD COLUMN identity TEXT;" + INFLIGHT_TABLE.format(
+    t="inflight"
+)
 SKETCH_KEY_NAME: Final = "sketch_key"
 INSERT_SKETCH_KEY = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
 
+_UPSERT_INFLIGHT = UPSERT_INFLIGHT.format(t="inflight", p="?")
 INSERT_RECORD_ID = (
     "INSERT INTO record_ids (record_id, at) VALUES (?, ?) ON CONFLICT (record_id) DO NOTHING"
 )
@@ -160,11 +170,13 @@ ON CONFLICT (request_hash, backend_id, output_hash) DO UPDATE SET
 
 UPSERT_FINGERPRINT = """
 INSERT INTO fingerprints (model_key, fingerprint_key, system_fingerprint, count,
-                          first_seen, last_seen)
-VALUES (?, ?, ?, ?, ?, ?)
+                          first_seen, last_seen, identity)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (model_key, fingerprint_key) DO UPDATE SET
     count = count + excluded.count,
     first_seen = min(first_seen, excluded.first_seen),
+    identity = CASE WHEN excluded.last_seen >= last_seen
+                    THEN coalesce(excluded.identity, identity) ELSE identity END,
     last_seen = max(last_seen, excluded.last_seen)
 """
 
@@ -269,6 +281,8 @@ class SQLiteStore(BaselineStore):
         self._acked = AckedIds()
         self._sketched = Sketched()
         self._sketch_column = "sketch"
+        self._identity_column = "identity"
+        self._has_inflight = True
         _fork.register(
             self,
             before=SQLiteStore._before_fork,
@@ -319,8 +333,11 @@ class SQLiteStore(BaselineStore):
                 if version < SCHEMA_VERSION and not self.read_only:
                     self._migrate(conn)
                     version = SCHEMA_VERSION
-                # A read-only store older than version 3 has no sketch column.
+                # A read-only store older than version 3 has no sketch column,
+                # older than 4 no identity column nor inflight table.
                 self._sketch_column = "sketch" if version >= 3 else "NULL"
+                self._identity_column = "identity" if version >= 4 else "NULL"
+                self._has_inflight = version >= 4
             self._inode = os.stat(self.path).st_ino
         except StoreError:
             self.close()
@@ -345,7 +362,8 @@ class SQLiteStore(BaselineStore):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise self._version_error(version)
-            for v, script in ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3)):
+            scripts = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3), (4, _SCHEMA_V4))
+            for v, script in scripts:
                 if version < v:
                     for stmt in script.split(";"):
                         if stmt.strip():
@@ -473,9 +491,10 @@ class SQLiteStore(BaselineStore):
 
     def fingerprints_for(self, model_key: str) -> list[FingerprintSeen]:
         def q(c: sqlite3.Connection) -> list[FingerprintSeen]:
-            rows = c.execute(
-                "SELECT model_key, system_fingerprint, count, first_seen, last_seen "
-                "FROM fingerprints WHERE model_key = ? ORDER BY last_seen, first_seen",
+            rows = c.execute(  # the column: "identity" or "NULL", never user input
+                "SELECT model_key, system_fingerprint, count, first_seen, last_seen, "  # noqa: S608
+                f"{self._identity_column} FROM fingerprints WHERE model_key = ? "
+                "ORDER BY last_seen, first_seen",
                 (model_key,),
             ).fetchall()
             return [FingerprintSeen(*r) for r in rows]
@@ -502,6 +521,16 @@ class SQLiteStore(BaselineStore):
             return [BackendSummary(*r) for r in c.execute(sql, (model_key, model_key))]
 
         return self._run("reading backends", q, write=False)
+
+    def in_flight(self, *, model_key: str | None = None) -> list[InFlightSummary]:
+        if not self._has_inflight:
+            return []
+        sql = INFLIGHT_SQL.format(t="inflight", p="?", text="")
+
+        def q(c: sqlite3.Connection) -> list[InFlightSummary]:
+            return [InFlightSummary(*r) for r in c.execute(sql, (model_key, model_key))]
+
+        return self._run("reading in-flight counts", q, write=False)
 
     def rate_buckets(self, width: float, *, model_key: str | None = None) -> list[RateBucket]:
         # Epoch seconds are positive: CAST truncates, which is floor here.
@@ -606,9 +635,10 @@ class SQLiteStore(BaselineStore):
                 for (rh, bid, oh), d in batch.outputs.items()
             ])  # fmt: skip
             c.executemany(UPSERT_FINGERPRINT, [
-                (mk, fingerprint_key(fp), fp, d.count, d.first_seen, d.last_seen)
+                (mk, fingerprint_key(fp), fp, d.count, d.first_seen, d.last_seen, d.identity)
                 for (mk, fp), d in batch.fingerprints.items()
             ])  # fmt: skip
+            c.executemany(_UPSERT_INFLIGHT, [(*k, *v) for k, v in batch.inflight.items()])
             c.executemany(INSERT_EVENT, rows)
 
         try:

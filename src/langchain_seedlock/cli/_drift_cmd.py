@@ -108,16 +108,20 @@ def collect(store: Any, *, model: str | None, limit: int) -> dict[str, Any]:
         "store": store.url,
         "models": models,
         "backends": backends(store, model),
+        "in_flight": in_flight(store, model),
         "changes": changes(store, model),
         "requests": requests,
     }
 
 
 def changes(store: Any, model: str | None, limit: int = 100) -> list[dict[str, Any]]:
-    """The changes over time, oldest first: backend (fingerprint) changes and
+    """The changes over time, oldest first: backend changes (fingerprint or
+    other identity fields, named) and
     reproducibility-rate changes, as stored by every process."""
     from langchain_seedlock._events import (
+        BACKEND_CHANGED,
         FINGERPRINT_CHANGED,
+        K_CHANGED_FIELDS,
         K_FINGERPRINT,
         K_MODEL_KEY,
         K_PREVIOUS_FINGERPRINT,
@@ -126,19 +130,60 @@ def changes(store: Any, model: str | None, limit: int = 100) -> list[dict[str, A
     )
 
     found = []
-    for name in (FINGERPRINT_CHANGED, REPRODUCIBILITY_CHANGED):
+    for name in (FINGERPRINT_CHANGED, BACKEND_CHANGED, REPRODUCIBILITY_CHANGED):
         for e in store.events(name=name, limit=100_000):
             f = e.fields
             key = str(f.get(K_MODEL_KEY))
             if not _matches(key, model):
                 continue
-            if name == FINGERPRINT_CHANGED:
+            fields = f.get(K_CHANGED_FIELDS)
+            if name != REPRODUCIBILITY_CHANGED and isinstance(fields, dict) and fields:
+                what = ", ".join(
+                    f"{'fingerprint' if k == 'system_fingerprint' else k} {old} -> {new}"
+                    for k, (old, new) in fields.items()
+                )
+            elif name == FINGERPRINT_CHANGED:
                 what = f"fingerprint {f.get(K_PREVIOUS_FINGERPRINT)} -> {f.get(K_FINGERPRINT)}"
             else:
                 what = str(f.get(K_SUMMARY, "reproducibility changed"))
             found.append({"at": _iso(e.at), "event": name, "model": key, "change": what})
     found.sort(key=lambda c: str(c["at"]))
     return found[-limit:]
+
+
+def in_flight(store: Any, model: str | None) -> list[dict[str, Any]]:
+    """Per model and in-flight bucket (calls to the same base URL in flight in
+    the process when a call started, itself included): reproducibility rate
+    of the repeat calls. Aggregated in the database."""
+    from langchain_seedlock._decide import wilson
+
+    out = []
+    for b in store.in_flight():
+        if not _matches(b.model_key, model):
+            continue
+        rate = b.reproducibility_rate
+        out.append(
+            {
+                "model": b.model_key,
+                "in_flight": b.bucket,
+                "calls": b.calls,
+                "repeat_calls": b.repeat_calls,
+                "reproducibility_rate": None if rate is None else round(rate, 4),
+                "reproducibility_interval": (
+                    None
+                    if rate is None
+                    else [round(x, 4) for x in wilson(b.known_repeats, b.repeat_calls)]
+                ),
+            }
+        )
+    return out
+
+
+def _rate_text(row: dict[str, Any]) -> str:
+    if row["reproducibility_rate"] is None:
+        return "-"
+    lo, hi = row["reproducibility_interval"]
+    return f"{row['reproducibility_rate']:.0%} [{lo:.0%}-{hi:.0%}]"
 
 
 def backends(store: Any, model: str | None) -> list[dict[str, Any]]:
@@ -270,16 +315,22 @@ def _print_tables(report: dict[str, Any]) -> None:
             col, justify="left" if col in ("model", "fingerprint", "backend") else "right"
         )
     for b in report["backends"]:
-        rate = "-"
-        if b["reproducibility_rate"] is not None:
-            lo, hi = b["reproducibility_interval"]
-            rate = f"{b['reproducibility_rate']:.0%} [{lo:.0%}-{hi:.0%}]"
+        rate = _rate_text(b)
         tarr = "-" if b["tarr"] is None else f"{b['tarr']:.0%} of {b['tarr_requests']}"
         backends_table.add_row(
             b["model"], b["system_fingerprint"] or "(none)", b["backend_id"][:12],
             str(b["requests"]), str(b["calls"]), str(b["repeat_calls"]), rate, tarr,
         )  # fmt: skip
     console.print(backends_table)
+    if report["in_flight"]:
+        load = Table(title="Reproducibility by calls in flight to the same server (repeat calls)")
+        for col in ("model", "in flight", "calls", "repeat", "rate"):
+            load.add_column(col, justify="left" if col == "model" else "right")
+        for r in report["in_flight"]:
+            load.add_row(
+                r["model"], r["in_flight"], str(r["calls"]), str(r["repeat_calls"]), _rate_text(r)
+            )
+        console.print(load)
     if report["changes"]:
         timeline = Table(title="Changes over time (oldest first)")
         for col in ("at", "model", "change"):

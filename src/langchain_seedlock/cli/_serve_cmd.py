@@ -115,7 +115,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langchain_seedlock._local_server import LocalServer
+    from langchain_seedlock.local import LocalServer
 
     server = LocalServer(port=args.port, **server_kwargs(args))
     # SIGTERM (docker stop, systemd, kill) must stop the server like Ctrl-C

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 
 def add_parser(subparsers: Any) -> None:
-    from langchain_seedlock._probe import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT
+    from langchain_seedlock.probe._runner import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT
 
     parser = subparsers.add_parser(
         "verify",
@@ -95,7 +95,7 @@ class _NoPromptsError(ValueError):
 
 
 def _prompts(args: argparse.Namespace) -> list[str]:
-    from langchain_seedlock._probe import DEFAULT_PROMPT
+    from langchain_seedlock.probe._runner import DEFAULT_PROMPT
 
     prompts = list(args.prompt or [])
     if args.prompt_file is not None:
@@ -111,7 +111,7 @@ def _prompts(args: argparse.Namespace) -> list[str]:
 
 
 def _seeded_model(args: argparse.Namespace, kwargs: dict[str, Any]) -> BaseChatModel:
-    from langchain_seedlock._probe import build_models
+    from langchain_seedlock.probe._runner import build_models
 
     if "chat_models" in kwargs:
         seeded: BaseChatModel = kwargs["chat_models"][1]
@@ -133,7 +133,7 @@ def _short(value: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langchain_seedlock._probe import run_arm
+    from langchain_seedlock.probe._runner import run_arm
 
     configure_cli_logging()
     drifted = missing = 0

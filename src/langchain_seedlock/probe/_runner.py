@@ -23,20 +23,25 @@ arm uses a plain ``ChatOpenAI`` without a lock (a lock would refuse it).
 
 from __future__ import annotations
 
-import difflib
 import html
-import itertools
 import json
-import math
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_seedlock._errors import BackendUnavailableError, ProbeError
 from langchain_seedlock._redact import redact_optional_url
+from langchain_seedlock.probe import _html
+from langchain_seedlock.probe._stats import (
+    cosine_distance,
+    exact_match_rate,
+    first_divergence,
+    mean_pairwise,
+    text_distance,
+)
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import BaseCallbackHandler
@@ -56,51 +61,6 @@ ProgressCallback = Callable[[str, int, int], None]
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint, in three sentences."
 DEFAULT_MAX_TOKENS = 64
 EXCERPT_CHARS = 60
-
-
-# -- statistics ----------------------------------------------------------------
-def text_distance(a: str, b: str) -> float:
-    """``1 - difflib ratio``: 0 for identical texts, 1 for nothing in common."""
-    if a == b:
-        return 0.0
-    # autojunk off: its heuristic drops frequent characters from long texts
-    # and would make the distance depend on length.
-    return 1.0 - difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
-
-
-def cosine_distance(u: Sequence[float], v: Sequence[float]) -> float:
-    """``1 - cosine similarity``, clamped to [0, 2]."""
-    dot = sum(x * y for x, y in zip(u, v, strict=True))
-    norm = math.sqrt(sum(x * x for x in u)) * math.sqrt(sum(y * y for y in v))
-    if norm == 0:
-        return 0.0 if not any(u) and not any(v) else 1.0
-    return min(2.0, max(0.0, 1.0 - dot / norm))
-
-
-def exact_match_rate(outputs: Sequence[str]) -> float:
-    """Fraction of outputs equal to the most common one (0.0 when empty)."""
-    if not outputs:
-        return 0.0
-    return Counter(outputs).most_common(1)[0][1] / len(outputs)
-
-
-def first_divergence(outputs: Sequence[str]) -> int | None:
-    """First character index where the outputs differ; None if all are identical."""
-    if len(set(outputs)) <= 1:
-        return None
-    shortest = min(len(o) for o in outputs)
-    for i in range(shortest):
-        if len({o[i] for o in outputs}) > 1:
-            return i
-    return shortest  # one output is a prefix of another
-
-
-def mean_pairwise(values: Sequence[Any], distance: Callable[[Any, Any], float]) -> float:
-    """Mean distance over all unordered pairs (0.0 with fewer than two values)."""
-    pairs = list(itertools.combinations(values, 2))
-    if not pairs:
-        return 0.0
-    return sum(distance(a, b) for a, b in pairs) / len(pairs)
 
 
 # -- results -------------------------------------------------------------------
@@ -236,56 +196,55 @@ class ProbeResult:
             },
             "backend": self.backend,
             "started_at": self.started_at,
+            "started_at_iso": self.started_iso,
             "duration_s": self.duration_s,
             "arms": {"unseeded": arm(self.unseeded), "seeded": arm(self.seeded)},
+            "verdict": self.verdict,
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
+    @property
+    def started_iso(self) -> str:
+        return datetime.fromtimestamp(self.started_at, UTC).isoformat(timespec="seconds")
+
+    @property
+    def verdict(self) -> str:
+        """The one-line conclusion, e.g. "seed honoured: 5/5 identical with seed
+        123; without seed 5/5 distinct"."""
+        s, u, n = self.seeded, self.unseeded, self.runs
+        unseeded = f"without seed {u.distinct_outputs}/{n} distinct"
+        if s.distinct_outputs == 1:
+            return f"seed honoured: {n}/{n} identical with seed {s.seed}; {unseeded}"
+        return (
+            f"seed not reproducing: {s.distinct_outputs} distinct of {n} with seed {s.seed} "
+            f"(exact-match {s.exact_match_rate:.0%}); {unseeded}"
+        )
+
     # -- HTML ------------------------------------------------------------------
     def to_svg(self) -> str:
-        """A small bar chart (inline SVG) comparing the two arms."""
-        metrics: list[tuple[str, Callable[[ArmStats], float], str]] = [
-            ("exact-match rate", lambda a: a.exact_match_rate, "{:.0%}"),
-            (
-                "distinct outputs / runs",
-                lambda a: a.distinct_outputs / max(1, len(a.runs)),
-                "{:.0%}",
-            ),
-            ("mean pairwise distance", lambda a: min(1.0, a.mean_pairwise_distance), "{:.3f}"),
-        ]
-        colors = {"unseeded": "#d9822b", "seeded": "#2b7bd9"}
-        label_w, bar_w, row_h, gap = 170, 260, 16, 14
-        height = len(metrics) * (2 * row_h + gap) + 30
-        parts = [
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 70}" '
-            f'height="{height}" role="img" aria-label="probe chart" '
-            'font-family="sans-serif" font-size="12">'
-        ]
-        y = 10
-        for label, value, fmt in metrics:
-            parts.append(f'<text x="0" y="{y + row_h + 4}">{html.escape(label)}</text>')
-            for stats in self.arms:
-                v = max(0.0, value(stats))
-                w = max(1, round(v * bar_w))
-                parts.append(
-                    f'<rect x="{label_w}" y="{y}" width="{w}" height="{row_h - 2}" '
-                    f'fill="{colors[stats.name]}"><title>{stats.name}</title></rect>'
-                    f'<text x="{label_w + w + 4}" y="{y + row_h - 4}">{fmt.format(v)}</text>'
-                )
-                y += row_h
-            y += gap
-        legend_y = y + 8
-        x = 0
-        for name, color in colors.items():
-            parts.append(
-                f'<rect x="{x}" y="{legend_y - 10}" width="10" height="10" fill="{color}"/>'
-                f'<text x="{x + 14}" y="{legend_y}">{name}</text>'
-            )
-            x += 90
-        parts.append("</svg>")
-        return "".join(parts)
+        """A bar chart (inline SVG) of the two arms' exact-match rates."""
+        return _html.bar_chart(
+            "Exact-match rate per arm",
+            "higher is better: 100% = every run gave the same answer",
+            [
+                _html.Bar(f"{a.name} ({len(a.runs)} runs)", a.exact_match_rate,
+                          f"{a.exact_match_rate:.0%} ({a.distinct_outputs} distinct)", i)
+                for i, a in enumerate(self.arms)
+            ],
+        )  # fmt: skip
+
+    def _distance_svg(self) -> str:
+        return _html.bar_chart(
+            f"Mean pairwise distance per arm ({self.seeded.distance_kind})",
+            "lower is better: 0 = identical answers",
+            [
+                _html.Bar(a.name, min(1.0, a.mean_pairwise_distance),
+                          f"{a.mean_pairwise_distance:.3f}", i)
+                for i, a in enumerate(self.arms)
+            ],
+        )  # fmt: skip
 
     def _summary_rows(self) -> list[tuple[str, str, str]]:
         def fmt_fp(stats: ArmStats) -> str:
@@ -317,62 +276,77 @@ class ProbeResult:
             ("tokens/s per request", fmt_tps(u), fmt_tps(s)),
         ]
 
+    def _settings_line(self) -> str:
+        return (
+            f"{self.runs} runs per arm · temperature {self.temperature:g} · "
+            f"max_tokens {self.max_tokens} · concurrency {self.concurrency}"
+        )
+
+    def _server_line(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.backend.items() if v is not None) or "unknown"
+
     def _html_body(self) -> str:
         esc = html.escape
-        rows = "".join(
-            f"<tr><th>{esc(k)}</th><td>{esc(u)}</td><td>{esc(s)}</td></tr>"
-            for k, u, s in self._summary_rows()
-        )
-        runs = "".join(
-            f"<tr><td>{esc(r.arm)}</td><td>{r.index + 1}</td>"
-            f'<td title="{esc(r.text)}">{esc(r.excerpt)}</td>'
-            f"<td><code>{esc(str(r.system_fingerprint))}</code></td>"
-            f"<td>{'' if r.prompt_tokens is None else r.prompt_tokens}</td>"
-            f"<td>{'' if r.completion_tokens is None else r.completion_tokens}</td></tr>"
+        runs = [
+            (
+                r.arm,
+                str(r.index + 1),
+                f"<pre class='answer'>{esc(r.text)}</pre>",
+                f"<code>{esc(str(r.system_fingerprint))}</code>",
+                "" if r.prompt_tokens is None else str(r.prompt_tokens),
+                "" if r.completion_tokens is None else str(r.completion_tokens),
+            )
             for stats in self.arms
             for r in stats.runs
-        )
+        ]
         return (
             '<div class="seedlock-probe">'
             f"<h2>seedlock probe — {esc(self.model)}</h2>"
-            f"<p>Prompt: <q>{esc(self.prompt)}</q><br>"
-            f"{self.runs} runs per arm · temperature {self.temperature:g} · "
-            f"max_tokens {self.max_tokens} · concurrency {self.concurrency} · "
-            f"{self.duration_s:.1f} s</p>"
-            f"{self.to_svg()}"
-            '<table class="summary"><thead><tr><th></th><th>unseeded</th><th>seeded</th>'
-            f"</tr></thead><tbody>{rows}</tbody></table>"
-            '<table class="runs"><thead><tr><th>arm</th><th>#</th><th>response</th>'
-            "<th>system_fingerprint</th><th>prompt tokens</th><th>completion tokens</th>"
-            f"</tr></thead><tbody>{runs}</tbody></table>"
-            "<p><small>Exact-match rate: fraction of runs identical to the arm's most "
+            f'<p class="verdict">{esc(self.verdict)}</p>'
+            f"<p>Prompt: <q>{esc(self.prompt)}</q><br>{esc(self._settings_line())} · "
+            f"started {esc(self.started_iso)} · {self.duration_s:.1f} s<br>"
+            f"Server: {esc(self._server_line())}</p>"
+            f"<figure>{self.to_svg()}</figure><figure>{self._distance_svg()}</figure>"
+            + _html.table(("", "unseeded", "seeded"), self._summary_rows())
+            + _html.table(
+                (
+                    "arm",
+                    "#",
+                    "response",
+                    "system_fingerprint",
+                    "prompt tokens",
+                    "completion tokens",
+                ),
+                runs,
+                raw_cells=True,
+            )
+            + "<p><small>Exact-match rate: fraction of runs identical to the arm's most "
             "common output. First divergence: first character index where the outputs "
             "differ.</small></p></div>"
         )
 
     def to_html(self) -> str:
         """A self-contained HTML page (inline CSS and SVG, no external assets)."""
-        style = (
-            "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
-            "table{border-collapse:collapse;margin:1em 0}"
-            "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}"
-            "thead th{background:#f3f3f3}code{font-size:.9em}"
-        )
-        return (
-            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>seedlock probe — {html.escape(self.model)}</title>"
-            f"<style>{style}</style></head><body>{self._html_body()}</body></html>\n"
-        )
+        return _html.page(f"seedlock probe — {self.model}", self._html_body())
 
     def _repr_html_(self) -> str:
         return self._html_body()
 
     # -- rich ----------------------------------------------------------------
     def __rich__(self) -> RenderableType:
+        return self.rich_renderable()
+
+    def rich_renderable(self, *, full: bool = False) -> RenderableType:
+        """The terminal tables; answers are excerpts unless ``full``."""
         from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
-        runs = Table(title=f"seedlock probe — {self.model}", show_lines=False)
+        header = Text(
+            f"prompt: {self.prompt}\n{self._settings_line()} · started {self.started_iso} · "
+            f"{self.duration_s:.1f} s\nserver: {self._server_line()}"
+        )
+        runs = Table(title=f"seedlock probe — {self.model}", show_lines=full)
         for col in ("arm", "#", "response", "system_fingerprint", "prompt tok", "compl. tok"):
             if col == "response":  # the only column that may wrap; it takes the room left
                 runs.add_column(col, ratio=1, min_width=24, overflow="fold")
@@ -383,7 +357,7 @@ class ProbeResult:
                 runs.add_row(
                     r.arm,
                     str(r.index + 1),
-                    r.excerpt,
+                    r.text if full else r.excerpt,
                     str(r.system_fingerprint),
                     "" if r.prompt_tokens is None else str(r.prompt_tokens),
                     "" if r.completion_tokens is None else str(r.completion_tokens),
@@ -396,20 +370,25 @@ class ProbeResult:
         summary.add_column("seeded")
         for row in self._summary_rows():
             summary.add_row(*row)
-        return Group(runs, summary)
+        return Group(header, runs, summary)
 
-    def to_text(self) -> str:
-        """Plain text (for logs and non-terminal output)."""
+    def to_text(self, *, full: bool = False) -> str:
+        """Plain text (for logs and non-terminal output); answers are
+        excerpts unless ``full``."""
         lines = [
             f"seedlock probe: model={self.model} runs={self.runs} seed={self.seed} "
             f"temperature={self.temperature:g} max_tokens={self.max_tokens} "
             f"concurrency={self.concurrency}",
+            f"started {self.started_iso} · {self.duration_s:.1f} s",
+            f"server: {self._server_line()}",
+            f"prompt: {self.prompt}",
         ]
         for stats in self.arms:
             for r in stats.runs:
                 lines.append(
                     f"  {r.arm:<8} #{r.index + 1} fp={r.system_fingerprint} "
-                    f"prompt={r.prompt_tokens} completion={r.completion_tokens} {r.excerpt}"
+                    f"prompt={r.prompt_tokens} completion={r.completion_tokens} "
+                    f"{r.text if full else r.excerpt}"
                 )
         width = max(len(k) for k, _, _ in self._summary_rows())
         lines.append(f"  {'':<{width}}  {'unseeded':<12} seeded")
@@ -443,6 +422,31 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, openai.APIConnectionError | openai.APITimeoutError)
 
 
+def plain_model(
+    *,
+    model: str,
+    base_url: str | None,
+    api_key: str | None,
+    temperature: float,
+    max_tokens: int,
+    timeout: float,
+    seed: int | None = None,
+) -> BaseChatModel:
+    """A plain ``ChatOpenAI`` (no lock, no retries), with ``seed`` if given."""
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        model=model,
+        base_url=base_url,
+        api_key=api_key or "sk-no-key",  # type: ignore[arg-type]  # local servers accept anything
+        temperature=temperature,
+        max_tokens=max_tokens,  # type: ignore[call-arg]  # a pydantic alias
+        timeout=timeout,
+        max_retries=0,  # a retry would hide the backend being down
+        seed=seed,
+    )
+
+
 def build_models(
     *,
     model: str,
@@ -454,24 +458,23 @@ def build_models(
     timeout: float,
 ) -> tuple[BaseChatModel, BaseChatModel]:
     """The unseeded arm's plain model and the seeded arm's locked model."""
-    from langchain_openai import ChatOpenAI
-
-    common: dict[str, Any] = {
-        "model": model,
-        "base_url": base_url,
-        "api_key": api_key or "sk-no-key",  # local servers accept anything
-        "temperature": temperature,
-        "max_tokens": max_tokens,
-        "timeout": timeout,
-        "max_retries": 0,  # a retry would hide the backend being down
-    }
-    unseeded = ChatOpenAI(**common)
     from langchain_seedlock._chat_models import LockedChatOpenAI
     from langchain_seedlock._lock import SeedLock
 
+    unseeded = plain_model(
+        model=model, base_url=base_url, api_key=api_key, temperature=temperature,
+        max_tokens=max_tokens, timeout=timeout,
+    )  # fmt: skip
     lock = SeedLock(seed, temperature=temperature, max_tokens=max_tokens)
-    locked_args = {k: v for k, v in common.items() if k not in ("temperature", "max_tokens")}
-    return unseeded, LockedChatOpenAI(**locked_args, lock=lock)
+    locked = LockedChatOpenAI(
+        model=model,
+        base_url=base_url,
+        api_key=api_key or "sk-no-key",  # type: ignore[arg-type]
+        timeout=timeout,
+        max_retries=0,
+        lock=lock,
+    )
+    return unseeded, locked
 
 
 def make_handler(store: BaselineStore | str | None) -> BaseCallbackHandler:
@@ -485,14 +488,15 @@ def run_arm(
     chat_model: BaseChatModel,
     *,
     arm: str,
-    prompt: str,
+    prompt: str | Sequence[tuple[str, str]],
     runs: int,
     seed: int | None,
     concurrency: int = 1,
     callbacks: Sequence[BaseCallbackHandler] = (),
     progress: ProgressCallback | None = None,
 ) -> list[ProbeRun]:
-    """Send ``prompt`` ``runs`` times to ``chat_model``; results in run order."""
+    """Send ``prompt`` (a text, or ``(role, content)`` messages) ``runs`` times
+    to ``chat_model``; results in run order."""
     config: dict[str, Any] = {"callbacks": list(callbacks)} if callbacks else {}
     done = 0
 

@@ -7,7 +7,7 @@ endpoint is given) and the integration tests. Both pieces come from PyPI
 
 Example:
     ```python
-    from langchain_seedlock._local_server import LocalServer
+    from langchain_seedlock import LocalServer
 
     with LocalServer(slots=1, cache_prompt=False) as server:
         server.base_url  # "http://127.0.0.1:PORT/v1"
@@ -458,7 +458,26 @@ class LocalServer:
                 raise
             if crash is not None:
                 _NO_REPACK_BINARIES.add(_binary_key(crash.command[0]))
+            self.declare_backend()
             return self
+
+    def declare_backend(self) -> dict[str, Any]:
+        """Declare the settings ``/props`` does not show (flash attention, KV-cache
+        types, slots, prompt cache) as the backend identity of every call to this
+        server (`_identity`): restarting it with other settings is then an
+        explained backend change. Returns them (None: llama-server's default)."""
+        from langchain_seedlock._identity import SERVERS, check_declared
+
+        settings = {
+            "flash_attn": self.flash_attn,
+            "cache_type_k": self.cache_type_k,
+            "cache_type_v": self.cache_type_v,
+            "slots": self.slots,
+            "cache_prompt": self.cache_prompt,
+            "kv_unified": self.kv_unified,
+        }
+        SERVERS.declare(self.base_url, check_declared("LocalServer", "settings", settings))
+        return settings
 
     def _fall_back(self, crash: LocalServerCrashedError) -> None:
         """Log the one warning for a start-up crash and restart with --no-repack."""
