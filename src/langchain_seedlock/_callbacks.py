@@ -72,7 +72,7 @@ from langchain_seedlock._hashing import (
     param_value,
     request_hash_from_messages,
 )
-from langchain_seedlock._identity import declared_of, merge_declared
+from langchain_seedlock._identity import declared_of, merge_declared, prefetch
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._record import CallRecord, clean_fingerprint, is_complete, sampling_params
 from langchain_seedlock._store._base import BaselineStore
@@ -344,9 +344,9 @@ class SeedLockCallbackHandler(BaseCallbackHandler):
                 )  # fmt: skip
         elif param_value(params, "seed") is None:
             self.monitor.report_unseeded(self._start_fields(run, run_id), source=_SOURCE)
-        run.in_flight = _inflight.enter(
-            _inflight.key_for(_inflight.base_url_of(serialized or {}), run.provider)
-        )
+        base_url = _inflight.base_url_of(serialized or {})
+        prefetch(base_url, run.model)
+        run.in_flight = _inflight.enter(_inflight.key_for(base_url, run.provider))
         if self._otel is not None:
             run.otel = self._otel.start(claim=run.metadata_alone)
         with self._lock:

@@ -67,7 +67,7 @@ from langchain_seedlock._hashing import (
     output_hash,
     request_hash_from_messages,
 )
-from langchain_seedlock._identity import declared_of, merge_declared
+from langchain_seedlock._identity import declared_of, merge_declared, prefetch
 from langchain_seedlock._inflight import base_url_of
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._record import SAMPLING_PARAMS, CallRecord, is_complete
@@ -285,9 +285,9 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     ) -> ModelResponse[Any]:
         """Send the call locked, then record and compare it."""
         call = self._prepare(request)
-        call.in_flight = _inflight.enter(
-            _inflight.key_for(base_url_of(request.model), call.provider)
-        )
+        base_url = base_url_of(request.model)
+        prefetch(base_url, call.model_name)
+        call.in_flight = _inflight.enter(_inflight.key_for(base_url, call.provider))
         try:
             response = handler(call.request)
         except Exception as exc:
@@ -308,9 +308,9 @@ class SeedLockMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     ) -> ModelResponse[Any]:
         """`wrap_model_call` for ``ainvoke`` / ``astream``."""
         call = self._prepare(request)
-        call.in_flight = _inflight.enter(
-            _inflight.key_for(base_url_of(request.model), call.provider)
-        )
+        base_url = base_url_of(request.model)
+        prefetch(base_url, call.model_name)
+        call.in_flight = _inflight.enter(_inflight.key_for(base_url, call.provider))
         try:
             response = await handler(call.request)
         except Exception as exc:
