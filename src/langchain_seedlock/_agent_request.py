@@ -17,7 +17,7 @@ from langchain_seedlock import _events as ev
 from langchain_seedlock import _inflight
 from langchain_seedlock import _observe as core
 from langchain_seedlock._chat_models import LockedChatModel
-from langchain_seedlock._identity import declared_of, merge_declared
+from langchain_seedlock._identity import declared_of, merge_declared, prefetch
 from langchain_seedlock._lock import SeedLock
 
 # Per-step seeds stay in [0, 2**31 - 1]: every backend takes them (llama.cpp
@@ -170,9 +170,12 @@ def is_control_flow(exc: BaseException) -> bool:
     return isinstance(exc, GraphBubbleUp)
 
 
-def enter_in_flight(model: Any, provider: str) -> _inflight.Token | None:
-    """Count the call in flight to the model's base URL (`_inflight`)."""
-    return _inflight.enter(_inflight.key_for(_inflight.base_url_of(model), provider))
+def enter_in_flight(model: Any, provider: str, name: str | None) -> _inflight.Token | None:
+    """The call starts: count it in flight to the model's base URL (`_inflight`),
+    and have the server describe itself meanwhile (`_identity.prefetch`)."""
+    base_url = _inflight.base_url_of(model)
+    prefetch(base_url, name)
+    return _inflight.enter(_inflight.key_for(base_url, provider))
 
 
 def backend_inputs(model: Any, lock: SeedLock, in_flight: _inflight.Token | None) -> dict[str, Any]:

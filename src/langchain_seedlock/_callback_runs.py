@@ -15,7 +15,7 @@ from langchain_seedlock import _events as ev
 from langchain_seedlock import _fork, _inflight
 from langchain_seedlock import _observe as core
 from langchain_seedlock._hashing import param_value
-from langchain_seedlock._identity import declared_of, merge_declared
+from langchain_seedlock._identity import declared_of, merge_declared, prefetch
 from langchain_seedlock._lock import SeedLock
 
 
@@ -54,6 +54,13 @@ class Run:
 
     def base_url(self) -> str | None:
         return _inflight.base_url_of(self.serialized or {})
+
+    def enter_in_flight(self) -> None:
+        """The call starts: count it in flight to its base URL (`_inflight`), and
+        have the server describe itself meanwhile (`_identity.prefetch`)."""
+        base_url = self.base_url()
+        prefetch(base_url, self.model)
+        self.in_flight = _inflight.enter(_inflight.key_for(base_url, self.provider))
 
     def backend_inputs(self, lock: SeedLock | None) -> dict[str, Any]:
         """What the record takes for the backend identity (`_identity`): where

@@ -19,8 +19,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generati
 from langchain_core.runnables.config import var_child_runnable_config
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock import _inflight, _otel
 from langchain_seedlock import _observe as core
+from langchain_seedlock import _otel
 from langchain_seedlock._args import check_bool, check_instance, check_int
 from langchain_seedlock._body import effective_params
 from langchain_seedlock._callback_runs import Run, RunTable
@@ -145,7 +145,7 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
                 metadata_alone=kwargs.get("batch_size", 1) == 1, context=context,
             )  # fmt: skip
             self._check(run)
-            run.in_flight = _inflight.enter(_inflight.key_for(run.base_url(), run.provider))
+            run.enter_in_flight()
             if self._otel is not None:
                 run.otel = self._otel.start(claim=run.metadata_alone)
             self._runs.add(run)

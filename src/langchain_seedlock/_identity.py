@@ -488,6 +488,13 @@ def identity_for(
     )
 
 
+def prefetch(base_url: str | None, request_model: str | None) -> None:
+    """Start fetching the server's description when a call starts (never
+    blocks): it usually arrives before the answer, so even a process's first
+    call carries the server's fields and is stored under its full identity."""
+    SERVERS.get(base_url, request_model)
+
+
 def server_slots(identity: BackendIdentity | None) -> int | None:
     """The server's slot count where it says it (llama.cpp ``total_slots``)."""
     if identity is None or not identity.server:

@@ -222,7 +222,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         return _Call(
             request, lock, settings, context, provider, model_name, parent_run_id, fail_fields,
             graph_run, self._otel.start() if self._otel is not None else None,
-            agent.enter_in_flight(model, provider),
+            agent.enter_in_flight(model, provider, model_name),
         )  # fmt: skip
 
     # -- after the call ------------------------------------------------------------

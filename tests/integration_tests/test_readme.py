@@ -50,13 +50,16 @@ def test_readme_quickstart_runs(tmp_path: Path) -> None:
 @pytest.mark.llama
 def test_getting_started_script_reaches_a_drift_event(tmp_path: Path) -> None:
     """docs/getting-started.md's whole script, as written: the same answer twice,
-    then flash attention off changes it and the handler says so."""
+    then flash attention off changes it and the handler names the change."""
     page = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
     whole = page.split("## The whole script", 1)[1]
     (block,) = re.findall(r"```python\n(.*?)```", whole, flags=re.DOTALL)
     result = _run(tmp_path, block)
     assert result.stdout.split() == ["True", "False"]
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    (changed,) = [e for e in events if e["event"] == "seedlock.backend_changed"]
+    assert changed["seedlock.changed_fields"] == {"flash_attn": [None, "off"]}
+    assert changed["level"] == "warning"
     (drift,) = [e for e in events if e["event"] == "seedlock.output_drift"]
-    assert (drift["seedlock.variant"], drift["seedlock.explained"]) == ("new", False)
-    assert drift["level"] == "warning"
+    assert (drift["seedlock.variant"], drift["seedlock.explained"]) == ("new", True)
+    assert drift["level"] == "info"

@@ -224,6 +224,23 @@ def llama_stub(stub: StubOpenAI) -> Iterator[StubOpenAI]:
     forget_server_info()
 
 
+def test_a_call_before_the_server_fields_is_the_same_backend(llama_stub: StubOpenAI) -> None:
+    """A record that arrives before /props is known (the fetch starts with
+    it) has no server fields; once they are known, its output is this
+    backend's, and the fields joining is not a change."""
+    monitor = DriftMonitor(open_store("memory://"))
+    with capture_seedlock_events() as events:
+        monitor.observe(rec("a", base_url=llama_stub.base_url))  # starts the fetch
+        assert wait_for_server_info()
+        monitor.observe(rec("a", base_url=llama_stub.base_url))
+    calls = events_named(events, CALL)
+    assert [c["seedlock.variant"] for c in calls] == ["first", "reproduced"]
+    assert "seedlock.server_slots" not in calls[0]
+    assert calls[1]["seedlock.server_slots"] == 4
+    assert not events_named(events, BACKEND_CHANGED)
+    monitor.close()
+
+
 def make_model(stub: StubOpenAI) -> ChatOpenAI:
     return ChatOpenAI(
         model="smollm2", base_url=stub.base_url, api_key="sk-test", max_retries=0, seed=1
@@ -236,31 +253,34 @@ def test_server_fields_join_without_a_change_and_a_restart_is_named(
     handler = SeedLockCallbackHandler(store="memory://")
     model = make_model(llama_stub)
     cfg: Any = {"callbacks": [handler]}
+    llama_stub.delay = 0.3  # an answer slower than /props, as a real generation is
     with capture_seedlock_events() as events:
-        model.invoke("hi", config=cfg)  # /props not known yet: no server fields
-        assert wait_for_server_info()
-        model.invoke("hi", config=cfg)  # now known: the same backend
+        model.invoke("hi", config=cfg)  # /props fetched while the call runs
+        model.invoke("hi", config=cfg)
         model.invoke("hello", config=cfg)
+    llama_stub.delay = 0.0
     calls = events_named(events, CALL)
     assert [c["seedlock.variant"] for c in calls] == ["first", "reproduced", "first"]
-    assert "seedlock.server_slots" not in calls[0]
-    assert calls[1]["seedlock.server_slots"] == 4
+    assert [c["seedlock.server_slots"] for c in calls] == [4, 4, 4]  # even the first call's
+    assert len({c["seedlock.backend_id"] for c in calls}) == 1
     assert not events_named(events, BACKEND_CHANGED)
-    # The server restarts on a new build; until its /props is fetched again,
-    # calls keep the last known server fields (not a change either).
+    # The server restarts on a new build: the first call after the cache
+    # expires fetches /props again while it runs, so its new answer is
+    # already explained by the named change.
     llama_stub.props = {**LLAMA_PROPS, "build_info": "b11500-portable"}
     llama_stub.reply = "a different answer"
     forget_server_info()
+    llama_stub.delay = 0.3
     with capture_seedlock_events() as events:
         model.invoke("hi", config=cfg)
-        assert wait_for_server_info()
         model.invoke("hello", config=cfg)
+    llama_stub.delay = 0.0
     (changed,) = events_named(events, BACKEND_CHANGED)
     assert changed["seedlock.changed_fields"] == {
         "build_info": ["b11434-portable", "b11500-portable"]
     }
     drift = events_named(events, OUTPUT_DRIFT)
-    assert [d["seedlock.explained"] for d in drift] == [False, True]
+    assert [d["seedlock.explained"] for d in drift] == [True, True]
     handler.close()
 
 
