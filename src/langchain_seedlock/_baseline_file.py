@@ -223,7 +223,9 @@ def _entry(path: Path, number: int, data: Mapping[str, Any]) -> Entry:
     outputs = data.get("outputs")
     if not isinstance(outputs, list) or not outputs:
         raise fail("'outputs' must be a non-empty list")
-    entry = Entry(data["test"], request, data["backend"], data.get("fingerprint"), data.get("model"))
+    entry = Entry(
+        data["test"], request, data["backend"], data.get("fingerprint"), data.get("model")
+    )
     for item in outputs:
         output = _output(fail, item)
         if output.hash in entry.outputs:

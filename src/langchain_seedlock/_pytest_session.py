@@ -117,7 +117,11 @@ class SeedlockTest:
 
 
 # -- the test that is running (one at a time per process: xdist uses processes) --------
-_ACTIVE: SeedlockTest | None = None
+class _Running:
+    test: SeedlockTest | None = None
+
+
+_RUNNING = _Running()
 _STASH = pytest.StashKey[SeedlockTest]()
 
 
@@ -129,7 +133,7 @@ class _HookHolder:
     """What LangChain's configure hook reads (``.get()``): the running test's handler."""
 
     def get(self) -> SeedLockCallbackHandler | None:
-        test = _ACTIVE
+        test = _RUNNING.test
         return test.handler if test is not None else None
 
 
@@ -184,7 +188,7 @@ _PATCHED = ("_generate", "_agenerate", "_stream", "_astream")
 
 
 def _active_test() -> SeedlockTest | None:
-    test = _ACTIVE
+    test = _RUNNING.test
     if test is None or test.handler is None:
         return None
     return test
@@ -275,11 +279,16 @@ def _as_chunk(result: ChatResult) -> ChatGenerationChunk:
             content=message.content,
             response_metadata=dict(message.response_metadata),
             tool_call_chunks=[
-                {"name": c["name"], "args": json.dumps(c["args"]), "id": c.get("id"),
-                 "index": i, "type": "tool_call_chunk"}
+                {
+                    "name": c["name"],
+                    "args": json.dumps(c["args"]),
+                    "id": c.get("id"),
+                    "index": i,
+                    "type": "tool_call_chunk",
+                }
                 for i, c in enumerate(message.tool_calls)
             ],
-        ),  # fmt: skip
+        ),
         generation_info=dict(generation.generation_info or {}),
     )
 
@@ -326,7 +335,6 @@ class SeedlockSession:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Any) -> Any:
-        global _ACTIVE
         marker = item.get_closest_marker("seedlock")
         fixturenames = getattr(item, "fixturenames", ())
         if marker is None and "seedlock" not in fixturenames:
@@ -338,14 +346,14 @@ class SeedlockSession:
         with self._lock:
             self._files[item.nodeid] = (path, name)
             self.tests_run.setdefault(path, []).append(name)
-        _ACTIVE = test
+        _RUNNING.test = test
         try:
             return (yield)
         finally:
-            _ACTIVE = None
+            _RUNNING.test = None
 
     def observe(self, record: CallRecord, message: BaseMessage | None) -> None:
-        test = _ACTIVE
+        test = _RUNNING.test
         if test is None:
             return
         if record.seed is None:
@@ -399,7 +407,9 @@ class SeedlockSession:
         baseline = self.baselines.get(Path(path))
         found = baseline.best(name, digest) if baseline is not None else None
         if found is None or (found[1].text is None and not found[1].tool_calls):
-            why = "no recording" if found is None else "a recording without text (--seedlock-no-text)"
+            why = (
+                "no recording" if found is None else "a recording without text (--seedlock-no-text)"
+            )
             test.replay_misses.append(digest)
             raise ReplayMissError(
                 f"seedlock replay: {why} for test {test.nodeid}, request {digest} in {path}. "
@@ -487,7 +497,7 @@ class SeedlockSession:
             self.calls.extend(LockedCall(**c) for c in loaded["calls"])
             for path, names in loaded["tests_run"].items():
                 self.tests_run.setdefault(path, []).extend(names)
-            self._files.update({k: tuple(v) for k, v in loaded["files"].items()})  # type: ignore[misc]
+            self._files.update({k: tuple(v) for k, v in loaded["files"].items()})
 
     def _write(self) -> None:
         observed: dict[str, list[Entry]] = {}
@@ -529,9 +539,7 @@ class SeedlockSession:
             "tests": len({c.test for c in self.calls}),
             "verdicts": dict(sorted(counts.items())),
             "reproducibility_rate": known / compared if compared else None,
-            "new_variants": sorted(
-                {c.test for c in self.calls if c.verdict in _NEW}
-            ),
+            "new_variants": sorted({c.test for c in self.calls if c.verdict in _NEW}),
             "explained": sorted(
                 {c.test for c in self.calls if c.verdict == Verdict.EXPLAINED.value}
             ),

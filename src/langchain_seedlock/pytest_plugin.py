@@ -101,7 +101,7 @@ def settings_from(config: pytest.Config) -> Settings:
     return Settings(mode, baseline_dir, strict, no_text, Path(report) if report else None, rootdir)
 
 
-_SESSION = pytest.StashKey["SeedlockSession | None"]()
+_SESSION: pytest.StashKey[SeedlockSession | None] = pytest.StashKey()
 
 
 @pytest.hookimpl(trylast=True)

@@ -18,7 +18,7 @@ from langchain_seedlock.testing import FakeBackend
 
 pytest_plugins = ["pytester"]
 
-INNER = '''
+INNER = """
 import os
 
 import httpx2
@@ -59,7 +59,7 @@ async def test_async(seedlock):
 
 def test_not_seedlock():
     assert True
-'''
+"""
 
 
 def _plugin_args() -> list[str]:
@@ -138,10 +138,12 @@ def test_new_variant_under_same_backend_fails(
     )
 
 
-def test_known_variants_pass(pytester: pytest.Pytester, stub: FakeBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_known_variants_pass(
+    pytester: pytest.Pytester, stub: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SEEDLOCK_STUB_URL", stub.base_url)
     pytester.makepyfile(
-        test_noisy='''
+        test_noisy="""
 import os
 import pytest
 from langchain_openai import ChatOpenAI
@@ -151,7 +153,7 @@ def test_noisy():
     model = ChatOpenAI(model="m", base_url=os.environ["SEEDLOCK_STUB_URL"], api_key="x")
     for _ in range(8):
         model.invoke("hello")
-'''
+"""
     )
     stub.variants = [("usual answer", 3.0), ("rare answer", 1.0)]
     run(pytester, "--seedlock=record").assert_outcomes(passed=1)
@@ -258,7 +260,10 @@ def test_xdist_workers_record_one_file(pytester: pytest.Pytester, project: Path)
     ("content", "message"),
     [
         ("not json\n", "*test_pipeline.jsonl:1: not valid JSON*"),
-        ('{"seedlock_baseline": 9}\n', "*test_pipeline.jsonl:1: format version 9 is not supported*"),
+        (
+            '{"seedlock_baseline": 9}\n',
+            "*test_pipeline.jsonl:1: format version 9 is not supported*",
+        ),
         (
             '{"seedlock_baseline": 1}\n{"test": "t", "request": "abc", "backend": "b", '
             '"outputs": []}\n',
@@ -322,7 +327,7 @@ def test_warn_policy_and_explicit_lock(
 ) -> None:
     monkeypatch.setenv("SEEDLOCK_STUB_URL", stub.base_url)
     pytester.makepyfile(
-        test_warn='''
+        test_warn="""
 import os
 import pytest
 from langchain_openai import ChatOpenAI
@@ -333,7 +338,7 @@ def test_warned(seedlock):
         ChatOpenAI(model="m", base_url=os.environ["SEEDLOCK_STUB_URL"], api_key="x")
     )
     assert model.invoke("hi").response_metadata["seed"] == 5
-'''
+"""
     )
     run(pytester, "--seedlock=record").assert_outcomes(passed=1)
     stub.reply = "changed"

@@ -8,7 +8,6 @@ compares their outputs with ``tests/__seedlock__/test_pipeline.jsonl``.
 from __future__ import annotations
 
 import pytest
-
 from pipeline import build_agent, build_chain
 
 pytestmark = pytest.mark.seedlock(seed=7, temperature=0.8)
