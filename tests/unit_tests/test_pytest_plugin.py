@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_seedlock.testing import FakeBackend
+from langchain_seedlock.testing import FakeBackend, default_reply
 
 pytest_plugins = ["pytester"]
 
@@ -180,7 +180,7 @@ def test_backend_change_is_explained_skip_or_strict_failure(
     result = run(pytester, "--seedlock=verify", "--seedlock-strict")
     result.assert_outcomes(passed=1, failed=3)
     # The same output under a new fingerprint reproduced: nothing to explain.
-    stub.reply = FakeBackend().reply
+    stub.reply = default_reply
     run(pytester, "--seedlock=verify", "--seedlock-strict").assert_outcomes(passed=4)
 
 
@@ -295,7 +295,9 @@ def test_unknown_mode_is_a_usage_error(pytester: pytest.Pytester, project: Path)
     result = run(pytester, "--seedlock=recrod")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*argument --seedlock: invalid choice: 'recrod'*"])
-    pytester.makeini("[pytest]\nseedlock_mode = always\n")
+    pytester.makeini(
+        "[pytest]\nseedlock_mode = always\nasyncio_default_fixture_loop_scope = function\n"
+    )
     result = run(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*seedlock_mode = 'always' in *tox.ini is not a seedlock mode*"])
