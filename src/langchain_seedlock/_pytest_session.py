@@ -54,7 +54,7 @@ from langchain_seedlock._errors import SeedLockError
 from langchain_seedlock._hashing import request_hash
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._record import CallRecord
-from langchain_seedlock.pytest_plugin import Settings, marker_settings
+from langchain_seedlock.pytest_plugin import Settings, bad_marker, marker_settings
 
 # Verdicts of the plugin (`_decide.Verdict` values, plus two of its own).
 UNRECORDED = "unrecorded"  # verify: the test's request is not in the baseline file
@@ -337,7 +337,7 @@ class SeedlockSession:
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Any) -> Any:
         marker = item.get_closest_marker("seedlock")
         fixturenames = getattr(item, "fixturenames", ())
-        if marker is None and "seedlock" not in fixturenames:
+        if (marker is None and "seedlock" not in fixturenames) or bad_marker(item):
             return (yield)
         lock, on_new = marker_settings(item, marker)
         test = SeedlockTest(item.nodeid, self.mode, lock, on_new, self.handler)

@@ -125,12 +125,34 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.stash[_SESSION] = None
 
 
+_BAD_MARKER = pytest.StashKey[str]()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check every seedlock marker before anything runs: a bad value is a usage error."""
     for item in items:
         marker = item.get_closest_marker("seedlock")
-        if marker is not None:
+        if marker is None:
+            continue
+        try:
             marker_settings(item, marker)
+        except pytest.UsageError as exc:
+            if not hasattr(config, "workerinput"):
+                raise
+            # A pytest-xdist worker cannot stop the session cleanly from here:
+            # the test errors with the message instead (never a silent pass).
+            item.stash[_BAD_MARKER] = str(exc)
+
+
+def bad_marker(item: pytest.Item) -> str | None:
+    return item.stash.get(_BAD_MARKER, None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    message = bad_marker(item)
+    if message is not None:
+        raise pytest.UsageError(message)
 
 
 def marker_settings(item: pytest.Item, marker: pytest.Mark | None) -> tuple[Any, str]:

@@ -347,3 +347,15 @@ def test_warned(seedlock):
     result = run(pytester, "--seedlock=verify")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*1 new variants*", "NEW test_warn.py::test_warned*"])
+
+
+def test_bad_marker_under_xdist_errors_the_test(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(
+        test_bad="import pytest\n\n\n@pytest.mark.seedlock(seed='x')\ndef test_x():\n    pass\n"
+    )
+    result = pytester.runpytest_subprocess(
+        *_plugin_args(), "-p", "no:cacheprovider", "-n", "2", "--seedlock=verify"
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*UsageError: test_bad.py:4: test_x: @pytest.mark.seedlock*"])
