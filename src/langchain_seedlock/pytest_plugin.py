@@ -3,8 +3,9 @@
 Registered by the ``pytest11`` entry point of langchain-seedlock (nothing to
 install or enable). This module only declares options, the marker and the
 fixture; the work is in `langchain_seedlock._pytest_session`, imported when a
-mode other than ``off`` is active, so ``pytest`` in a project that does not use
-seedlock pays for nothing but this file. See docs/pytest.md.
+mode other than ``off`` is active (it patches langchain-openai's model classes
+for the session). Loading this module still imports the ``langchain_seedlock``
+package (its parent), as any entry point inside the package would. See docs/pytest.md.
 
 Options (also ini keys): ``--seedlock=record|verify|replay|off`` (``seedlock_mode``;
 default ``off``, or ``verify`` when a baseline file exists), ``--seedlock-strict``
