@@ -171,6 +171,10 @@ class _Collector(DriftMonitor):
         self._handler = handler
 
     def observe(self, record: CallRecord) -> list[str]:
+        # Not DriftMonitor.observe: it would set ``record.identity`` with the
+        # server's fields, which arrive asynchronously (a process's first call
+        # has none), so the same backend would get two ids in a baseline file.
+        # ``record.backend_id`` is then the response fields' identity.
         self._session.observe(record, self._handler.pop_message(record.run_id))
         return []
 
