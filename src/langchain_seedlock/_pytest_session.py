@@ -47,12 +47,13 @@ from langchain_seedlock._baseline_file import (
     write_file,
 )
 from langchain_seedlock._callbacks import SeedLockCallbackHandler
-from langchain_seedlock._chat_models import _CALL_KWARG, _LockedOpenAIMixin, lock_model
+from langchain_seedlock._chat_models import lock_model
 from langchain_seedlock._decide import Verdict, classify
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._errors import SeedLockError
 from langchain_seedlock._hashing import request_hash
 from langchain_seedlock._lock import SeedLock
+from langchain_seedlock._locked_openai import _CALL_KWARG, LockedOpenAIMixin
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock.pytest_plugin import Settings, bad_marker, marker_settings
 
@@ -206,7 +207,7 @@ def _patched_generate(original: Callable[..., ChatResult]) -> Callable[..., Chat
         test = _active_test()
         if test is not None and type(self) in _PLAIN_OPENAI:
             return test._twin(self)._generate(messages, stop, run_manager, **kwargs)
-        if test is not None and test.mode == "replay" and isinstance(self, _LockedOpenAIMixin):
+        if test is not None and test.mode == "replay" and isinstance(self, LockedOpenAIMixin):
             return _SESSION_REF[0].replay(test, self, messages, stop, kwargs)
         return original(self, messages, stop, run_manager, **kwargs)
 
@@ -221,7 +222,7 @@ def _patched_agenerate(original: Callable[..., Any]) -> Callable[..., Any]:
         test = _active_test()
         if test is not None and type(self) in _PLAIN_OPENAI:
             return await test._twin(self)._agenerate(messages, stop, run_manager, **kwargs)
-        if test is not None and test.mode == "replay" and isinstance(self, _LockedOpenAIMixin):
+        if test is not None and test.mode == "replay" and isinstance(self, LockedOpenAIMixin):
             return _SESSION_REF[0].replay(test, self, messages, stop, kwargs)
         result: ChatResult = await original(self, messages, stop, run_manager, **kwargs)
         return result
@@ -237,7 +238,7 @@ def _patched_stream(original: Callable[..., Iterator[Any]]) -> Callable[..., Ite
         test = _active_test()
         if test is not None and type(self) in _PLAIN_OPENAI:
             yield from test._twin(self)._stream(messages, stop, run_manager, **kwargs)
-        elif test is not None and test.mode == "replay" and isinstance(self, _LockedOpenAIMixin):
+        elif test is not None and test.mode == "replay" and isinstance(self, LockedOpenAIMixin):
             result = _SESSION_REF[0].replay(test, self, messages, stop, kwargs)
             yield _as_chunk(result)
         else:
@@ -255,7 +256,7 @@ def _patched_astream(original: Callable[..., AsyncIterator[Any]]) -> Callable[..
         if test is not None and type(self) in _PLAIN_OPENAI:
             async for chunk in test._twin(self)._astream(messages, stop, run_manager, **kwargs):
                 yield chunk
-        elif test is not None and test.mode == "replay" and isinstance(self, _LockedOpenAIMixin):
+        elif test is not None and test.mode == "replay" and isinstance(self, LockedOpenAIMixin):
             yield _as_chunk(_SESSION_REF[0].replay(test, self, messages, stop, kwargs))
         else:
             async for chunk in original(self, messages, stop, run_manager, **kwargs):
