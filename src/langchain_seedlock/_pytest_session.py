@@ -52,6 +52,7 @@ from langchain_seedlock._decide import Verdict, classify
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._errors import SeedLockError
 from langchain_seedlock._hashing import request_hash
+from langchain_seedlock._identity import SERVERS, identity_for
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._locked_openai import _CALL_KWARG, LockedOpenAIMixin
 from langchain_seedlock._record import CallRecord
@@ -163,6 +164,10 @@ class _PluginHandler(SeedLockCallbackHandler):
             return self.messages.pop(run_id or "", None)
 
 
+# Seconds a locked call in a test waits for its server's description at most.
+SERVER_INFO_WAIT = 5.0
+
+
 class _Collector(DriftMonitor):
     """The handler's monitor: records go to the session, not to a store."""
 
@@ -172,10 +177,22 @@ class _Collector(DriftMonitor):
         self._handler = handler
 
     def observe(self, record: CallRecord) -> list[str]:
-        # Not DriftMonitor.observe: it would set ``record.identity`` with the
-        # server's fields, which arrive asynchronously (a process's first call
-        # has none), so the same backend would get two ids in a baseline file.
-        # ``record.backend_id`` is then the response fields' identity.
+        # Not DriftMonitor.observe (no store, no events): the record's full
+        # backend identity, with the server's fields and the declared ones
+        # (SEEDLOCK_BACKEND, LocalServer's flags). A test can wait for the
+        # server's description (fetched since the call started) where a
+        # production call never would: the same backend gets one id in a
+        # baseline file whatever the call order or timing.
+        if record.base_url:
+            SERVERS.wait(timeout=SERVER_INFO_WAIT)
+        record.identity = identity_for(
+            fingerprint=record.system_fingerprint,
+            model=record.response_model,
+            service_tier=record.service_tier,
+            base_url=record.base_url,
+            request_model=record.request_model,
+            declared=record.declared,
+        )
         self._session.observe(record, self._handler.pop_message(record.run_id))
         return []
 
@@ -628,8 +645,14 @@ def _failures(test: SeedlockTest) -> list[str]:
 
 def _explained_reason(explained: list[LockedCall]) -> str:
     c = explained[0]
+    if c.previous_fingerprint == c.fingerprint:
+        what = (
+            f"same fingerprint {c.fingerprint!r}: the server's or the declared settings "
+            "changed, see seedlock.backend_changed"
+        )
+    else:
+        what = f"fingerprint {c.previous_fingerprint!r} -> {c.fingerprint!r}"
     return (
-        f"seedlock: backend identity changed (fingerprint {c.previous_fingerprint!r} -> "
-        f"{c.fingerprint!r}); {len(explained)} locked call(s) gave outputs not recorded "
-        "under the new backend. Re-record with --seedlock=record."
+        f"seedlock: backend identity changed ({what}); {len(explained)} locked call(s) "
+        "gave outputs not recorded under the new backend. Re-record with --seedlock=record."
     )

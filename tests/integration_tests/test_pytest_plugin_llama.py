@@ -25,8 +25,10 @@ pytestmark = [pytest.mark.llama, pytest.mark.timeout(900)]
 EXAMPLE = Path(__file__).parents[2] / "examples" / "pytest_project"
 
 
-def run_example(project: Path, base_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PIPELINE_BASE_URL": base_url}
+def run_example(
+    project: Path, base_url: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PIPELINE_BASE_URL": base_url, **(env or {})}
     env.pop("PYTEST_ADDOPTS", None)
     plugin = [] if _entry_point_installed() else ["-p", "langchain_seedlock.pytest_plugin"]
     return subprocess.run(
@@ -73,6 +75,17 @@ def test_example_project_record_verify_drift_replay(
     assert "new variant under the same backend" in drifted.stdout
     summary = next(line for line in drifted.stdout.splitlines() if "locked calls in" in line)
     llama_report(f"pytest plugin, flash attention off vs on: {summary}")
+    # Declared (flash attention is a setting no server reports): the same
+    # drift is explained by the backend change, skipped; failed when strict.
+    declared = {"SEEDLOCK_BACKEND": "flash_attn=off"}
+    explained = run_example(project, no_fa.base_url, "--seedlock=verify", env=declared)
+    assert explained.returncode == 0, explained.stdout + explained.stderr
+    assert "backend identity changed (same fingerprint" in explained.stdout
+    assert "3 skipped" in explained.stdout
+    strict = run_example(
+        project, no_fa.base_url, "--seedlock=verify", "--seedlock-strict", env=declared
+    )
+    assert strict.returncode == 1, strict.stdout + strict.stderr
     no_fa.stop()
 
     # Replay: nothing listens on this port.
