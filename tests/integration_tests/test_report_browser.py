@@ -97,3 +97,35 @@ def test_report_opens_offline_with_chart_and_filters(browser: Any, tmp_path: Pat
     assert problems == []
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_probe_preset_page_opens_offline_with_its_charts(browser: Any, tmp_path: Path) -> None:
+    """The probe's --html page is built from the same helpers: it loads with no
+    console error and nothing fetched, its charts are drawn, answers visible."""
+    import random
+
+    from langchain_seedlock.probe import run_cookbook
+    from langchain_seedlock.testing import FakeBackend
+
+    with FakeBackend() as stub:
+        stub.reply = lambda body: "seeded answer" if body.get("seed") else f"x {random.random()}"
+        result = run_cookbook(model="m", base_url=stub.base_url, runs=3, store="memory://")
+    out = tmp_path / "probe.html"
+    out.write_text(result.to_html(), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1150, "height": 900})
+    problems: list[str] = []
+    fetched: list[str] = []
+    page.on(
+        "console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None
+    )
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("request", lambda r: fetched.append(r.url))
+    page.goto(out.as_uri())
+    assert problems == []
+    assert fetched == [out.as_uri()]
+    charts = page.locator("svg.chart")
+    assert charts.count() == len(result.charts) >= 1
+    assert charts.first.bounding_box()["width"] > 100  # drawn, not collapsed
+    assert page.locator("p.verdict").inner_text() == result.verdict
+    assert page.get_by_text("seeded answer").first.is_visible()  # full answers, not tooltips
+    page.close()

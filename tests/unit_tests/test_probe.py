@@ -212,7 +212,7 @@ def test_html_is_self_contained_with_chart(stub: StubOpenAI) -> None:
     stub.reply = lambda body: "<script>alert(1)</script>" if body.get("seed") else "x"
     result = _probe(stub, runs=2)
     page = result.to_html()
-    assert page.startswith("<!DOCTYPE html>")
+    assert page.startswith("<!doctype html>")
     assert "<svg" in page
     assert "</svg>" in page
     assert "<script>" not in page  # model output is escaped

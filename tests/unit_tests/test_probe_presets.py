@@ -203,7 +203,7 @@ def test_seed_ignored_or_unstable(stub: FakeBackend, reply: Any, status: str) ->
 
 # -- renderings -----------------------------------------------------------------------
 def _assert_self_contained(page: str) -> None:
-    assert page.startswith("<!DOCTYPE html>")
+    assert page.startswith("<!doctype html>")
     assert not re.search(r"""(src|href)=["']?https?:""", page)
     assert "<script" not in page
     assert "title=" not in page  # nothing hidden in tooltips

@@ -4,8 +4,9 @@ No template engine, no charting library, no CDN: the page is one file that
 opens offline and under a strict Content-Security-Policy. The charts are
 inline SVG made here (see docs/report.md for why): a few hundred lines we
 control, versus a vendored JavaScript library that would grow the wheel and
-the page and need updates. Written to be reused by other pages (the probe's
-``--html``): nothing here knows about stores or drift.
+the page and need updates. Used by every page the package writes
+(``seedlock report`` and the probe's ``--html``): nothing here knows about
+stores or drift.
 
 Rules the helpers enforce, learned from an earlier page: every number a chart
 shows is also in a visible table (never only in a ``title=`` tooltip), every
@@ -54,6 +55,8 @@ svg.chart .grid { stroke: #e6e6e6; } svg.chart .axis { stroke: #888; }
 .filters label { font-size: 13px; }
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; margin: 6px 0; }
 dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; }
+pre.answer { white-space: pre-wrap; margin: 0; font-size: 12px; max-width: 60em; }
+figure { margin: 12px 0; }
 """
 
 
@@ -339,3 +342,51 @@ def lanes_chart(lanes: Sequence[Lane], *, x0: float, x1: float, label: str) -> s
                 f'y1="{frame.top}" y2="{frame.height - frame.bottom}"/>'
             )
     return _svg(frame, "".join(inner), label, "lanes")
+
+
+# -- horizontal bars (the probe's pages) ------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One bar: ``value`` in [0, 1] sets its length; ``text`` is printed beside it."""
+
+    label: str
+    value: float
+    text: str
+    series: int = 0  # colour index: bars of one series share a colour
+
+
+def bar_chart(title: str, direction: str, bars: Sequence[Bar], legend: Sequence[str] = ()) -> str:
+    """A standalone SVG bar chart.
+
+    ``direction`` says how to read it (e.g. "higher is better: 100% = every
+    run identical") and is drawn in the chart itself, so a copied image keeps it.
+    """
+    label_w, bar_w, row_h, text_w = 230, 300, 18, 160
+    top = 36
+    height = top + (len(bars) + len(legend)) * row_h + 8
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{label_w + bar_w + text_w}" '
+        f'height="{height}" role="img" aria-label="{esc(title)}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<text x="0" y="14" font-weight="bold">{esc(title)}</text>',
+        f'<text x="0" y="30" fill="#444">{esc(direction)}</text>',
+    ]
+    y = top
+    for bar in bars:
+        v = min(1.0, max(0.0, bar.value))
+        w = max(1, round(v * bar_w))
+        fill = color(bar.series)
+        parts.append(
+            f'<text x="0" y="{y + row_h - 5}">{esc(bar.label)}</text>'
+            f'<rect x="{label_w}" y="{y + 1}" width="{w}" height="{row_h - 4}" fill="{fill}"/>'
+            f'<text x="{label_w + w + 4}" y="{y + row_h - 5}">{esc(bar.text)}</text>'
+        )
+        y += row_h
+    for i, name in enumerate(legend):  # one line each: labels can be long
+        parts.append(
+            f'<rect x="0" y="{y + 4}" width="10" height="10" fill="{color(i)}"/>'
+            f'<text x="14" y="{y + 13}">{esc(name)}</text>'
+        )
+        y += row_h
+    parts.append("</svg>")
+    return "".join(parts)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_seedlock._errors import ProbeError
 from langchain_seedlock._redact import redact_optional_url
-from langchain_seedlock.probe import _html
+from langchain_seedlock._report import _html
 from langchain_seedlock.probe._runner import (
     ProbeRun,
     build_models,
@@ -314,9 +314,9 @@ class PresetResult:
                 (
                     str(len(indexes)),
                     ", ".join(str(i + 1) for i in indexes),
-                    f"<code>{esc(str(fp))}</code>",
-                    esc(departs),
-                    f"<pre class='answer'>{esc(text)}</pre>",
+                    _html.Raw(f"<code>{esc(str(fp))}</code>"),
+                    departs,
+                    _html.Raw(f"<pre class='answer'>{esc(text)}</pre>"),
                 )
                 for text, indexes, fp, departs in _distinct_outputs(group)
             ]
@@ -332,7 +332,6 @@ class PresetResult:
                         "answer",
                     ),
                     rows,
-                    raw_cells=True,
                 )
             )
         notes = "".join(f"<p><small>{esc(n)}</small></p>" for n in self.notes)
@@ -350,7 +349,9 @@ class PresetResult:
     def to_html(self) -> str:
         """A self-contained HTML page (inline CSS and SVG, full answers)."""
         return _html.page(
-            f"seedlock probe --preset {self.preset} — {self.model}", self._html_body()
+            f"seedlock probe --preset {self.preset} — {self.model}",
+            self._html_body(),
+            generated_at=self.started_at,
         )
 
     def _repr_html_(self) -> str:

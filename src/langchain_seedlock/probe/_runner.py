@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_seedlock._errors import BackendUnavailableError, ProbeError
 from langchain_seedlock._redact import redact_optional_url
-from langchain_seedlock.probe import _html
+from langchain_seedlock._report import _html
 from langchain_seedlock.probe._stats import (
     cosine_distance,
     exact_match_rate,
@@ -291,8 +291,8 @@ class ProbeResult:
             (
                 r.arm,
                 str(r.index + 1),
-                f"<pre class='answer'>{esc(r.text)}</pre>",
-                f"<code>{esc(str(r.system_fingerprint))}</code>",
+                _html.Raw(f"<pre class='answer'>{esc(r.text)}</pre>"),
+                _html.Raw(f"<code>{esc(str(r.system_fingerprint))}</code>"),
                 "" if r.prompt_tokens is None else str(r.prompt_tokens),
                 "" if r.completion_tokens is None else str(r.completion_tokens),
             )
@@ -318,7 +318,6 @@ class ProbeResult:
                     "completion tokens",
                 ),
                 runs,
-                raw_cells=True,
             )
             + "<p><small>Exact-match rate: fraction of runs identical to the arm's most "
             "common output. First divergence: first character index where the outputs "
@@ -327,7 +326,9 @@ class ProbeResult:
 
     def to_html(self) -> str:
         """A self-contained HTML page (inline CSS and SVG, no external assets)."""
-        return _html.page(f"seedlock probe — {self.model}", self._html_body())
+        return _html.page(
+            f"seedlock probe — {self.model}", self._html_body(), generated_at=self.started_at
+        )
 
     def _repr_html_(self) -> str:
         return self._html_body()
