@@ -311,6 +311,27 @@ def _short(value: Any) -> Scalar:
     return json.dumps(value, sort_keys=True, default=str)[:MAX_VALUE_CHARS]
 
 
+def _ollama_digest(root: str, model: str) -> str | None:
+    """The digest of ``model``'s weights as Ollama lists them (``GET /api/tags``:
+    ``/api/show`` carries no digest); None when not listed. A tagless name
+    means ``:latest``, as in Ollama."""
+    import urllib.error
+
+    try:
+        listed = _get_json(root + "/api/tags")
+    except (urllib.error.HTTPError, ValueError):
+        return None
+    models = listed.get("models") if isinstance(listed, Mapping) else None
+    wanted = {model, model if ":" in model else f"{model}:latest"}
+    for entry in models if isinstance(models, list) else ():
+        if not isinstance(entry, Mapping):
+            continue
+        if {entry.get("name"), entry.get("model")} & wanted:
+            digest = entry.get("digest")
+            return digest[:80] if isinstance(digest, str) else None
+    return None
+
+
 def fetch_server_fields(base_url: str, model: str | None) -> dict[str, Scalar]:
     """Ask the server at ``base_url`` (``http://host:port/v1``) what it is.
 
@@ -347,14 +368,9 @@ def fetch_server_fields(base_url: str, model: str | None) -> dict[str, Scalar]:
         if not fields:
             continue
         if fields.get("server") == "ollama" and model:
-            try:
-                show = _get_json(root + "/api/show", {"model": model})
-            except (urllib.error.HTTPError, ValueError):
-                show = None
-            if isinstance(show, Mapping):
-                digest = show.get("digest") or (show.get("details") or {}).get("digest")
-                if isinstance(digest, str):
-                    fields["model_digest"] = digest[:80]
+            digest = _ollama_digest(root, model)
+            if digest is not None:
+                fields["model_digest"] = digest
         return dict(fields)
     return {}
 
