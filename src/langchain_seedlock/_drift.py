@@ -370,6 +370,10 @@ class DriftMonitor:
         for level, name, fields, keep in dev.findings(
             record, base, d, capture_content=self.capture_content, sketcher=self._store.sketcher
         ):
+            if name == ev.REPRODUCIBILITY_CHANGED and self.store is not None:
+                # Once per fleet: the gateway checks what other processes stored.
+                self._store.report_rate_change(fields, record.at, on_loop=_on_event_loop())
+                continue
             ev.emit_on(log, _WHERE_EMIT, level, name, fields)
             if name in (ev.OUTPUT_DRIFT, ev.OUTPUT_VARIANT):
                 d.explanation = fields[ev.K_SUMMARY]

@@ -4,13 +4,15 @@ failure), writes (through a `Writer`), and the ``seedlock.store_error`` /
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Final, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
 
 from langchain_seedlock import _events as ev
 from langchain_seedlock import _fork
+from langchain_seedlock._drift_events import iso
 from langchain_seedlock._errors import StoreError
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_optional_url
@@ -26,6 +28,11 @@ STORE_ERROR_INTERVAL: Final = 60.0
 # (they compare with what this process knows) instead of each paying the
 # store's connect timeout while it is down.
 READ_RETRY_INTERVAL: Final = 5.0
+# A reproducibility change of a model and backend that any process of the
+# fleet stored this many seconds ago or less is logged again at info only:
+# one warning per fleet (the rate is shared, each process watches its own calls).
+RATE_CHANGE_QUIET: Final = 3600.0
+_WHERE_RATE: Final = "StoreGateway.report_rate_change"
 # The error of a record observed after `DriftMonitor.close` (seedlock.store_error).
 CLOSED_MESSAGE: Final = (
     "closed: close() was called on this DriftMonitor, or on the SeedLockCallbackHandler "
@@ -49,6 +56,7 @@ class StoreGateway:
         self._errors: dict[str, tuple[float, int]] = {}  # op -> (last logged, suppressed)
         self._reads_paused_until = 0.0  # monotonic; see READ_RETRY_INTERVAL
         self._dropped_after_close = 0
+        self._reports: list[threading.Thread] = []  # rate-change checks made off the loop
         self._writer: Writer | None = None
         if store is not None:
             self._writer = open_writer(
@@ -112,7 +120,59 @@ class StoreGateway:
         self._writer.submit(record, events)
 
     def flush(self, timeout: float | None) -> bool:
-        return self._writer is None or self._writer.flush(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            reports, self._reports = self._reports, []
+        for thread in reports:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._writer is None or self._writer.flush(left)
+
+    # -- one warning per fleet ---------------------------------------------------------
+    def report_rate_change(self, fields: Mapping[str, Any], at: float, *, on_loop: bool) -> None:
+        """Log (and store) ``seedlock.reproducibility_changed`` as a warning,
+        unless a process already stored the same change of this model and
+        backend in the last `RATE_CHANGE_QUIET` seconds: then at info, with
+        ``seedlock.reported_at``. On an event loop the store is read on a
+        short-lived thread (rate changes are rare); `flush` waits for it."""
+        if not on_loop:
+            self._report_rate_change(fields, at)
+            return
+        ctx = contextvars.copy_context()
+        thread = threading.Thread(
+            target=ctx.run, args=(self._report_rate_change, fields, at),
+            name="seedlock-rate-change", daemon=True,
+        )  # fmt: skip
+        with self._lock:
+            self._reports.append(thread)
+        thread.start()
+
+    def _report_rate_change(self, fields: Mapping[str, Any], at: float) -> None:
+        earlier = self._rate_change_stored(fields, at)
+        if earlier is not None:
+            ev.emit(
+                _WHERE_RATE, "info", ev.REPRODUCIBILITY_CHANGED,
+                **{**fields, ev.K_REPORTED_AT: iso(earlier)},
+            )  # fmt: skip
+            return
+        ev.emit(_WHERE_RATE, "warning", ev.REPRODUCIBILITY_CHANGED, **fields)
+        self.submit(None, [StoredEvent(ev.REPRODUCIBILITY_CHANGED, at, dict(fields))])
+
+    def _rate_change_stored(self, fields: Mapping[str, Any], at: float) -> float | None:
+        """When the same model and backend's change was stored within the quiet period."""
+        store = self.store
+        if store is None:
+            return None
+        since = at - RATE_CHANGE_QUIET
+        rows = self.read(
+            lambda name: store.events(name=name, since=since, limit=10_000),
+            ev.REPRODUCIBILITY_CHANGED,
+        )  # fmt: skip
+        keys = (ev.K_MODEL_KEY, ev.K_BACKEND_ID)
+        for row in rows or ():
+            if all(row.fields.get(k) == fields.get(k) for k in keys):
+                return row.at
+        return None
 
     def close(self, timeout: float | None) -> bool:
         self.closed = True

@@ -109,6 +109,9 @@ K_USUAL_OUTPUT_TOKENS: Final = "seedlock.usual_output_tokens"
 K_REPRO_RATE: Final = "seedlock.reproducibility_rate"
 K_REPRO_INTERVAL: Final = "seedlock.reproducibility_interval"
 K_PREVIOUS_REPRO_RATE: Final = "seedlock.previous_reproducibility_rate"
+K_REPORTED_AT: Final = "seedlock.reported_at"
+"""On an info-level ``seedlock.reproducibility_changed``: when a process of
+the fleet already reported (and stored) this change as the warning."""
 K_PREVIOUS_REPRO_INTERVAL: Final = "seedlock.previous_reproducibility_interval"
 K_REPEAT_CALLS: Final = "seedlock.repeat_calls"
 # content (only with capture_content=True)
