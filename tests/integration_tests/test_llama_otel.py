@@ -76,7 +76,7 @@ def test_openai_v2_spans_on_the_real_model(
     )
     print("\n".join(show(s) for s in (spans[1], spans[2], spans[3])))
     rate = [
-        (attrs["openai.response.system_fingerprint"], value)
+        (attrs["openai.response.system_fingerprint"], attrs["seedlock.backend_id"], value)
         for name, attrs, value in otel.collect().metrics
         if name == "seedlock.reproducibility_rate" and attrs["gen_ai.request.model"] == MODEL_NAME
     ]
