@@ -31,7 +31,7 @@ from langchain_seedlock._hashing import (
 
 PAYLOAD_VERSION: Final = 1
 # Never stored: not part of the request hash, and may carry credentials.
-_LEFT_OUT: Final = _INVOCATION_ONLY_KEYS | TRANSPORT_KEYS | {"default_headers", "headers"}
+LEFT_OUT: Final = _INVOCATION_ONLY_KEYS | TRANSPORT_KEYS | {"default_headers", "headers"}
 
 
 def payload_json(
@@ -46,7 +46,7 @@ def payload_json(
                 "provider": provider,
                 "model": model,
                 "messages": messages_to_dict(sent),
-                "params": {k: v for k, v in params.items() if k not in _LEFT_OUT},
+                "params": {k: v for k, v in params.items() if k not in LEFT_OUT},
             },
             sort_keys=True,
             allow_nan=False,

@@ -279,8 +279,9 @@ def _run_recorded(args: argparse.Namespace) -> int:
             "(explained" + ("; --strict: failing)" if args.strict else ")"),
             file=sys.stderr,
         )
-    if failed or (explained and args.strict):
+    if failed:
         print(f"seedlock verify: {failed} new variant(s) under the same backend", file=sys.stderr)
+    if failed or (explained and args.strict):
         return EXIT_NOT_REPRODUCED
     if missing:
         print(

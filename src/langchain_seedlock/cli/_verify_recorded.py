@@ -12,6 +12,7 @@ identity the request was never answered by, the drift is explained.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -96,9 +97,6 @@ def _rebuild(
     hash as the recorded request before anything is sent."""
     from langchain_openai import ChatOpenAI
 
-    from langchain_seedlock._body import effective_params
-    from langchain_seedlock._hashing import request_hash_from_messages
-
     if recorded.provider != "openai":
         raise NotResendableError(
             f"request {recorded.request_hash[:12]} was recorded for provider "
@@ -117,16 +115,43 @@ def _rebuild(
         timeout=120.0,
         max_retries=0,
     )
-    sent = model._get_invocation_params(stop=stop, **kwargs)
-    again = request_hash_from_messages("openai", recorded.messages, effective_params(sent))
-    if again != recorded.request_hash:
+    # The same request: the body about to be sent hashes as recorded (a
+    # locked model, the middleware's locked twin: their hash covers the final
+    # body); or, for a hash of messages and invocation parameters (the
+    # callback handler on a plain model), the payload hashes as recorded and
+    # the model sends exactly its parameters, nothing more.
+    from langchain_seedlock._hashing import request_hash
+
+    body = model._get_request_payload(recorded.messages, stop=stop, **kwargs)
+    if request_hash("openai", body) == recorded.request_hash:
+        return model, kwargs, stop
+    if recorded.recorded_hash() != recorded.request_hash:
+        raise NotResendableError(
+            f"request {recorded.request_hash[:12]} would not be the same request if re-sent: "
+            "neither its payload nor the body ChatOpenAI would send hashes as recorded; "
+            "not re-sent"
+        )
+    sent = _asked(model._get_invocation_params(stop=stop, **kwargs))
+    if sent != _asked(params):
+        differ = sorted(k for k in set(sent) | set(_asked(params)) if sent.get(k) != params.get(k))
         raise NotResendableError(
             f"request {recorded.request_hash[:12]} would not be the same request if re-sent "
-            f"(it would hash as {again[:12]}): it was recorded with settings a plain "
-            "ChatOpenAI does not send, or by a locked model (whose request hash covers its "
-            "final request body); not re-sent"
+            f"with ChatOpenAI (parameters differ: {', '.join(differ)}); not re-sent"
         )
     return model, kwargs, stop
+
+
+def _asked(params: Mapping[str, Any]) -> dict[str, Any]:
+    """What a request asks the server for: its body without what LangChain
+    adds to invocation parameters (the model's alias, a stop left unset)."""
+    from langchain_seedlock._body import effective_params
+    from langchain_seedlock._payload import LEFT_OUT
+
+    return {
+        k: v
+        for k, v in effective_params(params).items()
+        if k not in LEFT_OUT and k != "model_name" and not (k == "stop" and v is None)
+    }
 
 
 def _classify(
