@@ -5,7 +5,9 @@ fake backend and compared by variant and backend identity."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -36,7 +38,7 @@ MESSAGES = [SystemMessage("You answer tersely."), HumanMessage("What is 2 plus 3
 def _record(stub: StubOpenAI, store: str, *, capture: bool = True, runs: int = 2) -> None:
     """A chain with a system message, a user message and tools, observed."""
     model = ChatOpenAI(
-        model="stub-model", base_url=stub.base_url, api_key="sk-secret-key",  # type: ignore[arg-type]
+        model="stub-model", base_url=stub.base_url, api_key="sk-secret-key",
         seed=7, temperature=0.0, default_headers={"X-Api-Token": "header-secret"},
     )  # fmt: skip
     with SeedLockCallbackHandler(
@@ -45,7 +47,7 @@ def _record(stub: StubOpenAI, store: str, *, capture: bool = True, runs: int = 2
         for _ in range(runs):
             model.bind_tools([add]).invoke(MESSAGES, config={"callbacks": [handler]})
         prose = ChatOpenAI(
-            model="stub-model", base_url=stub.base_url, api_key="sk-secret-key",  # type: ignore[arg-type]
+            model="stub-model", base_url=stub.base_url, api_key="sk-secret-key",
             seed=7, temperature=0.0,
         )  # fmt: skip
         for _ in range(runs):
@@ -160,10 +162,7 @@ def test_hash_mismatch_is_refused(
         text = s.request_payload(h) or ""
     doctored = json.loads(text)
     doctored["params"]["temperature"] = 0.5
-    path = tmp_path / "chain.db"
-    import sqlite3
-
-    with sqlite3.connect(path) as conn:
+    with sqlite3.connect(tmp_path / "chain.db") as conn:
         conn.execute(
             "UPDATE payloads SET payload = ? WHERE request_hash = ?", (json.dumps(doctored), h)
         )
@@ -184,13 +183,13 @@ def test_recorded_agent_steps_verify(
 
     from langchain_seedlock import SeedLockMiddleware
 
-    def one_tool(body: dict[str, object]) -> list[dict[str, object]] | None:
-        done = any(m.get("role") == "tool" for m in body["messages"])  # type: ignore[attr-defined]
+    def one_tool(body: dict[str, Any]) -> list[dict[str, Any]] | None:
+        done = any(m.get("role") == "tool" for m in body["messages"])
         return None if done else [{"name": "add", "arguments": {"a": 2, "b": 3}}]
 
     stub.tool_calls = one_tool
     store = f"sqlite:///{tmp_path / 'agent.db'}"
-    model = ChatOpenAI(model="stub-model", base_url=stub.base_url, api_key="sk-x", max_retries=0)  # type: ignore[arg-type]
+    model = ChatOpenAI(model="stub-model", base_url=stub.base_url, api_key="sk-x", max_retries=0)
     with SeedLockMiddleware(
         SeedLock(seed=11, temperature=0.0, max_tokens=64), store=store, capture_content=True
     ) as seedlock:
@@ -224,7 +223,7 @@ def test_recorded_locked_model_verifies(
     }
     store = f"sqlite:///{tmp_path / 'locked.db'}"
     model = LockedChatOpenAI(
-        model="stub-model", base_url=stub.base_url, api_key="sk-x",  # type: ignore[arg-type]
+        model="stub-model", base_url=stub.base_url, api_key="sk-x",
         lock=SeedLock(seed=5, temperature=0.2, max_tokens=50),
     )  # fmt: skip
     with SeedLockCallbackHandler(store=store, capture_content=True) as handler:

@@ -87,7 +87,11 @@ def resend(
     recorded = load_payload(request_hash, text)
     model, kwargs, stop = _rebuild(recorded, base_url=base_url, api_key=api_key)
     message = model.invoke(recorded.messages, stop=stop, **kwargs)
-    return _classify(store, recorded, model, message, base_url, stop, kwargs)
+    return _classify(
+        store, recorded, message,
+        model=model.model_name, base_url=base_url,
+        params=model._get_invocation_params(stop=stop, **kwargs),
+    )  # fmt: skip
 
 
 def _rebuild(
@@ -157,21 +161,21 @@ def _asked(params: Mapping[str, Any]) -> dict[str, Any]:
 def _classify(
     store: BaselineStore,
     recorded: RecordedRequest,
-    model: Any,
     message: Any,
+    *,
+    model: str,
     base_url: str | None,
-    stop: list[str] | None,
-    kwargs: dict[str, Any],
+    params: Mapping[str, Any],
 ) -> Resent:
     from langchain_seedlock import _identity
     from langchain_seedlock._observe import record_from_result
 
     record = record_from_result(
         provider="openai",
-        request_model=model.model_name,
+        request_model=model,
         outputs=[message],
         sent=recorded.messages,
-        params=model._get_invocation_params(stop=stop, **kwargs),
+        params=params,
         base_url=base_url,
     )
     # The server's own fields are part of the identity: wait for them, as
