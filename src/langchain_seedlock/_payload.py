@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from langchain_core.messages import BaseMessage, messages_from_dict, messages_to_dict
 
+from langchain_seedlock import _events as ev
 from langchain_seedlock._hashing import (
     _INVOCATION_ONLY_KEYS,
     TRANSPORT_KEYS,
@@ -51,7 +52,10 @@ def payload_json(
             sort_keys=True,
             allow_nan=False,
         )
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # a parameter that is not JSON (a Pydantic class)
+        return None
+    except Exception as exc:  # noqa: BLE001 - the call is recorded without its payload
+        ev.log_internal_error("payload_json", exc)
         return None
 
 

@@ -237,3 +237,16 @@ def test_recorded_locked_model_verifies(
     structured = next(b for b in stub.requests[sent:] if b.get("response_format"))
     assert structured["response_format"]["json_schema"]["name"] == "Sum"
     assert structured["seed"] == 5
+
+
+def test_backend_down_or_failing(
+    stub: StubOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = f"sqlite:///{tmp_path / 'chain.db'}"
+    _record(stub, store, runs=1)
+    down = ["verify", "--recorded", "--base-url", "http://127.0.0.1:9/v1", "--store", store]
+    assert main(down) == 4
+    assert "cannot reach the model server" in capsys.readouterr().err
+    stub.status = 500
+    assert _verify(stub, store) == 1
+    assert "failed: OpenAIAPIError: Error code: 500" in capsys.readouterr().err

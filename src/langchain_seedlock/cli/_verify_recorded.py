@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from langchain_seedlock._decide import Verdict, classify
-from langchain_seedlock._errors import SeedLockError
+from langchain_seedlock._errors import BackendUnavailableError, SeedLockError
+from langchain_seedlock.probe._runner import _is_connection_error
 
 if TYPE_CHECKING:
     from langchain_seedlock._payload import RecordedRequest
@@ -86,7 +87,14 @@ def resend(
         raise NotResendableError(f"request {request_hash[:12]} has no recorded payload")
     recorded = load_payload(request_hash, text)
     model, kwargs, stop = _rebuild(recorded, base_url=base_url, api_key=api_key)
-    message = model.invoke(recorded.messages, stop=stop, **kwargs)
+    try:
+        message = model.invoke(recorded.messages, stop=stop, **kwargs)
+    except Exception as exc:
+        if _is_connection_error(exc):
+            raise BackendUnavailableError(f"cannot reach the model server: {exc}") from exc
+        raise SeedLockError(
+            f"re-sending request {request_hash[:12]} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     return _classify(
         store, recorded, message,
         model=model.model_name, base_url=base_url,
