@@ -250,3 +250,25 @@ def test_backend_down_or_failing(
     stub.status = 500
     assert _verify(stub, store) == 1
     assert "failed: OpenAIAPIError: Error code: 500" in capsys.readouterr().err
+
+
+def test_server_fields_count_in_the_backend_identity(
+    stub: StubOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server describing itself (llama.cpp ``/props``): the same server
+    reproduces; a restart with another build is an explained change."""
+    from langchain_seedlock.testing import forget_server_info
+
+    forget_server_info()
+    stub.props = {"build_info": "b100-abc", "total_slots": 1}
+    store = f"sqlite:///{tmp_path / 'chain.db'}"
+    _record(stub, store)
+    forget_server_info()  # verify runs in a new process
+    assert _verify(stub, store) == 0
+    assert capsys.readouterr().out.count("OK") == 2
+    forget_server_info()
+    stub.props = {"build_info": "b200-def", "total_slots": 1}
+    stub.reply = "another build answers otherwise"
+    assert _verify(stub, store) == 0
+    assert "EXPLAINED" in capsys.readouterr().out
+    forget_server_info()
