@@ -64,7 +64,9 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
         enforce: with ``lock``, refuse (raise `LockViolationError`) a call that
             has no seed or differs from the lock; without, log
             ``seedlock.unseeded_call`` / ``seedlock.lock_violation``.
-        capture_content: put prompt and output text in events and the store.
+        capture_content: put prompt and output text in events and the store, and
+            each request's payload (messages, tools, parameters; never headers or
+            keys), which `seedlock verify --recorded` re-sends.
         monitor: a `DriftMonitor` to share (then it owns store and capture_content).
         max_runs: runs remembered between start and end (older are dropped).
         metadata_keys: run metadata keys copied into every event of the call

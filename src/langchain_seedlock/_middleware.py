@@ -104,7 +104,9 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         lock: the seed and parameters every call is sent with.
         store: a `BaselineStore`, a store URL, or None (this process's memory).
         monitor: a `DriftMonitor` to share (then it owns store and capture_content).
-        capture_content: put prompt and output text in events and the store.
+        capture_content: put prompt and output text in events and the store, and
+            each request's payload (messages, tools, parameters; never headers or
+            keys), which `seedlock verify --recorded` re-sends.
         seed_per_step: a distinct, reproducible seed per agent step (above).
         lock_models: swap a plain OpenAI model for its locked twin (above);
             ``False`` applies the lock through ``model_settings`` only.

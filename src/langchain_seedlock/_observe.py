@@ -43,6 +43,7 @@ from langchain_seedlock._hashing import (
 )
 from langchain_seedlock._identity import Fields
 from langchain_seedlock._lock import SeedLock
+from langchain_seedlock._payload import payload_json
 from langchain_seedlock._record import CallRecord, clean_fingerprint, is_complete, sampling_params
 
 # -- record keys ---------------------------------------------------------------------
@@ -244,6 +245,9 @@ def record_from_result(
         output_text=first.text if single else "\n".join(m.text for m in outputs),
         output_token_list=_tokens(meta),
         prompt_text=get_buffer_string(sent) if capture_content else None,
+        request_payload=payload_json(provider, request_model, sent, params)
+        if capture_content
+        else None,
         complete=is_complete(
             provider, first_present(info.get("finish_reason"), meta.get("finish_reason"))
         ),

@@ -101,6 +101,9 @@ class CallRecord:
     """Generated tokens when the response had logprobs (to locate drift by token)."""
     prompt_text: str | None = None
     """Prompt text; only filled with ``capture_content=True``."""
+    request_payload: str | None = None
+    """The request as JSON (`_payload`), for ``seedlock verify --recorded``;
+    only filled with ``capture_content=True``, stored once per request hash."""
     complete: bool = True
     """False when the output was cut before its finish reason (a stream that
     broke off): such an output is never a baseline (see `is_complete`)."""

@@ -291,7 +291,7 @@ def test_a_version_1_store_is_migrated_in_place(fresh_postgres_url: str) -> None
         store.close()
     with psycopg.connect(fresh_postgres_url) as conn:
         versions = conn.execute("SELECT version FROM seedlock_schema_version ORDER BY 1").fetchall()
-        assert versions == [(1,), (2,), (3,), (4,)]
+        assert versions == [(1,), (2,), (3,), (4,), (5,)]
     with open_store(fresh_postgres_url) as s:
         assert [o.count for o in s.outputs_for("r1") if o.output_hash == "o1"] == [5, 1]
         assert [e.at for e in s.events()] == [1.0, 2.0]
@@ -330,7 +330,7 @@ def test_a_version_2_store_gets_sketches_and_one_key(fresh_postgres_url: str) ->
     assert len(key) == 32
     with psycopg.connect(fresh_postgres_url) as conn:
         versions = conn.execute("SELECT version FROM seedlock_schema_version ORDER BY 1").fetchall()
-        assert versions == [(1,), (2,), (3,), (4,)]
+        assert versions == [(1,), (2,), (3,), (4,), (5,)]
         assert conn.execute("SELECT value FROM seedlock_meta").fetchall() == [(key,)]
     with open_store(fresh_postgres_url) as s:
         rows = {o.output_hash: o for o in s.outputs_for("r1")}
@@ -501,4 +501,79 @@ def test_a_version_3_store_gets_identities_and_in_flight_counts(fresh_postgres_u
         assert [o.count for o in store.outputs_for("r1") if o.output_hash == "o1"] == [5]
     with psycopg.connect(fresh_postgres_url) as conn:
         versions = conn.execute("SELECT version FROM seedlock_schema_version ORDER BY 1").fetchall()
-        assert versions == [(1,), (2,), (3,), (4,)]
+        assert versions == [(1,), (2,), (3,), (4,), (5,)]
+
+
+# What version 4 added to version 3, verbatim.
+V4_ADDITIONS = """
+ALTER TABLE seedlock_fingerprints ADD COLUMN IF NOT EXISTS identity TEXT;
+CREATE TABLE IF NOT EXISTS seedlock_inflight (
+    model_key TEXT NOT NULL,
+    backend_id TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    lowest INTEGER NOT NULL,
+    calls BIGINT NOT NULL,
+    repeat_calls BIGINT NOT NULL,
+    known_repeats BIGINT NOT NULL,
+    PRIMARY KEY (model_key, backend_id, bucket)
+);
+"""
+
+
+async def test_a_version_4_store_gets_payloads_sync_and_async(fresh_postgres_url: str) -> None:
+    import dataclasses
+
+    import psycopg
+
+    with psycopg.connect(fresh_postgres_url) as conn:  # a store made by 0.4
+        for script in (V1_SCHEMA, V2_ADDITIONS, V3_ADDITIONS, V4_ADDITIONS):
+            conn.execute(script)
+        conn.execute("CREATE TABLE seedlock_schema_version (version INT NOT NULL)")
+        conn.execute("INSERT INTO seedlock_schema_version VALUES (1), (2), (3), (4)")
+        conn.execute(
+            "INSERT INTO seedlock_outputs VALUES ('r1', 'b', 'o1', 'openai:gpt-4o-mini', "
+            "'fp_a', 5, 1, 2, NULL, NULL)"
+        )
+    payload = json.dumps({"messages": [{"type": "human", "data": {"content": "hé ✓"}}]})
+    with open_store(fresh_postgres_url) as store:
+        assert store.payload_hashes() == []
+        store.write([dataclasses.replace(rec("r1"), request_payload=payload)])  # capture off
+        assert store.request_payload("r1") is None
+        store.write([dataclasses.replace(rec("r1"), request_payload=payload)], capture_content=True)
+        store.write(
+            [dataclasses.replace(rec("r1"), request_payload='{"later": 1}')], capture_content=True
+        )
+        await store.awrite(
+            [dataclasses.replace(rec("r2"), request_payload='{"async": 1}')], capture_content=True
+        )
+        assert store.payload_hashes() == ["r1", "r2"]
+        assert store.request_payload("r1") == payload  # the first kept, byte for byte
+        assert store.request_payload("r2") == '{"async": 1}'
+        assert sorted(o.count for o in store.outputs_for("r1")) == [3, 5]  # old row kept
+        store.prune(keep_last=1)
+        assert store.payload_hashes() == ["r2"]  # the pruned request's payload went too
+    with psycopg.connect(fresh_postgres_url) as conn:
+        versions = conn.execute("SELECT version FROM seedlock_schema_version ORDER BY 1").fetchall()
+        assert versions == [(1,), (2,), (3,), (4,), (5,)]
+
+
+def test_verify_recorded_on_postgres(
+    fresh_postgres_url: str, stub: StubOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A chain recorded into PostgreSQL with capture on, re-sent by
+    ``seedlock verify --recorded``; the payload rows hold no secret."""
+    from langchain_seedlock.cli import main
+    from tests.unit_tests.test_verify_recorded import _record
+
+    _record(stub, fresh_postgres_url)
+    with open_store(fresh_postgres_url) as store:
+        payloads = [store.request_payload(h) or "" for h in store.payload_hashes()]
+    assert len(payloads) == 2
+    assert not any("sk-secret-key" in p or "header-secret" in p for p in payloads)
+    assert PASSWORD not in "".join(payloads)
+    verify = ["verify", "--recorded", "--base-url", stub.base_url, "--store", fresh_postgres_url]
+    assert main(verify) == 0
+    assert capsys.readouterr().out.count("OK") == 2
+    stub.reply = "drifted"
+    assert main(verify) == 3
+    assert PASSWORD not in capsys.readouterr().out

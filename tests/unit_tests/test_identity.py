@@ -336,7 +336,7 @@ def test_sqlite_version_3_file_is_migrated_to_4(tmp_path: Path) -> None:
         (load,) = s.in_flight()
         assert (load.bucket, load.calls, load.repeat_calls, load.known_repeats) == ("2-4", 1, 1, 1)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5  # and on to version 5 (payloads)
     conn.close()
 
 

@@ -190,7 +190,7 @@ def test_sqlite_persists_and_is_wal(tmp_path: Path) -> None:
         assert s.outputs_for("r1")[0].count == 2
     conn = sqlite3.connect(tmp_path / "p.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
     conn.close()
 
 

@@ -164,8 +164,8 @@ def test_sqlite_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
         assert [o.count for o in s.outputs_for("r1")] == [5, 1]
         assert [e.at for e in s.events()] == [1, 2]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(5,)]
     conn.close()
     with open_store(f"sqlite:///{path}", read_only=True) as s:
         assert len(s.events()) == 2
@@ -202,8 +202,8 @@ def test_sqlite_version_2_file_is_migrated_in_place_with_a_sketch_key(tmp_path: 
         assert rows["o2"].sketch is not None
         assert rows["o2"].output_text is None
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(5,)]
     assert conn.execute("SELECT value FROM meta").fetchall() == [(key,)]  # one key, kept
     conn.close()
     with open_store(f"sqlite:///{path}") as s:

@@ -131,6 +131,38 @@ class RequestSummary:
     last_seen: float
 
 
+PAYLOADS_TABLE = """
+CREATE TABLE IF NOT EXISTS {t} (
+    request_hash TEXT PRIMARY KEY,
+    payload TEXT NOT NULL,
+    first_seen DOUBLE PRECISION NOT NULL
+);
+"""
+INSERT_PAYLOAD = (
+    "INSERT INTO {t} (request_hash, payload, first_seen) VALUES ({p}, {p}, {p}) "
+    "ON CONFLICT (request_hash) DO NOTHING"
+)
+# A payload goes with the last output of its request (prune).
+PRUNE_PAYLOADS = (
+    "DELETE FROM {t} WHERE NOT EXISTS "
+    "(SELECT 1 FROM {outputs} AS o WHERE o.request_hash = {t}.request_hash)"
+)
+
+
+def payload_rows(
+    records: Sequence[CallRecord], capture_content: bool
+) -> list[tuple[str, str, float]]:
+    """(request hash, payload, time) of the records carrying a payload, one
+    per request hash; none unless ``capture_content``."""
+    if not capture_content:
+        return []
+    rows: dict[str, tuple[str, str, float]] = {}
+    for r in records:
+        if r.request_payload is not None and r.request_hash not in rows:
+            rows[r.request_hash] = (r.request_hash, r.request_payload, r.at)
+    return list(rows.values())
+
+
 def check_prune_args(older_than: float | None, keep_last: int | None) -> None:
     """Refuse what would delete the wrong rows: ``keep_last=-1`` (SQL ``LIMIT 0``:
     everything), a bool, NaN or infinity."""
@@ -496,6 +528,15 @@ class BaselineStore(ABC):
         self, *, name: str | None = None, since: float | None = None, limit: int = 1000
     ) -> list[StoredEvent]:
         """Stored events, oldest first."""
+
+    @abstractmethod
+    def request_payload(self, request_hash: str) -> str | None:
+        """The recorded payload of a request (JSON, `_payload`), or None when
+        none was captured (``capture_content=True`` captures them)."""
+
+    @abstractmethod
+    def payload_hashes(self) -> list[str]:
+        """The request hashes with a recorded payload, first recorded first."""
 
     # -- writes --------------------------------------------------------------
     @abstractmethod

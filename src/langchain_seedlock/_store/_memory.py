@@ -30,6 +30,7 @@ from langchain_seedlock._store._base import (
     StoredEvent,
     check_prune_args,
     merge_drift_events,
+    payload_rows,
     rate_bucket_params,
     summarize_backends,
     summarize_rate_buckets,
@@ -261,6 +262,7 @@ class MemoryStore(BaselineStore):
         self._fingerprints: dict[FingerprintKey, FingerprintSeen] = {}
         self._inflight: dict[InFlightKey, list[int]] = {}
         self._events: list[StoredEvent] = []
+        self._payloads: dict[str, tuple[str, float]] = {}  # request_hash -> (payload, first_seen)
         self._event_ids: set[str] = set()
         # Ids of records written and not acknowledged yet -> the record's time.
         self._held: dict[str, float] = {}
@@ -273,6 +275,15 @@ class MemoryStore(BaselineStore):
         with self._lock:
             rows = [o for k, o in self._outputs.items() if k[0] == request_hash]
         return sorted(rows, key=lambda o: (o.first_seen, o.backend_id, o.output_hash))
+
+    def request_payload(self, request_hash: str) -> str | None:
+        with self._lock:
+            found = self._payloads.get(request_hash)
+        return None if found is None else found[0]
+
+    def payload_hashes(self) -> list[str]:
+        with self._lock:
+            return sorted(self._payloads, key=lambda rh: (self._payloads[rh][1], rh))
 
     def fingerprints_for(self, model_key: str) -> list[FingerprintSeen]:
         with self._lock:
@@ -427,6 +438,8 @@ class MemoryStore(BaselineStore):
                     )  # fmt: skip
                 self._outputs[(rh, bid, oh)] = new
                 self._output_models.setdefault(rh, d.model_key)
+            for rh, payload, at in payload_rows(fresh, capture_content):
+                self._payloads.setdefault(rh, (payload, at))
             for (mk, fp), fd in batch.fingerprints.items():
                 fold = self._fingerprints.get((mk, fp))
                 self._fingerprints[(mk, fp)] = (
@@ -482,6 +495,9 @@ class MemoryStore(BaselineStore):
                     deleted += 1
             live = {k[0] for k in self._outputs}
             self._output_models = {k: v for k, v in self._output_models.items() if k in live}
+            deleted += len(self._payloads)
+            self._payloads = {k: v for k, v in self._payloads.items() if k in live}
+            deleted -= len(self._payloads)
         return deleted
 
     def _prune_fingerprints(self, older_than: float) -> int:

@@ -41,6 +41,9 @@ from langchain_seedlock._store._base import (
     EVENT_COUNTS_SQL,
     INFLIGHT_SQL,
     INFLIGHT_TABLE,
+    INSERT_PAYLOAD,
+    PAYLOADS_TABLE,
+    PRUNE_PAYLOADS,
     RATE_BUCKETS_SQL,
     UPSERT_INFLIGHT,
     BackendSummary,
@@ -56,6 +59,7 @@ from langchain_seedlock._store._base import (
     check_prune_args,
     drift_events_sql,
     merge_drift_events,
+    payload_rows,
     rate_bucket_params,
 )
 from langchain_seedlock._store._memory import (
@@ -70,7 +74,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # pg_advisory_xact_lock key: serializes first use by many workers at once.
 _MIGRATION_LOCK = 0x5EED_10C4
 _T = TypeVar("_T")
@@ -132,7 +136,11 @@ CREATE TABLE IF NOT EXISTS seedlock_meta (
     # (`_identity`), and calls per in-flight bucket (`_inflight`).
     4: "ALTER TABLE seedlock_fingerprints ADD COLUMN IF NOT EXISTS identity TEXT;"
     + INFLIGHT_TABLE.format(t="seedlock_inflight"),
+    # Recorded request payloads, one per request hash (`_payload`).
+    5: PAYLOADS_TABLE.format(t="seedlock_payloads"),
 }
+_INSERT_PAYLOAD = INSERT_PAYLOAD.format(t="seedlock_payloads", p="%s")
+_PRUNE_PAYLOADS = PRUNE_PAYLOADS.format(t="seedlock_payloads", outputs="seedlock_outputs")
 _UPSERT_INFLIGHT = UPSERT_INFLIGHT.format(t="seedlock_inflight", p="%s")
 SKETCH_KEY_NAME: Final = "sketch_key"
 INSERT_SKETCH_KEY = (
@@ -561,6 +569,24 @@ class PostgresStore(BaselineStore):
 
         return self._run("reading outputs", q)
 
+    def request_payload(self, request_hash: str) -> str | None:
+        def q(c: psycopg.Connection[Any]) -> str | None:
+            row = c.execute(
+                "SELECT payload FROM seedlock_payloads WHERE request_hash = %s", (request_hash,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return self._run("reading a payload", q)
+
+    def payload_hashes(self) -> list[str]:
+        def q(c: psycopg.Connection[Any]) -> list[str]:
+            rows = c.execute(
+                "SELECT request_hash FROM seedlock_payloads ORDER BY first_seen, request_hash"
+            ).fetchall()
+            return [str(r[0]) for r in rows]
+
+        return self._run("reading payloads", q)
+
     def fingerprints_for(self, model_key: str) -> list[FingerprintSeen]:
         def q(c: psycopg.Connection[Any]) -> list[FingerprintSeen]:
             return [FingerprintSeen(*r) for r in c.execute(Q_FINGERPRINTS, (model_key,)).fetchall()]
@@ -700,14 +726,12 @@ class PostgresStore(BaselineStore):
                 if ids:
                     cur.execute(INSERT_RECORD_IDS, (ids, ats))
                     new = {row[0] for row in cur.fetchall()}
-                outputs, fingerprints, inflight = _upsert_rows(
-                    [r for r in unique if r.record_id is None or r.record_id in new],
-                    capture_content,
-                    sketches,
-                )
+                fresh = [r for r in unique if r.record_id is None or r.record_id in new]
+                outputs, fingerprints, inflight = _upsert_rows(fresh, capture_content, sketches)
                 cur.executemany(UPSERT_OUTPUT, outputs)
                 cur.executemany(UPSERT_FINGERPRINT, fingerprints)
                 cur.executemany(_UPSERT_INFLIGHT, inflight)
+                cur.executemany(_INSERT_PAYLOAD, payload_rows(fresh, capture_content))
                 cur.executemany(INSERT_EVENT, events_rows)
 
         try:
@@ -778,7 +802,7 @@ class PostgresStore(BaselineStore):
                     "ORDER BY max(last_seen) DESC, request_hash DESC LIMIT %s)",
                     (max(keep_last, 0),),
                 ).rowcount
-            return deleted
+            return deleted + c.execute(_PRUNE_PAYLOADS).rowcount
 
         return self._run("pruning", w, transaction=True)
 
@@ -855,14 +879,12 @@ class PostgresStore(BaselineStore):
                 if ids:
                     await cur.execute(INSERT_RECORD_IDS, (ids, ats))
                     new = {row[0] for row in await cur.fetchall()}
-                outputs, fingerprints, inflight = _upsert_rows(
-                    [r for r in unique if r.record_id is None or r.record_id in new],
-                    capture_content,
-                    sketches,
-                )
+                fresh = [r for r in unique if r.record_id is None or r.record_id in new]
+                outputs, fingerprints, inflight = _upsert_rows(fresh, capture_content, sketches)
                 await cur.executemany(UPSERT_OUTPUT, outputs)
                 await cur.executemany(UPSERT_FINGERPRINT, fingerprints)
                 await cur.executemany(_UPSERT_INFLIGHT, inflight)
+                await cur.executemany(_INSERT_PAYLOAD, payload_rows(fresh, capture_content))
                 await cur.executemany(INSERT_EVENT, events_rows)
 
         try:

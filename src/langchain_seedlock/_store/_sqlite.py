@@ -45,6 +45,9 @@ from langchain_seedlock._store._base import (
     EVENT_COUNTS_SQL,
     INFLIGHT_SQL,
     INFLIGHT_TABLE,
+    INSERT_PAYLOAD,
+    PAYLOADS_TABLE,
+    PRUNE_PAYLOADS,
     RATE_BUCKETS_SQL,
     UPSERT_INFLIGHT,
     BackendSummary,
@@ -60,6 +63,7 @@ from langchain_seedlock._store._base import (
     check_prune_args,
     drift_events_sql,
     merge_drift_events,
+    payload_rows,
     rate_bucket_params,
 )
 from langchain_seedlock._store._memory import (
@@ -70,7 +74,7 @@ from langchain_seedlock._store._memory import (
     unique_records,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _T = TypeVar("_T")
 # Seconds a fork waits for this store's SQLite calls in flight to end.
 FORK_WAIT = 2.0
@@ -138,6 +142,10 @@ CREATE TABLE IF NOT EXISTS meta (
 _SCHEMA_V4 = "ALTER TABLE fingerprints ADD COLUMN identity TEXT;" + INFLIGHT_TABLE.format(
     t="inflight"
 )
+# Version 5: recorded request payloads, one per request hash (`_payload`).
+_SCHEMA_V5 = PAYLOADS_TABLE.format(t="payloads")
+_INSERT_PAYLOAD = INSERT_PAYLOAD.format(t="payloads", p="?")
+_PRUNE_PAYLOADS = PRUNE_PAYLOADS.format(t="payloads", outputs="outputs")
 SKETCH_KEY_NAME: Final = "sketch_key"
 INSERT_SKETCH_KEY = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
 
@@ -283,6 +291,7 @@ class SQLiteStore(BaselineStore):
         self._sketch_column = "sketch"
         self._identity_column = "identity"
         self._has_inflight = True
+        self._has_payloads = True
         _fork.register(
             self,
             before=SQLiteStore._before_fork,
@@ -334,10 +343,12 @@ class SQLiteStore(BaselineStore):
                     self._migrate(conn)
                     version = SCHEMA_VERSION
                 # A read-only store older than version 3 has no sketch column,
-                # older than 4 no identity column nor inflight table.
+                # older than 4 no identity column nor inflight table, older
+                # than 5 no payloads table.
                 self._sketch_column = "sketch" if version >= 3 else "NULL"
                 self._identity_column = "identity" if version >= 4 else "NULL"
                 self._has_inflight = version >= 4
+                self._has_payloads = version >= 5
             self._inode = os.stat(self.path).st_ino
         except StoreError:
             self.close()
@@ -362,7 +373,8 @@ class SQLiteStore(BaselineStore):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise self._version_error(version)
-            scripts = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3), (4, _SCHEMA_V4))
+            scripts = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3), (4, _SCHEMA_V4),
+                       (5, _SCHEMA_V5))  # fmt: skip
             for v, script in scripts:
                 if version < v:
                     for stmt in script.split(";"):
@@ -488,6 +500,28 @@ class SQLiteStore(BaselineStore):
             return [OutputSeen(*r) for r in rows]
 
         return self._run("reading outputs", q, write=False)
+
+    def request_payload(self, request_hash: str) -> str | None:
+        if not self._has_payloads:
+            return None  # a read-only store older than version 5
+
+        def q(c: sqlite3.Connection) -> str | None:
+            row = c.execute(
+                "SELECT payload FROM payloads WHERE request_hash = ?", (request_hash,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return self._run("reading a payload", q, write=False)
+
+    def payload_hashes(self) -> list[str]:
+        if not self._has_payloads:
+            return []
+
+        def q(c: sqlite3.Connection) -> list[str]:
+            rows = c.execute("SELECT request_hash FROM payloads ORDER BY first_seen, request_hash")
+            return [str(r[0]) for r in rows.fetchall()]
+
+        return self._run("reading payloads", q, write=False)
 
     def fingerprints_for(self, model_key: str) -> list[FingerprintSeen]:
         def q(c: sqlite3.Connection) -> list[FingerprintSeen]:
@@ -639,6 +673,7 @@ class SQLiteStore(BaselineStore):
                 for (mk, fp), d in batch.fingerprints.items()
             ])  # fmt: skip
             c.executemany(_UPSERT_INFLIGHT, [(*k, *v) for k, v in batch.inflight.items()])
+            c.executemany(_INSERT_PAYLOAD, payload_rows(fresh, capture_content))
             c.executemany(INSERT_EVENT, rows)
 
         try:
@@ -689,7 +724,7 @@ class SQLiteStore(BaselineStore):
                     "ORDER BY max(last_seen) DESC, request_hash DESC LIMIT ?)",
                     (max(keep_last, 0),),
                 ).rowcount
-            return deleted
+            return deleted + c.execute(_PRUNE_PAYLOADS).rowcount
 
         return self._run("pruning", w, write=True)
 

@@ -10,12 +10,23 @@ defaults as ``seedlock probe``), so the CI pattern is:
     seedlock verify --store sqlite:///baselines.db    # later: exit 3 if it drifted
 
 ``--prompt`` (repeatable) or ``--prompt-file`` (one prompt per line) verify
-other requests with the same lock settings. The store is only read: a
-verification never moves a baseline.
+other requests with the same lock settings.
+
+``--recorded`` re-sends the requests a chain or agent recorded instead
+(system messages, history, tools, response format, sampling parameters and
+seed as sent), when it recorded them with ``capture_content=True``; each
+answer is compared with the request's outputs like the drift monitor does:
+under the same backend identity a reproduced output or a known variant
+passes and a new variant fails; under a changed backend identity the drift
+is EXPLAINED (passes, fails with ``--strict``). ``--request HASH``
+(repeatable, 8+ characters) re-sends only those.
+
+The store is only read: a verification never moves a baseline.
 
 Exit codes: 0 every output matches its baseline; 3 at least one differs;
-1 a request has no baseline in the store (nothing to verify against) or
-another error; 4 the backend cannot be reached or started.
+1 a request has no baseline in the store (nothing to verify against), the
+store holds no recorded payload (``--recorded``), or another error; 4 the
+backend cannot be reached or started.
 """
 
 from __future__ import annotations
@@ -78,6 +89,19 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--runs", type=int_at_least(1), default=1, help="sends per prompt (default: 1)"
     )
+    recorded = parser.add_argument_group("recorded requests")
+    recorded.add_argument(
+        "--recorded", action="store_true",
+        help="re-send the requests recorded with capture_content=True (not the probe's)",
+    )  # fmt: skip
+    recorded.add_argument(
+        "--request", action="append", default=None, metavar="HASH",
+        help="with --recorded: only this request (8+ characters of its hash; repeatable)",
+    )  # fmt: skip
+    recorded.add_argument(
+        "--strict", action="store_true",
+        help="with --recorded: a drift explained by a backend change fails too",
+    )  # fmt: skip
     add_backend_arguments(parser)
     add_server_arguments(parser)
     parser.set_defaults(run=run)
@@ -136,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
     from langchain_seedlock.probe._runner import run_arm
 
     configure_cli_logging()
+    if args.recorded or args.request or args.strict:
+        return _run_recorded(args)
     drifted = missing = 0
     with ExitStack() as stack:
         try:
@@ -180,6 +206,86 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"seedlock verify: {missing} request(s) have no baseline in the store; "
             "record one with `seedlock probe --store ...` first",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _run_recorded(args: argparse.Namespace) -> int:
+    from langchain_seedlock._decide import Verdict
+    from langchain_seedlock._payload import PayloadError
+    from langchain_seedlock.cli._verify_recorded import NotResendableError, resend, select
+
+    given = [f"--{n}" for n in ("prompt", "prompt_file", "model") if getattr(args, n)]
+    if not args.recorded or given:
+        print(
+            "seedlock verify: error: "
+            + (f"{', '.join(given)} cannot be given with --recorded: it re-sends the "
+               "recorded requests as they were" if given else
+               "--request and --strict go with --recorded"),
+            file=sys.stderr,
+        )  # fmt: skip
+        return EXIT_USAGE
+    failed = explained = missing = 0
+    with ExitStack() as stack:
+        try:
+            store: BaselineStore = stack.enter_context(open_existing_store(args.store))
+            hashes = select(store, args.request)
+            backend = open_backend(args, stack)
+            if "chat_models" in backend:
+                raise NotResendableError(
+                    "--recorded re-sends OpenAI-compatible requests: give --base-url "
+                    "(Azure OpenAI is not supported)"
+                )
+            for request_hash in hashes:
+                for _ in range(args.runs):
+                    try:
+                        r = resend(
+                            store, request_hash,
+                            base_url=backend.get("base_url"), api_key=backend.get("api_key"),
+                        )  # fmt: skip
+                    except (NotResendableError, PayloadError) as exc:
+                        missing += 1
+                        print(f"NOT RESENT  request {_short(request_hash)}: {exc}")
+                        break
+                    label = f"request {_short(r.request_hash)}"
+                    detail = (
+                        f"output {_short(r.output_hash)}, baseline {_short(r.usual_output)} "
+                        f"(fingerprint then {r.fingerprint_then}, now {r.fingerprint_now})"
+                    )
+                    if r.verdict in (Verdict.REPRODUCED, Verdict.KNOWN_VARIANT):
+                        word = "OK" if r.verdict is Verdict.REPRODUCED else "KNOWN"
+                        print(f"{word:<11} {label}")
+                    elif r.verdict is Verdict.NEW_VARIANT:
+                        failed += 1
+                        print(f"DRIFT       {label}: new variant under the same backend; {detail}")
+                    elif r.verdict is Verdict.EXPLAINED:
+                        explained += 1
+                        print(f"EXPLAINED   {label}: the backend identity changed; {detail}")
+                    else:  # first (no output stored) or incomplete (cut: never a baseline)
+                        missing += 1
+                        why = "no baseline" if r.verdict is Verdict.FIRST else "output cut"
+                        print(f"NO BASELINE {label}: {why}")
+        except BackendUnavailableError as exc:
+            print(f"seedlock verify: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return EXIT_BACKEND
+        except (SeedLockError, OSError, ValueError) as exc:
+            print(f"seedlock verify: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    if explained:
+        print(
+            f"seedlock verify: {explained} output(s) differ under a changed backend identity "
+            "(explained" + ("; --strict: failing)" if args.strict else ")"),
+            file=sys.stderr,
+        )
+    if failed:
+        print(f"seedlock verify: {failed} new variant(s) under the same backend", file=sys.stderr)
+    if failed or (explained and args.strict):
+        return EXIT_NOT_REPRODUCED
+    if missing:
+        print(
+            f"seedlock verify: {missing} recorded request(s) could not be verified",
             file=sys.stderr,
         )
         return EXIT_ERROR
