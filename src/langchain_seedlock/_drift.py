@@ -46,7 +46,7 @@ from langchain_seedlock._baselines import BaselineCache
 from langchain_seedlock._decide import CallDecision, decide
 from langchain_seedlock._drift_store import StoreGateway
 from langchain_seedlock._errors import InvalidArgumentError
-from langchain_seedlock._identity import check_env_backend, identity_for, partial_id, track
+from langchain_seedlock._identity import check_env_backend, identity_of, partial_id, track
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._store._base import BaselineStore, FingerprintSeen, OutputSeen, StoredEvent
 
@@ -305,11 +305,7 @@ class DriftMonitor:
         no longer pending once decided.
         """
         # Before the lock: the server's fields are a cache lookup (`_identity`).
-        identity = identity_for(
-            fingerprint=record.system_fingerprint, model=record.response_model,
-            service_tier=record.service_tier, base_url=record.base_url,
-            request_model=record.request_model, declared=record.declared,
-        )  # fmt: skip
+        identity = identity_of(record)
         cache = self._cache
         with self._lock:
             if only_cached and (

@@ -26,11 +26,9 @@ from langchain_seedlock._identity import server_slots
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._sketch import (
     Sketcher,
-    bucket_label,
-    divergence_bucket,
-    estimate_similarity,
     jaccard,
     shingles,
+    sketch_distance,
 )
 
 if TYPE_CHECKING:
@@ -113,14 +111,8 @@ def sketch_estimate(
     cur = current.sketch
     if cur is None and cur_text is not None and sketcher is not None:
         cur = sketcher.sketch(cur_text)
-    if cur is None:
-        return None
-    try:
-        bucket = divergence_bucket(usual.sketch, cur)
-        estimate = estimate_similarity(usual.sketch, cur)
-    except ValueError:  # a sketch from a newer version, or damaged
-        return None
-    return bucket_label(bucket), round(estimate, 4)
+    found = sketch_distance(usual.sketch, cur)
+    return None if found is None else (found[0], round(found[1], 4))
 
 
 def _backend_change(usual: Output, record: CallRecord) -> str:

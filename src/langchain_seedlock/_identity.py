@@ -33,12 +33,15 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from langchain_seedlock import _events as ev
 from langchain_seedlock._errors import InvalidArgumentError
 from langchain_seedlock._hashing import backend_id, sha256_hex
 from langchain_seedlock._redact import redact_optional_url
+
+if TYPE_CHECKING:
+    from langchain_seedlock._record import CallRecord
 
 ENV_BACKEND: Final = "SEEDLOCK_BACKEND"
 # Seconds a server's self-description is trusted before it is fetched again.
@@ -509,6 +512,16 @@ def prefetch(base_url: str | None, request_model: str | None) -> None:
     blocks): it usually arrives before the answer, so even a process's first
     call carries the server's fields and is stored under its full identity."""
     SERVERS.get(base_url, request_model)
+
+
+def identity_of(record: CallRecord) -> BackendIdentity:
+    """`identity_for` a call's record: its response fields, its base URL's
+    cached server fields and its declared ones."""
+    return identity_for(
+        fingerprint=record.system_fingerprint, model=record.response_model,
+        service_tier=record.service_tier, base_url=record.base_url,
+        request_model=record.request_model, declared=record.declared,
+    )  # fmt: skip
 
 
 def server_slots(identity: BackendIdentity | None) -> int | None:

@@ -52,7 +52,7 @@ from langchain_seedlock._decide import Verdict, classify
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._errors import SeedLockError
 from langchain_seedlock._hashing import request_hash
-from langchain_seedlock._identity import SERVERS, identity_for
+from langchain_seedlock._identity import SERVERS, identity_of
 from langchain_seedlock._lock import SeedLock
 from langchain_seedlock._locked_openai import _CALL_KWARG, LockedOpenAIMixin
 from langchain_seedlock._record import CallRecord
@@ -185,14 +185,7 @@ class _Collector(DriftMonitor):
         # baseline file whatever the call order or timing.
         if record.base_url:
             SERVERS.wait(timeout=SERVER_INFO_WAIT)
-        record.identity = identity_for(
-            fingerprint=record.system_fingerprint,
-            model=record.response_model,
-            service_tier=record.service_tier,
-            base_url=record.base_url,
-            request_model=record.request_model,
-            declared=record.declared,
-        )
+        record.identity = identity_of(record)
         self._session.observe(record, self._handler.pop_message(record.run_id))
         return []
 

@@ -220,6 +220,18 @@ def estimate_similarity(a: bytes, b: bytes) -> float:
     return both / len(union)
 
 
+def sketch_distance(a: bytes | None, b: bytes | None) -> tuple[str, float] | None:
+    """(``seedlock.divergence_at`` label, estimated similarity) of two outputs
+    from their sketches; None when one is missing or unreadable (a newer
+    version, or damaged): say nothing rather than guess."""
+    if a is None or b is None:
+        return None
+    try:
+        return bucket_label(divergence_bucket(a, b)), estimate_similarity(a, b)
+    except ValueError:
+        return None
+
+
 def bucket_label(bucket: tuple[int, int]) -> str:
     """``(64, 128)`` -> ``"[64, 128)"`` (the value of ``seedlock.divergence_at``)."""
     return f"[{bucket[0]}, {bucket[1]})"

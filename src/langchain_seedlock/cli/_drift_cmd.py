@@ -264,17 +264,14 @@ def _distance_to(usual: Any, output: Any) -> dict[str, Any]:
     """How far ``output`` is from the request's usual output, from the two
     stored sketches (no text needed): where they first differ and the
     estimated word-shingle similarity. Nones when a sketch is missing."""
-    from langchain_seedlock._sketch import bucket_label, divergence_bucket, estimate_similarity
+    from langchain_seedlock._sketch import sketch_distance
 
-    if usual is None or output is usual or usual.sketch is None or output.sketch is None:
+    if usual is None or output is usual:
         return {"divergence_at": None, "similarity_estimate": None}
-    try:
-        return {
-            "divergence_at": bucket_label(divergence_bucket(usual.sketch, output.sketch)),
-            "similarity_estimate": round(estimate_similarity(usual.sketch, output.sketch), 3),
-        }
-    except ValueError:  # a sketch of a newer version or damaged: say nothing rather than guess
+    found = sketch_distance(usual.sketch, output.sketch)
+    if found is None:
         return {"divergence_at": None, "similarity_estimate": None}
+    return {"divergence_at": found[0], "similarity_estimate": round(found[1], 3)}
 
 
 def failing(store: Any, fail_on: str, model: str | None) -> int:
