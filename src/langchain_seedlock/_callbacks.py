@@ -94,19 +94,18 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
         otel: bool | _otel.SeedLockOTel | None = None,
     ) -> None:
         super().__init__()
-        owner = _SOURCE
         # Every argument checked before anything is opened or started.
         if lock is not None:
-            check_instance(owner, "lock", lock, SeedLock, "a SeedLock")
-        check_bool(owner, "enforce", enforce)
-        check_int(owner, "max_runs", max_runs, minimum=1)
+            check_instance(_SOURCE, "lock", lock, SeedLock, "a SeedLock")
+        check_bool(_SOURCE, "enforce", enforce)
+        check_int(_SOURCE, "max_runs", max_runs, minimum=1)
         if enforce and lock is None:
             raise InvalidArgumentError(
-                owner, "enforce", enforce,
+                _SOURCE, "enforce", enforce,
                 "needs a lock: SeedLockCallbackHandler(lock=..., enforce=True)",
             )  # fmt: skip
         self._open(
-            owner, store=store, monitor=monitor, capture_content=capture_content,
+            _SOURCE, store=store, monitor=monitor, capture_content=capture_content,
             metadata_keys=metadata_keys, include_tags=include_tags, otel=otel,
         )  # fmt: skip
         self.lock = lock
@@ -148,8 +147,7 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
             )  # fmt: skip
             self._check(run)
             run.enter_in_flight()
-            if self._otel is not None:
-                run.otel = self._otel.start(claim=run.metadata_alone)
+            run.otel = self._otel and self._otel.start(claim=run.metadata_alone)
             self._runs.add(run)
         except LockViolationError:
             raise

@@ -1,14 +1,17 @@
 """`DriftMonitor`: the one place where calls are compared with their baseline.
 
-The doors (callback handler, agent middleware) build a `CallRecord` with
-`_observe.record_from_result` and hand it to `DriftMonitor.observe` (or
-`aobserve`). The monitor is the shell around four pieces: the history this
-process knows (`_baselines.BaselineCache`), the pure decision
-(`_decide.decide`), the event builders (`_drift_events`) and the store
-(`_drift_store.StoreGateway`, writing through a `Writer`). Nothing here may
-fail a model call: a store failure is logged as ``seedlock.store_error``,
-any other exception as ``seedlock.internal_error`` (re-raised when
-``SEEDLOCK_RAISE_INTERNAL_ERRORS=1``).
+A call's way to the store is four files, each handing it on: a door
+(`_callbacks.py`, `_middleware.py`) builds its `CallRecord` with the pure
+`_observe.record_from_result` and hands it to `DriftMonitor.observe` (or
+`aobserve`) here; the monitor decides (the pure `_decide.decide` on the
+history this process knows, `_baselines.BaselineCache`), logs (the pure
+builders of `_drift_events`) and hands the record to its `Writer`
+(`_store/_writer.py`), which writes it to the store (`_store/_sqlite.py`,
+`_store/_postgres.py`, `_store/_memory.py`). Nothing calls back up that
+way; what the monitor reads from the store on a cache miss is
+`_drift_store.StoreReads`. Nothing here may fail a model call: a store
+failure is logged as ``seedlock.store_error``, any other exception as
+``seedlock.internal_error`` (re-raised when ``SEEDLOCK_RAISE_INTERNAL_ERRORS=1``).
 
 Speed: the per-call path is a dict lookup and a few comparisons under a lock.
 The store is read only on a cache miss, and written by a `BackgroundWriter`
@@ -44,11 +47,12 @@ from langchain_seedlock import _fork
 from langchain_seedlock._args import check_bool, check_int, check_number, check_store
 from langchain_seedlock._baselines import BaselineCache
 from langchain_seedlock._decide import CallDecision, decide
-from langchain_seedlock._drift_store import StoreGateway
+from langchain_seedlock._drift_store import StoreReads
 from langchain_seedlock._errors import InvalidArgumentError
 from langchain_seedlock._identity import check_env_backend, identity_of, partial_id, track
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._store._base import BaselineStore, FingerprintSeen, OutputSeen, StoredEvent
+from langchain_seedlock._store._writer import StoreReports, Writer, open_writer
 
 _WHERE_EMIT: Final = "DriftMonitor.emit"
 # Seconds `observe` on an event loop's thread waits for the reader thread to
@@ -129,7 +133,14 @@ class DriftMonitor:
         self.cache_size = cache_size
         self._lock = threading.Lock()
         self._cache = BaselineCache(cache_size)  # used under self._lock
-        self._store = StoreGateway(store, buffer_size=buffer_size, capture_content=capture_content)
+        self._writer: Writer | None = None
+        self._reads: StoreReads | None = None
+        if store is not None:
+            reports = StoreReports(store)
+            self._writer = open_writer(
+                store, buffer_size=buffer_size, reports=reports, capture_content=capture_content
+            )
+            self._reads = StoreReads(store, self._writer, reports)
         self._closed = False
         # The reader thread (see the module docstring), started on first use;
         # its queue and the keys of the calls in it share the monitor's lock.
@@ -207,7 +218,7 @@ class DriftMonitor:
             )
             for name, fields in found:
                 ev.emit("DriftMonitor.report_violations", "warning", name, **fields)
-            self._store.submit(None, [StoredEvent(name, now, fields) for name, fields in found])
+            self._submit(None, [StoredEvent(name, now, fields) for name, fields in found])
             return [name for name, _ in found]
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
             ev.log_internal_error("DriftMonitor.report_violations", exc)
@@ -229,7 +240,7 @@ class DriftMonitor:
     def _report(self, where: str, name: str, fields: dict[str, Any]) -> list[str]:
         try:
             ev.emit(where, "warning", name, **fields)
-            self._store.submit(None, [StoredEvent(name, time.time(), fields)])
+            self._submit(None, [StoredEvent(name, time.time(), fields)])
         except Exception as exc:  # noqa: BLE001 - instrumentation never breaks the call
             ev.log_internal_error(where, exc)
             return []
@@ -244,7 +255,9 @@ class DriftMonitor:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._wait_for_reader(deadline):
             return False
-        return self._store.flush(_remaining(deadline))
+        if self._reads is not None:
+            self._reads.join_reports(deadline)
+        return self._writer is None or self._writer.flush(_remaining(deadline))
 
     def close(self, timeout: float | None = 30.0) -> bool:
         """Flush and stop the reader and writer threads (the store stays open). Idempotent.
@@ -261,28 +274,34 @@ class DriftMonitor:
         with self._lock:
             self._closed = True
             self._reader_cond.notify_all()  # an idle reader exits
-        return self._store.close(_remaining(deadline)) and read
+        closed = self._writer is None or self._writer.close(_remaining(deadline))
+        return closed and read
 
     @property
     def dropped(self) -> int:
         """Records the writer dropped (buffer full, unwritten at close, or
         observed after close)."""
-        return self._store.dropped
+        return self._writer.dropped if self._writer is not None else 0
+
+    def _submit(self, record: CallRecord | None, events: Sequence[StoredEvent]) -> None:
+        """Hand a record and its events to the writer (the step to the store)."""
+        if self._writer is not None and (record is not None or events):
+            self._writer.submit(record, events)
 
     # -- the comparison ------------------------------------------------------------
     def _read_history(
         self, record: CallRecord, model_key: str
     ) -> tuple[list[OutputSeen] | None, list[FingerprintSeen] | None]:
         """What the store knows of the request and the model this process does not."""
-        store = self.store
-        if store is None:
+        reads = self._reads
+        if reads is None:
             return None, None
         with self._lock:
             need_request, need_model = self._cache.misses(record.request_hash, model_key)
-        gateway = self._store
-        outputs = gateway.read(store.outputs_for, record.request_hash) if need_request else None
-        gateway.load_sketcher(outputs)
-        fingerprints = gateway.read(store.fingerprints_for, model_key) if need_model else None
+        store = reads.store
+        outputs = reads.read(store.outputs_for, record.request_hash) if need_request else None
+        reads.load_sketcher(outputs)
+        fingerprints = reads.read(store.fingerprints_for, model_key) if need_model else None
         return outputs, fingerprints
 
     def _decide(
@@ -344,7 +363,7 @@ class DriftMonitor:
         if record.otel is not None:  # OpenTelemetry export (_otel.py): the verdict, once known
             record.otel.decided(record, d.verdict, d.rate, d.explanation)
         # An incomplete output is not a variant: only its event is stored.
-        self._store.submit(None if d.incomplete else record, stored)
+        self._submit(None if d.incomplete else record, stored)
         return names
 
     def _emit(
@@ -364,11 +383,12 @@ class DriftMonitor:
             base = dev.base_fields(record, backend)
         stored: list[StoredEvent] = []
         for level, name, fields, keep in dev.findings(
-            record, base, d, capture_content=self.capture_content, sketcher=self._store.sketcher
-        ):
-            if name == ev.REPRODUCIBILITY_CHANGED and self.store is not None:
-                # Once per fleet: the gateway checks what other processes stored.
-                self._store.report_rate_change(fields, record.at, on_loop=_on_event_loop())
+            record, base, d, capture_content=self.capture_content,
+            sketcher=self._reads.sketcher if self._reads is not None else None,
+        ):  # fmt: skip
+            if name == ev.REPRODUCIBILITY_CHANGED and self._reads is not None:
+                # Once per fleet: checked against what other processes stored.
+                self._reads.report_rate_change(fields, record.at, on_loop=_on_event_loop())
                 continue
             ev.emit_on(log, _WHERE_EMIT, level, name, fields)
             if name in (ev.OUTPUT_DRIFT, ev.OUTPUT_VARIANT):
@@ -384,7 +404,7 @@ class DriftMonitor:
         reader was idle); or decide it now (the event names) when reads are
         paused and no earlier call of its keys waits."""
         with self._lock:
-            paused = self._store.reads_paused()
+            paused = self._reads is not None and self._reads.reads_paused()
             if not (
                 paused
                 and record.request_hash not in self._pending_requests

@@ -29,7 +29,6 @@ from langchain_seedlock import _events as ev
 from langchain_seedlock import _inflight, _otel
 from langchain_seedlock import _observe as core
 from langchain_seedlock._agent_guard import GUARD, LIVE
-from langchain_seedlock._agent_request import step_seed
 from langchain_seedlock._agent_twins import LockedTwins
 from langchain_seedlock._args import check_bool, check_instance
 from langchain_seedlock._door import ObservingDoor
@@ -41,7 +40,7 @@ from langchain_seedlock._record import CallRecord
 if TYPE_CHECKING:
     from langchain_seedlock._store._base import BaselineStore
 
-__all__ = ["SeedLockMiddleware", "step_seed"]
+__all__ = ["SeedLockMiddleware"]
 
 _SOURCE_SETTINGS: Final = "agent model_settings"
 _SOURCE_INTERNAL: Final = "middleware internal call"
@@ -130,8 +129,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         otel: bool | _otel.SeedLockOTel | None = None,
     ) -> None:
         super().__init__()
-        owner = "SeedLockMiddleware"
-        # Every argument checked before anything is opened or started.
+        owner = "SeedLockMiddleware"  # every argument checked before anything is opened
         check_instance(owner, "lock", lock, SeedLock, "a SeedLock")
         check_bool(owner, "seed_per_step", seed_per_step)
         check_bool(owner, "lock_models", lock_models)
@@ -149,7 +147,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         lock, monitor, per_step = self.lock, self.monitor, self.seed_per_step
         return f"SeedLockMiddleware(lock={lock!r}, monitor={monitor!r}, seed_per_step={per_step})"
 
-    step_seed = staticmethod(step_seed)
+    step_seed = staticmethod(agent.step_seed)
 
     # -- the hooks ---------------------------------------------------------------
     def wrap_model_call(
@@ -201,7 +199,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         GUARD.report(graph_run, self.lock, self.monitor, source=_SOURCE_INTERNAL)
         lock = self.lock
         if self.seed_per_step:
-            lock = lock.replace(seed=step_seed(lock.seed, context["agent_step"]))
+            lock = lock.replace(seed=agent.step_seed(lock.seed, context["agent_step"]))
         model = request.model
         model_name = agent.model_name(model)
         log_fields = {ev.K_PROVIDER: agent.provider(model), ev.K_REQUEST_MODEL: model_name}
@@ -220,11 +218,11 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
         settings = core.with_lock(given, lock, seed_key=agent.seed_field(model))
         request = request.override(model=model, model_settings=settings)
         fail_fields["parent_run_id"] = parent_run_id
-        provider = agent.provider(model)
         return _Call(
-            request, lock, settings, context, provider, model_name, parent_run_id, fail_fields,
+            request, lock, settings, context, agent.provider(model), model_name, parent_run_id,
+            fail_fields,
             graph_run, self._otel.start() if self._otel is not None else None,
-            agent.enter_in_flight(model, provider, model_name),
+            agent.enter_in_flight(model, agent.provider(model), model_name),
         )  # fmt: skip
 
     # -- after the call ------------------------------------------------------------

@@ -1,5 +1,10 @@
 """Store writers: `BackgroundWriter` (writes off the model call's path) and
-`InlineWriter`, behind one `Writer` protocol.
+`InlineWriter`, behind one `Writer` protocol; `StoreReports`, the
+``seedlock.store_error`` / ``seedlock.store_overflow`` lines of a store.
+
+The last step but one of a call's way to the store (door -> `DriftMonitor`
+-> writer -> store): a writer reports its own failures, it never calls back
+into the monitor.
 
 `BackgroundWriter`:
 
@@ -28,13 +33,71 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
-from typing import Protocol
+from typing import Any, Final, Protocol
 
+from langchain_seedlock import _events as ev
 from langchain_seedlock import _fork
+from langchain_seedlock._errors import StoreError
 from langchain_seedlock._record import CallRecord, new_id
+from langchain_seedlock._redact import redact_optional_url
 from langchain_seedlock._store._base import BaselineStore, StoredEvent
 
 _Item = tuple[CallRecord | None, Sequence[StoredEvent]]
+
+# One store_error line per operation per this many seconds; repeats are counted.
+STORE_ERROR_INTERVAL: Final = 60.0
+# The error of a record submitted after close (seedlock.store_error).
+CLOSED_MESSAGE: Final = (
+    "closed: close() was called on this DriftMonitor, or on the SeedLockCallbackHandler "
+    "or SeedLockMiddleware using it; calls observed since are compared and logged but "
+    "not stored (create a new handler, or close it only at shutdown)"
+)
+
+
+class StoreReports:
+    """The ``seedlock.store_error`` and ``seedlock.store_overflow`` lines of
+    one store (its URL redacted). A failure is logged at most once per
+    operation per `STORE_ERROR_INTERVAL`; the next line counts the repeats."""
+
+    def __init__(self, store: BaselineStore | None) -> None:
+        self.url = redact_optional_url(getattr(store, "url", None))
+        self.dropped_total = 0
+        self._lock = threading.Lock()
+        self._errors: dict[str, tuple[float, int]] = {}  # op -> (last logged, suppressed)
+        _fork.register(self, after_in_child=StoreReports._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent's thread may have held it
+
+    def write_error(self, exc: BaseException) -> None:
+        self.error("write", exc)
+
+    def error(self, op: str, exc: BaseException) -> None:
+        """Log ``seedlock.store_error`` for operation ``op`` (rate-limited)."""
+        now = time.monotonic()
+        with self._lock:
+            last, suppressed = self._errors.get(op, (None, 0))
+            if last is not None and now - last < STORE_ERROR_INTERVAL:
+                self._errors[op] = (last, suppressed + 1)
+                return
+            self._errors[op] = (now, 0)
+        text = str(exc)
+        ev.emit("StoreReports.error", "warning", ev.STORE_ERROR, **{
+            ev.K_OPERATION: op,
+            ev.K_STORE_URL: self.url,
+            ev.K_ERROR_TYPE: type(exc).__qualname__,
+            "error": text if len(text) <= 300 else text[:297] + "...",
+            ev.K_SUPPRESSED: suppressed,
+        })  # fmt: skip
+
+    def overflow(self, count: int) -> None:
+        """Log ``seedlock.store_overflow``: ``count`` records dropped since the last line."""
+        with self._lock:
+            self.dropped_total += count
+            total = self.dropped_total
+        ev.emit("StoreReports.overflow", "warning", ev.STORE_OVERFLOW, **{
+            ev.K_DROPPED: count, "seedlock.dropped_total": total, ev.K_STORE_URL: self.url,
+        })  # fmt: skip
 
 
 class Writer(Protocol):
@@ -50,30 +113,25 @@ class Writer(Protocol):
 
 
 def open_writer(
-    store: BaselineStore,
-    *,
-    buffer_size: int,
-    on_error: Callable[[BaseException], None],
-    on_overflow: Callable[[int], None],
-    capture_content: bool,
+    store: BaselineStore, *, buffer_size: int, reports: StoreReports, capture_content: bool
 ) -> Writer:
     """A `BackgroundWriter` holding up to ``buffer_size`` records, or with
-    ``buffer_size=0`` an `InlineWriter`."""
+    ``buffer_size=0`` an `InlineWriter`; either logs its failures through ``reports``."""
     if buffer_size <= 0:
-        return InlineWriter(store, on_error=on_error, capture_content=capture_content)
+        return InlineWriter(store, on_error=reports.write_error, capture_content=capture_content)
     return BackgroundWriter(
         store,
         buffer_size=buffer_size,
-        on_error=on_error,
-        on_overflow=on_overflow,
+        on_error=reports.write_error,
+        on_overflow=reports.overflow,
         capture_content=capture_content,
     )
 
 
 class InlineWriter:
     """Writes in the call, before it returns (``buffer_size=0``: no thread, for
-    scripts that must see their rows at once); a failure is reported to
-    ``on_error`` and counted, never raised."""
+    scripts that must see their rows at once); a failure (or a record
+    submitted after `close`) is reported to ``on_error`` and counted, never raised."""
 
     def __init__(
         self,
@@ -86,8 +144,13 @@ class InlineWriter:
         self.dropped = 0
         self._on_error = on_error
         self._capture = capture_content
+        self._closed = False
 
     def submit(self, record: CallRecord | None, events: Sequence[StoredEvent] = ()) -> bool:
+        if self._closed:
+            self.dropped += 1
+            self._on_error(StoreError(CLOSED_MESSAGE))
+            return False
         try:
             self.store.write(
                 [record] if record is not None else [], events, capture_content=self._capture
@@ -102,6 +165,7 @@ class InlineWriter:
         return True
 
     def close(self, timeout: float | None = None) -> bool:
+        self._closed = True
         return True
 
 
@@ -117,9 +181,10 @@ class BackgroundWriter:
     """Write records to ``store`` from a daemon thread, in batches.
 
     ``submit()`` never blocks on the store and never raises. ``on_error(exc)``
-    is called on every failed write attempt, ``on_overflow(n)`` with the
-    number of records dropped since the last report (both from the writer
-    thread; exceptions they raise are swallowed).
+    is called on every failed write attempt (from the writer thread) and for
+    a record submitted after `close` (from the caller's), ``on_overflow(n)``
+    with the number of records the full buffer dropped since the last report
+    (from the writer thread); exceptions they raise are swallowed.
     """
 
     def __init__(
@@ -184,17 +249,23 @@ class BackgroundWriter:
         """Queue a record (and events) for writing; False if it was dropped."""
         try:
             with self._mutex:  # the Condition's lock, without its Python-level wrapper
-                if self._closing or len(self._buffer) >= self.buffer_size:
+                if self._closing:
+                    self.dropped += 1
+                    self._reported_dropped += 1  # reported below, not as an overflow
+                elif len(self._buffer) >= self.buffer_size:
                     self.dropped += 1
                     self._cond.notify()
                     return False
-                if self._thread is None:  # in a forked child, the first record
-                    self._start_locked()
-                self._buffer.append((record, tuple(events)))
-                self._accepted += 1
-                if len(self._buffer) >= self.batch_size:
-                    self._cond.notify()
-                return True
+                else:
+                    if self._thread is None:  # in a forked child, the first record
+                        self._start_locked()
+                    self._buffer.append((record, tuple(events)))
+                    self._accepted += 1
+                    if len(self._buffer) >= self.batch_size:
+                        self._cond.notify()
+                    return True
+            self._call(self._on_error, StoreError(CLOSED_MESSAGE))
+            return False
         except Exception:  # noqa: BLE001  # pragma: no cover - must never fail the model call
             return False
 
@@ -278,10 +349,10 @@ class BackgroundWriter:
             self._call(self._on_overflow, new)
 
     @staticmethod
-    def _call(fn: Callable[[int], None] | Callable[[BaseException], None], arg: object) -> None:
+    def _call(fn: Callable[[Any], None], arg: object) -> None:
         # A reporting hook that raises must not stop the writer.
         with contextlib.suppress(Exception):
-            fn(arg)  # type: ignore[arg-type]
+            fn(arg)
 
     def _loop(self) -> None:
         while True:
