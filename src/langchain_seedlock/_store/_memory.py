@@ -10,6 +10,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from langchain_seedlock import _events as ev
 from langchain_seedlock import _fork
@@ -35,6 +36,9 @@ from langchain_seedlock._store._base import (
     summarize_backends,
     summarize_rate_buckets,
 )
+
+if TYPE_CHECKING:
+    from langchain_seedlock._identity import BackendIdentity
 
 OutputKey = tuple[str, str, str]  # request_hash, backend_id, output_hash
 FingerprintKey = tuple[str, str | None]  # model_key, system_fingerprint
@@ -218,6 +222,7 @@ class Batch:
     ) -> Batch:
         outputs: dict[OutputKey, OutputDelta] = {}
         fingerprints: dict[FingerprintKey, FingerprintDelta] = {}
+        identities: dict[FingerprintKey, BackendIdentity | None] = {}  # the latest per key
         for rec in records:
             text = rec.output_text if capture_content else None
             okey = (rec.request_hash, rec.backend_id, rec.output_hash)
@@ -234,15 +239,18 @@ class Batch:
                 o.output_text = o.output_text if o.output_text is not None else text
             fkey = (rec.model_key, rec.system_fingerprint)
             f = fingerprints.get(fkey)
-            ident = rec.identity.to_json() if rec.identity is not None else None
             if f is None:
-                fingerprints[fkey] = FingerprintDelta(1, rec.at, rec.at, ident)
+                fingerprints[fkey] = FingerprintDelta(1, rec.at, rec.at, None)
+                identities[fkey] = rec.identity
             else:
                 f.count += 1
                 f.first_seen = min(f.first_seen, rec.at)
                 if rec.at >= f.last_seen:
-                    f.identity = ident or f.identity
+                    identities[fkey] = rec.identity or identities[fkey]
                 f.last_seen = max(f.last_seen, rec.at)
+        for fkey, identity in identities.items():  # serialized once per key, not per record
+            if identity is not None:
+                fingerprints[fkey].identity = identity.to_json()
         return cls(
             dict(sorted(outputs.items())),
             dict(sorted(fingerprints.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))),
