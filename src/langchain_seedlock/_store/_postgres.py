@@ -25,7 +25,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from langchain_seedlock import _fork
@@ -36,16 +36,6 @@ from langchain_seedlock._redact import SECRET_PARAMS as _SECRET_PARAMS
 from langchain_seedlock._redact import redact_url
 from langchain_seedlock._sketch import new_key
 from langchain_seedlock._store._base import (
-    BACKENDS_SQL,
-    DRIFTING_SQL,
-    EVENT_COUNTS_SQL,
-    INFLIGHT_SQL,
-    INFLIGHT_TABLE,
-    INSERT_PAYLOAD,
-    PAYLOADS_TABLE,
-    PRUNE_PAYLOADS,
-    RATE_BUCKETS_SQL,
-    UPSERT_INFLIGHT,
     BackendSummary,
     BaselineStore,
     DriftingRequest,
@@ -57,7 +47,6 @@ from langchain_seedlock._store._base import (
     RequestSummary,
     StoredEvent,
     check_prune_args,
-    drift_events_sql,
     merge_drift_events,
     payload_rows,
     rate_bucket_params,
@@ -69,128 +58,31 @@ from langchain_seedlock._store._memory import (
     sketches_of,
     unique_records,
 )
+from langchain_seedlock._store._schema import (
+    POSTGRES,
+    SCHEMA_VERSION,
+    SKETCH_KEY_NAME,
+    Queries,
+    create_table,
+    fingerprint_key,
+    migration,
+)
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
 
-SCHEMA_VERSION = 5
 # pg_advisory_xact_lock key: serializes first use by many workers at once.
 _MIGRATION_LOCK = 0x5EED_10C4
 _T = TypeVar("_T")
-_NULL_FP = "n:"
+_Q = Queries(POSTGRES)
 
-_MIGRATIONS: dict[int, str] = {
-    1: """
-CREATE TABLE IF NOT EXISTS seedlock_outputs (
-    request_hash TEXT NOT NULL,
-    backend_id TEXT NOT NULL,
-    output_hash TEXT NOT NULL,
-    model_key TEXT NOT NULL,
-    system_fingerprint TEXT,
-    count BIGINT NOT NULL,
-    first_seen DOUBLE PRECISION NOT NULL,
-    last_seen DOUBLE PRECISION NOT NULL,
-    output_text TEXT,
-    PRIMARY KEY (request_hash, backend_id, output_hash)
-);
-CREATE INDEX IF NOT EXISTS seedlock_outputs_last_seen ON seedlock_outputs (last_seen);
-CREATE INDEX IF NOT EXISTS seedlock_outputs_model_key ON seedlock_outputs (model_key);
-CREATE TABLE IF NOT EXISTS seedlock_fingerprints (
-    model_key TEXT NOT NULL,
-    fingerprint_key TEXT NOT NULL,
-    system_fingerprint TEXT,
-    count BIGINT NOT NULL,
-    first_seen DOUBLE PRECISION NOT NULL,
-    last_seen DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (model_key, fingerprint_key)
-);
-CREATE TABLE IF NOT EXISTS seedlock_events (
-    id BIGSERIAL PRIMARY KEY,
-    name TEXT NOT NULL,
-    at DOUBLE PRECISION NOT NULL,
-    fields JSONB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS seedlock_events_at ON seedlock_events (at);
-""",
-    # Record ids (a retried write counts each record once; rows leave when the
-    # writer acknowledges the batch) and event ids (unique, NULL allowed).
-    2: """
-CREATE TABLE IF NOT EXISTS seedlock_record_ids (
-    record_id TEXT COLLATE "C" PRIMARY KEY,
-    at DOUBLE PRECISION NOT NULL
-);
-ALTER TABLE seedlock_events ADD COLUMN IF NOT EXISTS event_id TEXT;
-CREATE UNIQUE INDEX IF NOT EXISTS seedlock_events_event_id ON seedlock_events (event_id);
-""",
-    # Output sketches (size a change without the text), and the key they are
-    # made with, generated once per store (`BaselineStore.sketch_key`).
-    3: """
-ALTER TABLE seedlock_outputs ADD COLUMN IF NOT EXISTS sketch BYTEA;
-CREATE TABLE IF NOT EXISTS seedlock_meta (
-    name TEXT PRIMARY KEY,
-    value BYTEA NOT NULL
-);
-""",
-    # The backend identity of each model's last call per fingerprint
-    # (`_identity`), and calls per in-flight bucket (`_inflight`).
-    4: "ALTER TABLE seedlock_fingerprints ADD COLUMN IF NOT EXISTS identity TEXT;"
-    + INFLIGHT_TABLE.format(t="seedlock_inflight"),
-    # Recorded request payloads, one per request hash (`_payload`).
-    5: PAYLOADS_TABLE.format(t="seedlock_payloads"),
-}
-_INSERT_PAYLOAD = INSERT_PAYLOAD.format(t="seedlock_payloads", p="%s")
-_PRUNE_PAYLOADS = PRUNE_PAYLOADS.format(t="seedlock_payloads", outputs="seedlock_outputs")
-_UPSERT_INFLIGHT = UPSERT_INFLIGHT.format(t="seedlock_inflight", p="%s")
-SKETCH_KEY_NAME: Final = "sketch_key"
-INSERT_SKETCH_KEY = (
-    "INSERT INTO seedlock_meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING"
-)
-Q_SKETCH_KEY = "SELECT value FROM seedlock_meta WHERE name = %s"
-
-UPSERT_OUTPUT = """
-INSERT INTO seedlock_outputs AS o (request_hash, backend_id, output_hash, model_key,
-    system_fingerprint, count, first_seen, last_seen, output_text, sketch)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (request_hash, backend_id, output_hash) DO UPDATE SET
-    count = o.count + excluded.count,
-    first_seen = LEAST(o.first_seen, excluded.first_seen),
-    last_seen = GREATEST(o.last_seen, excluded.last_seen),
-    output_text = COALESCE(o.output_text, excluded.output_text),
-    sketch = COALESCE(o.sketch, excluded.sketch)
-"""
-
-UPSERT_FINGERPRINT = """
-INSERT INTO seedlock_fingerprints AS f (model_key, fingerprint_key, system_fingerprint,
-    count, first_seen, last_seen, identity)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (model_key, fingerprint_key) DO UPDATE SET
-    count = f.count + excluded.count,
-    first_seen = LEAST(f.first_seen, excluded.first_seen),
-    last_seen = GREATEST(f.last_seen, excluded.last_seen),
-    identity = CASE WHEN excluded.last_seen >= f.last_seen
-                    THEN COALESCE(excluded.identity, f.identity) ELSE f.identity END
-"""
-
-INSERT_EVENT = (
-    "INSERT INTO seedlock_events (name, at, fields, event_id) VALUES (%s, %s, %s, %s) "
-    "ON CONFLICT (event_id) DO NOTHING"
-)
+# PostgreSQL only (see `_schema`): a batch's record ids go in and out as one
+# array each, the ids that were new coming back (only their records count).
 FORGET_RECORD_IDS = "DELETE FROM seedlock_record_ids WHERE record_id = ANY(%s)"
-# The ids that were not there yet: only their records are counted.
 INSERT_RECORD_IDS = (
     "INSERT INTO seedlock_record_ids (record_id, at) "
     "SELECT * FROM unnest(%s::text[], %s::float8[]) ON CONFLICT DO NOTHING RETURNING record_id"
-)
-
-Q_OUTPUTS = (
-    "SELECT request_hash, output_hash, backend_id, system_fingerprint, count, first_seen, "
-    "last_seen, output_text, sketch FROM seedlock_outputs WHERE request_hash = %s "
-    "ORDER BY first_seen, backend_id, output_hash"
-)
-Q_FINGERPRINTS = (
-    "SELECT model_key, system_fingerprint, count, first_seen, last_seen, identity "
-    "FROM seedlock_fingerprints WHERE model_key = %s ORDER BY last_seen, first_seen"
 )
 
 
@@ -274,8 +166,7 @@ def _upsert_rows(
         for (rh, bid, oh), d in batch.outputs.items()
     ]  # fmt: skip
     fingerprints = [
-        (mk, _NULL_FP if fp is None else "s:" + fp, fp, d.count, d.first_seen, d.last_seen,
-         d.identity)
+        (mk, fingerprint_key(fp), fp, d.count, d.first_seen, d.last_seen, d.identity)
         for (mk, fp), d in batch.fingerprints.items()
     ]  # fmt: skip
     return outputs, fingerprints, [(*k, *v) for k, v in batch.inflight.items()]
@@ -446,9 +337,8 @@ class PostgresStore(BaselineStore):
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS seedlock_schema_version (version INT NOT NULL)"
-            )
+            # Made before the steps: it says which steps to run.
+            conn.execute(create_table(POSTGRES, "schema_version"))
             row = conn.execute("SELECT max(version) FROM seedlock_schema_version").fetchone()
             version = (row[0] if row else None) or 0
             if version > SCHEMA_VERSION:
@@ -458,10 +348,11 @@ class PostgresStore(BaselineStore):
                     "langchain-seedlock on this worker."
                 )
             for v in range(version + 1, SCHEMA_VERSION + 1):
-                conn.execute(_MIGRATIONS[v])
+                for stmt in migration(POSTGRES, v):
+                    conn.execute(stmt)
                 conn.execute("INSERT INTO seedlock_schema_version (version) VALUES (%s)", (v,))
             if version < 3:
-                conn.execute(INSERT_SKETCH_KEY, (SKETCH_KEY_NAME, new_key()))
+                conn.execute(_Q.insert_sketch_key, (SKETCH_KEY_NAME, new_key()))
 
     def _connect(self) -> psycopg.Connection[Any]:
         # Autocommit: a read is one statement; writes open a transaction.
@@ -565,53 +456,40 @@ class PostgresStore(BaselineStore):
     # -- reads -----------------------------------------------------------------
     def outputs_for(self, request_hash: str) -> list[OutputSeen]:
         def q(c: psycopg.Connection[Any]) -> list[OutputSeen]:
-            return [OutputSeen(*r) for r in c.execute(Q_OUTPUTS, (request_hash,)).fetchall()]
+            return [OutputSeen(*r) for r in c.execute(_Q.outputs, (request_hash,)).fetchall()]
 
         return self._run("reading outputs", q)
 
     def request_payload(self, request_hash: str) -> str | None:
         def q(c: psycopg.Connection[Any]) -> str | None:
-            row = c.execute(
-                "SELECT payload FROM seedlock_payloads WHERE request_hash = %s", (request_hash,)
-            ).fetchone()
+            row = c.execute(_Q.payload, (request_hash,)).fetchone()
             return None if row is None else str(row[0])
 
         return self._run("reading a payload", q)
 
     def payload_hashes(self) -> list[str]:
         def q(c: psycopg.Connection[Any]) -> list[str]:
-            rows = c.execute(
-                "SELECT request_hash FROM seedlock_payloads ORDER BY first_seen, request_hash"
-            ).fetchall()
-            return [str(r[0]) for r in rows]
+            return [str(r[0]) for r in c.execute(_Q.payload_hashes).fetchall()]
 
         return self._run("reading payloads", q)
 
     def fingerprints_for(self, model_key: str) -> list[FingerprintSeen]:
         def q(c: psycopg.Connection[Any]) -> list[FingerprintSeen]:
-            return [FingerprintSeen(*r) for r in c.execute(Q_FINGERPRINTS, (model_key,)).fetchall()]
+            rows = c.execute(_Q.fingerprints, (model_key,)).fetchall()
+            return [FingerprintSeen(*r) for r in rows]
 
         return self._run("reading fingerprints", q)
 
     def requests(self, *, model_key: str | None = None, limit: int = 100) -> list[RequestSummary]:
         def q(c: psycopg.Connection[Any]) -> list[RequestSummary]:
-            rows = c.execute(
-                "SELECT request_hash, min(model_key), sum(count)::bigint, "
-                "count(DISTINCT output_hash), count(DISTINCT backend_id), min(first_seen), "
-                "max(last_seen) FROM seedlock_outputs "
-                "WHERE (%s::text IS NULL OR model_key = %s::text) GROUP BY request_hash "
-                "ORDER BY max(last_seen) DESC, request_hash DESC LIMIT %s",
-                (model_key, model_key, max(limit, 0)),
-            ).fetchall()
+            rows = c.execute(_Q.requests, (model_key, model_key, max(limit, 0))).fetchall()
             return [RequestSummary(*r) for r in rows]
 
         return self._run("reading requests", q)
 
     def backends(self, *, model_key: str | None = None) -> list[BackendSummary]:
-        sql = BACKENDS_SQL.format(outputs="seedlock_outputs", p="%s", text="::text")
-
         def q(c: psycopg.Connection[Any]) -> list[BackendSummary]:
-            rows = c.execute(sql, (model_key, model_key)).fetchall()
+            rows = c.execute(_Q.backends, (model_key, model_key)).fetchall()
             # PostgreSQL sums integers as numeric: back to int.
             plain: list[list[Any]] = [
                 [int(x) if isinstance(x, Decimal) else x for x in r] for r in rows
@@ -621,26 +499,19 @@ class PostgresStore(BaselineStore):
         return self._run("reading backends", q)
 
     def in_flight(self, *, model_key: str | None = None) -> list[InFlightSummary]:
-        sql = INFLIGHT_SQL.format(t="seedlock_inflight", p="%s", text="::text")
-
         def q(c: psycopg.Connection[Any]) -> list[InFlightSummary]:
-            rows = c.execute(sql, (model_key, model_key)).fetchall()
+            rows = c.execute(_Q.in_flight, (model_key, model_key)).fetchall()
             return [InFlightSummary(mk, b, int(n), int(r), int(k)) for mk, b, n, r, k in rows]
 
         return self._run("reading in-flight counts", q)
 
     def rate_buckets(self, width: float, *, model_key: str | None = None) -> list[RateBucket]:
-        sql = RATE_BUCKETS_SQL.format(
-            outputs="seedlock_outputs", p="%s", text="::text",
-            bucket_min="floor(min(first_seen) / %s::float8)::bigint",
-            bucket_row="floor(first_seen / %s::float8)::bigint",
-        )  # fmt: skip
         params = rate_bucket_params(width, model_key)
 
         def q(c: psycopg.Connection[Any]) -> list[RateBucket]:
             return [
                 RateBucket(m, bid, b * width, *(int(x) for x in rest))
-                for m, bid, b, *rest in c.execute(sql, params).fetchall()
+                for m, bid, b, *rest in c.execute(_Q.rate_buckets, params).fetchall()
             ]
 
         return self._run("reading rates over time", q)
@@ -649,15 +520,14 @@ class PostgresStore(BaselineStore):
         self, *, model_key: str | None = None, limit: int = 25
     ) -> list[DriftingRequest]:
         def q(c: psycopg.Connection[Any]) -> list[DriftingRequest]:
-            sql = DRIFTING_SQL.format(outputs="seedlock_outputs", p="%s", text="::text")
             rows: list[list[Any]] = [
                 [int(x) if isinstance(x, Decimal) else x for x in r]
-                for r in c.execute(sql, (model_key, model_key, max(limit, 0))).fetchall()
+                for r in c.execute(_Q.drifting, (model_key, model_key, max(limit, 0))).fetchall()
             ]
             found = [DriftingRequest(*r) for r in rows]
             if not found:
                 return found
-            events_sql = drift_events_sql("seedlock_events", _json_get, "%s", len(found))
+            events_sql = _Q.drift_events(_json_get, len(found))
             drift = c.execute(events_sql, (OUTPUT_DRIFT, *(r.request_hash for r in found)))
             return merge_drift_events(found, drift.fetchall())
 
@@ -665,28 +535,20 @@ class PostgresStore(BaselineStore):
 
     def event_counts(self) -> list[EventCount]:
         def q(c: psycopg.Connection[Any]) -> list[EventCount]:
-            sql = EVENT_COUNTS_SQL.format(events="seedlock_events")
-            return [EventCount(*r) for r in c.execute(sql).fetchall()]
+            return [EventCount(*r) for r in c.execute(_Q.event_counts).fetchall()]
 
         return self._run("counting events", q)
 
     def recent_events(self, *, limit: int = 500) -> list[StoredEvent]:
         def q(c: psycopg.Connection[Any]) -> list[StoredEvent]:
-            rows = c.execute(
-                "SELECT name, at, fields FROM seedlock_events ORDER BY at DESC, id DESC LIMIT %s",
-                (max(limit, 0),),
-            ).fetchall()
+            rows = c.execute(_Q.recent_events, (max(limit, 0),)).fetchall()
             return [StoredEvent(n, at, f, None) for n, at, f in rows]
 
         return self._run("reading events", q)
 
     def models(self) -> list[FingerprintSeen]:
         def q(c: psycopg.Connection[Any]) -> list[FingerprintSeen]:
-            rows = c.execute(
-                "SELECT model_key, system_fingerprint, count, first_seen, last_seen "
-                "FROM seedlock_fingerprints ORDER BY model_key, first_seen, fingerprint_key"
-            ).fetchall()
-            return [FingerprintSeen(*r) for r in rows]
+            return [FingerprintSeen(*r) for r in c.execute(_Q.models).fetchall()]
 
         return self._run("reading models", q)
 
@@ -694,12 +556,7 @@ class PostgresStore(BaselineStore):
         self, *, name: str | None = None, since: float | None = None, limit: int = 1000
     ) -> list[StoredEvent]:
         def q(c: psycopg.Connection[Any]) -> list[StoredEvent]:
-            rows = c.execute(
-                "SELECT name, at, fields FROM seedlock_events "
-                "WHERE (%s::text IS NULL OR name = %s::text) "
-                "AND (%s::float8 IS NULL OR at >= %s::float8) ORDER BY at, id LIMIT %s",
-                (name, name, since, since, max(limit, 0)),
-            ).fetchall()
+            rows = c.execute(_Q.events, (name, name, since, since, max(limit, 0))).fetchall()
             return [StoredEvent(n, at, f, None) for n, at, f in rows]
 
         return self._run("reading events", q)
@@ -728,11 +585,11 @@ class PostgresStore(BaselineStore):
                     new = {row[0] for row in cur.fetchall()}
                 fresh = [r for r in unique if r.record_id is None or r.record_id in new]
                 outputs, fingerprints, inflight = _upsert_rows(fresh, capture_content, sketches)
-                cur.executemany(UPSERT_OUTPUT, outputs)
-                cur.executemany(UPSERT_FINGERPRINT, fingerprints)
-                cur.executemany(_UPSERT_INFLIGHT, inflight)
-                cur.executemany(_INSERT_PAYLOAD, payload_rows(fresh, capture_content))
-                cur.executemany(INSERT_EVENT, events_rows)
+                cur.executemany(_Q.upsert_output, outputs)
+                cur.executemany(_Q.upsert_fingerprint, fingerprints)
+                cur.executemany(_Q.upsert_inflight, inflight)
+                cur.executemany(_Q.insert_payload, payload_rows(fresh, capture_content))
+                cur.executemany(_Q.insert_event, events_rows)
 
         try:
             self._run("writing", w, transaction=True)
@@ -749,7 +606,7 @@ class PostgresStore(BaselineStore):
         if self._sketch_key is None:
 
             def q(c: psycopg.Connection[Any]) -> bytes | None:
-                row = c.execute(Q_SKETCH_KEY, (SKETCH_KEY_NAME,)).fetchone()
+                row = c.execute(_Q.sketch_key, (SKETCH_KEY_NAME,)).fetchone()
                 return None if row is None else bytes(row[0])
 
             self._sketch_key = self._run("reading the sketch key", q)
@@ -757,7 +614,7 @@ class PostgresStore(BaselineStore):
 
     async def _asketch_key(self) -> bytes | None:
         async def q(c: Any) -> bytes | None:
-            cur = await c.execute(Q_SKETCH_KEY, (SKETCH_KEY_NAME,))
+            cur = await c.execute(_Q.sketch_key, (SKETCH_KEY_NAME,))
             row = await cur.fetchone()
             return None if row is None else bytes(row[0])
 
@@ -782,27 +639,12 @@ class PostgresStore(BaselineStore):
         def w(c: psycopg.Connection[Any]) -> int:
             deleted = 0
             if older_than is not None:
-                for sql in (
-                    "DELETE FROM seedlock_outputs WHERE last_seen < %s",
-                    "DELETE FROM seedlock_events WHERE at < %s",
-                    # Keep the newest fingerprint of each model: the next call is
-                    # compared with it.
-                    "DELETE FROM seedlock_fingerprints AS f WHERE f.last_seen < %s AND EXISTS ("
-                    "SELECT 1 FROM seedlock_fingerprints AS g WHERE g.model_key = f.model_key "
-                    "AND (g.last_seen > f.last_seen OR (g.last_seen = f.last_seen "
-                    "AND g.fingerprint_key > f.fingerprint_key)))",
-                ):
+                for sql in _Q.prune_older:
                     deleted += c.execute(sql, (older_than,)).rowcount
-                # Ids never acknowledged (not counted: they are bookkeeping).
-                c.execute("DELETE FROM seedlock_record_ids WHERE at < %s", (older_than,))
+                c.execute(_Q.prune_record_ids, (older_than,))
             if keep_last is not None:
-                deleted += c.execute(
-                    "DELETE FROM seedlock_outputs WHERE request_hash NOT IN (SELECT request_hash "
-                    "FROM seedlock_outputs GROUP BY request_hash "
-                    "ORDER BY max(last_seen) DESC, request_hash DESC LIMIT %s)",
-                    (max(keep_last, 0),),
-                ).rowcount
-            return deleted + c.execute(_PRUNE_PAYLOADS).rowcount
+                deleted += c.execute(_Q.keep_last, (max(keep_last, 0),)).rowcount
+            return deleted + c.execute(_Q.prune_payloads).rowcount
 
         return self._run("pruning", w, transaction=True)
 
@@ -841,7 +683,7 @@ class PostgresStore(BaselineStore):
 
     async def aoutputs_for(self, request_hash: str) -> list[OutputSeen]:
         async def q(c: Any) -> list[OutputSeen]:
-            cur = await c.execute(Q_OUTPUTS, (request_hash,))
+            cur = await c.execute(_Q.outputs, (request_hash,))
             return [OutputSeen(*r) for r in await cur.fetchall()]
 
         result: list[OutputSeen] = await self._arun("reading outputs", q)
@@ -849,7 +691,7 @@ class PostgresStore(BaselineStore):
 
     async def afingerprints_for(self, model_key: str) -> list[FingerprintSeen]:
         async def q(c: Any) -> list[FingerprintSeen]:
-            cur = await c.execute(Q_FINGERPRINTS, (model_key,))
+            cur = await c.execute(_Q.fingerprints, (model_key,))
             return [FingerprintSeen(*r) for r in await cur.fetchall()]
 
         result: list[FingerprintSeen] = await self._arun("reading fingerprints", q)
@@ -881,11 +723,11 @@ class PostgresStore(BaselineStore):
                     new = {row[0] for row in await cur.fetchall()}
                 fresh = [r for r in unique if r.record_id is None or r.record_id in new]
                 outputs, fingerprints, inflight = _upsert_rows(fresh, capture_content, sketches)
-                await cur.executemany(UPSERT_OUTPUT, outputs)
-                await cur.executemany(UPSERT_FINGERPRINT, fingerprints)
-                await cur.executemany(_UPSERT_INFLIGHT, inflight)
-                await cur.executemany(_INSERT_PAYLOAD, payload_rows(fresh, capture_content))
-                await cur.executemany(INSERT_EVENT, events_rows)
+                await cur.executemany(_Q.upsert_output, outputs)
+                await cur.executemany(_Q.upsert_fingerprint, fingerprints)
+                await cur.executemany(_Q.upsert_inflight, inflight)
+                await cur.executemany(_Q.insert_payload, payload_rows(fresh, capture_content))
+                await cur.executemany(_Q.insert_event, events_rows)
 
         try:
             await self._arun("writing", w)
@@ -926,7 +768,7 @@ class PostgresStore(BaselineStore):
 
 
 def _json_get(key: str, kind: str) -> str:
-    """An event field in SQL (see `drift_events_sql`)."""
+    """An event field in SQL (see `Queries.drift_events`)."""
     if kind == "false":
         return f"(CASE WHEN fields -> '{key}' = 'false'::jsonb THEN 1 ELSE 0 END)"
     if kind == "int":
