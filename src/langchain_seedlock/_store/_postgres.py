@@ -23,50 +23,27 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from langchain_seedlock import _fork
 from langchain_seedlock._errors import StoreError, StoreVersionError
-from langchain_seedlock._events import OUTPUT_DRIFT
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import SECRET_PARAMS as _SECRET_PARAMS
 from langchain_seedlock._redact import redact_url
 from langchain_seedlock._sketch import new_key
-from langchain_seedlock._store._base import (
-    BackendSummary,
-    BaselineStore,
-    DriftingRequest,
-    EventCount,
-    FingerprintSeen,
-    InFlightSummary,
-    OutputSeen,
-    RateBucket,
-    RequestSummary,
-    StoredEvent,
-    check_prune_args,
-    merge_drift_events,
-    payload_rows,
-    rate_bucket_params,
-)
-from langchain_seedlock._store._memory import (
-    AckedIds,
-    Batch,
-    Sketched,
-    sketches_of,
-    unique_records,
-)
+from langchain_seedlock._store._base import FingerprintSeen, OutputSeen, StoredEvent
+from langchain_seedlock._store._memory import AckedIds, Sketched, sketches_of, unique_records
 from langchain_seedlock._store._schema import (
     POSTGRES,
     SCHEMA_VERSION,
     SKETCH_KEY_NAME,
     Queries,
     create_table,
-    fingerprint_key,
     migration,
 )
+from langchain_seedlock._store._sql import SQLStore, write_statements
 
 if TYPE_CHECKING:
     import psycopg
@@ -153,23 +130,10 @@ def _check_dsn(psycopg: Any, dsn: str) -> None:
             raise ValueError(f"port {port!r} is not a number from 1 to 65535")
 
 
-def _upsert_rows(
-    records: Sequence[CallRecord],
-    capture_content: bool,
-    sketches: Mapping[tuple[str, str, str], bytes],
-) -> tuple[list[Any], list[Any], list[Any]]:
-    """Parameter rows of the upserts of one write: outputs, fingerprints, in-flight."""
-    batch = Batch.of(records, capture_content=capture_content, sketches=sketches)
-    outputs = [
-        (rh, bid, oh, d.model_key, d.system_fingerprint, d.count, d.first_seen, d.last_seen,
-         d.output_text, d.sketch)
-        for (rh, bid, oh), d in batch.outputs.items()
-    ]  # fmt: skip
-    fingerprints = [
-        (mk, fingerprint_key(fp), fp, d.count, d.first_seen, d.last_seen, d.identity)
-        for (mk, fp), d in batch.fingerprints.items()
-    ]  # fmt: skip
-    return outputs, fingerprints, [(*k, *v) for k, v in batch.inflight.items()]
+def _ids_of(records: Sequence[CallRecord]) -> tuple[list[str], list[float]]:
+    """The ids and times of the records with an id (`INSERT_RECORD_IDS`)."""
+    pairs = [(r.record_id, r.at) for r in records if r.record_id is not None]
+    return [i for i, _ in pairs], [at for _, at in pairs]
 
 
 class _PoolBusyError(Exception):
@@ -254,7 +218,7 @@ class _Connections:
             self._cond.notify()
 
 
-class PostgresStore(BaselineStore):
+class PostgresStore(SQLStore):
     """A store in a PostgreSQL database, shared by many processes and machines."""
 
     def __init__(
@@ -267,6 +231,7 @@ class PostgresStore(BaselineStore):
         max_size: int = 4,
         connect: bool = True,
     ) -> None:
+        super().__init__(_Q, _json_get, dict)
         self.url = redact_url(url)
         self._secrets = _secrets_of(url)
         self._psycopg, self._pool_mod = _import_psycopg()
@@ -292,8 +257,6 @@ class PostgresStore(BaselineStore):
         self._lock = threading.Lock()
         self._schema_ready = False
         self._conns = _Connections(self._connect, self._max_size, timeout=connect_timeout + 1)
-        self._acked = AckedIds()
-        self._sketched = Sketched()
         self._apools: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, AsyncConnectionPool[Any]
         ] = weakref.WeakKeyDictionary()
@@ -453,200 +416,25 @@ class PostgresStore(BaselineStore):
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    # -- reads -----------------------------------------------------------------
-    def outputs_for(self, request_hash: str) -> list[OutputSeen]:
-        def q(c: psycopg.Connection[Any]) -> list[OutputSeen]:
-            return [OutputSeen(*r) for r in c.execute(_Q.outputs, (request_hash,)).fetchall()]
+    # -- what `SQLStore` asks of a dialect -----------------------------------
+    def _read(self, action: str, fn: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        return self._run(action, fn)
 
-        return self._run("reading outputs", q)
+    def _transaction(self, action: str, fn: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        return self._run(action, fn, transaction=True)
 
-    def request_payload(self, request_hash: str) -> str | None:
-        def q(c: psycopg.Connection[Any]) -> str | None:
-            row = c.execute(_Q.payload, (request_hash,)).fetchone()
-            return None if row is None else str(row[0])
-
-        return self._run("reading a payload", q)
-
-    def payload_hashes(self) -> list[str]:
-        def q(c: psycopg.Connection[Any]) -> list[str]:
-            return [str(r[0]) for r in c.execute(_Q.payload_hashes).fetchall()]
-
-        return self._run("reading payloads", q)
-
-    def fingerprints_for(self, model_key: str) -> list[FingerprintSeen]:
-        def q(c: psycopg.Connection[Any]) -> list[FingerprintSeen]:
-            rows = c.execute(_Q.fingerprints, (model_key,)).fetchall()
-            return [FingerprintSeen(*r) for r in rows]
-
-        return self._run("reading fingerprints", q)
-
-    def requests(self, *, model_key: str | None = None, limit: int = 100) -> list[RequestSummary]:
-        def q(c: psycopg.Connection[Any]) -> list[RequestSummary]:
-            rows = c.execute(_Q.requests, (model_key, model_key, max(limit, 0))).fetchall()
-            return [RequestSummary(*r) for r in rows]
-
-        return self._run("reading requests", q)
-
-    def backends(self, *, model_key: str | None = None) -> list[BackendSummary]:
-        def q(c: psycopg.Connection[Any]) -> list[BackendSummary]:
-            rows = c.execute(_Q.backends, (model_key, model_key)).fetchall()
-            # PostgreSQL sums integers as numeric: back to int.
-            plain: list[list[Any]] = [
-                [int(x) if isinstance(x, Decimal) else x for x in r] for r in rows
-            ]
-            return [BackendSummary(*r) for r in plain]
-
-        return self._run("reading backends", q)
-
-    def in_flight(self, *, model_key: str | None = None) -> list[InFlightSummary]:
-        def q(c: psycopg.Connection[Any]) -> list[InFlightSummary]:
-            rows = c.execute(_Q.in_flight, (model_key, model_key)).fetchall()
-            return [InFlightSummary(mk, b, int(n), int(r), int(k)) for mk, b, n, r, k in rows]
-
-        return self._run("reading in-flight counts", q)
-
-    def rate_buckets(self, width: float, *, model_key: str | None = None) -> list[RateBucket]:
-        params = rate_bucket_params(width, model_key)
-
-        def q(c: psycopg.Connection[Any]) -> list[RateBucket]:
-            return [
-                RateBucket(m, bid, b * width, *(int(x) for x in rest))
-                for m, bid, b, *rest in c.execute(_Q.rate_buckets, params).fetchall()
-            ]
-
-        return self._run("reading rates over time", q)
-
-    def drifting_requests(
-        self, *, model_key: str | None = None, limit: int = 25
-    ) -> list[DriftingRequest]:
-        def q(c: psycopg.Connection[Any]) -> list[DriftingRequest]:
-            rows: list[list[Any]] = [
-                [int(x) if isinstance(x, Decimal) else x for x in r]
-                for r in c.execute(_Q.drifting, (model_key, model_key, max(limit, 0))).fetchall()
-            ]
-            found = [DriftingRequest(*r) for r in rows]
-            if not found:
-                return found
-            events_sql = _Q.drift_events(_json_get, len(found))
-            drift = c.execute(events_sql, (OUTPUT_DRIFT, *(r.request_hash for r in found)))
-            return merge_drift_events(found, drift.fetchall())
-
-        return self._run("reading drifting requests", q)
-
-    def event_counts(self) -> list[EventCount]:
-        def q(c: psycopg.Connection[Any]) -> list[EventCount]:
-            return [EventCount(*r) for r in c.execute(_Q.event_counts).fetchall()]
-
-        return self._run("counting events", q)
-
-    def recent_events(self, *, limit: int = 500) -> list[StoredEvent]:
-        def q(c: psycopg.Connection[Any]) -> list[StoredEvent]:
-            rows = c.execute(_Q.recent_events, (max(limit, 0),)).fetchall()
-            return [StoredEvent(n, at, f, None) for n, at, f in rows]
-
-        return self._run("reading events", q)
-
-    def models(self) -> list[FingerprintSeen]:
-        def q(c: psycopg.Connection[Any]) -> list[FingerprintSeen]:
-            return [FingerprintSeen(*r) for r in c.execute(_Q.models).fetchall()]
-
-        return self._run("reading models", q)
-
-    def events(
-        self, *, name: str | None = None, since: float | None = None, limit: int = 1000
-    ) -> list[StoredEvent]:
-        def q(c: psycopg.Connection[Any]) -> list[StoredEvent]:
-            rows = c.execute(_Q.events, (name, name, since, since, max(limit, 0))).fetchall()
-            return [StoredEvent(n, at, f, None) for n, at, f in rows]
-
-        return self._run("reading events", q)
-
-    # -- writes ----------------------------------------------------------------
-    def write(
-        self,
-        records: Sequence[CallRecord],
-        events: Sequence[StoredEvent] = (),
-        *,
-        capture_content: bool = False,
-    ) -> None:
-        if not records and not events:
-            return
-        unique, ids, ats, events_rows = self._write_params(records, events)
-        sketches = sketches_of(unique, self.sketch_key() if unique else None, self._sketched)
-        forget = self._acked.take()
-
-        def w(c: psycopg.Connection[Any]) -> None:
-            with c.cursor() as cur:
-                if forget:
-                    cur.execute(FORGET_RECORD_IDS, (forget,))
-                new: set[str] = set()
-                if ids:
-                    cur.execute(INSERT_RECORD_IDS, (ids, ats))
-                    new = {row[0] for row in cur.fetchall()}
-                fresh = [r for r in unique if r.record_id is None or r.record_id in new]
-                outputs, fingerprints, inflight = _upsert_rows(fresh, capture_content, sketches)
-                cur.executemany(_Q.upsert_output, outputs)
-                cur.executemany(_Q.upsert_fingerprint, fingerprints)
-                cur.executemany(_Q.upsert_inflight, inflight)
-                cur.executemany(_Q.insert_payload, payload_rows(fresh, capture_content))
-                cur.executemany(_Q.insert_event, events_rows)
-
-        try:
-            self._run("writing", w, transaction=True)
-        except BaseException:
-            self._acked.put_back(forget)
-            raise
-        self._sketched.add(sketches)
-
-    def acknowledge(self, records: Sequence[CallRecord]) -> None:
-        self._acked.add(records)
-
-    def sketch_key(self) -> bytes | None:
-        """The store's sketch key, from ``seedlock_meta`` (read once)."""
-        if self._sketch_key is None:
-
-            def q(c: psycopg.Connection[Any]) -> bytes | None:
-                row = c.execute(_Q.sketch_key, (SKETCH_KEY_NAME,)).fetchone()
-                return None if row is None else bytes(row[0])
-
-            self._sketch_key = self._run("reading the sketch key", q)
-        return self._sketch_key
-
-    async def _asketch_key(self) -> bytes | None:
-        async def q(c: Any) -> bytes | None:
-            cur = await c.execute(_Q.sketch_key, (SKETCH_KEY_NAME,))
-            row = await cur.fetchone()
-            return None if row is None else bytes(row[0])
-
-        key: bytes | None = await self._arun("reading the sketch key", q)
-        self._sketch_key = key
-        return key
-
-    def _write_params(
-        self, records: Sequence[CallRecord], events: Sequence[StoredEvent]
-    ) -> tuple[list[CallRecord], list[str | None], list[float], list[Any]]:
-        """A write's records without repeats, the ids and times of those with an
-        id, its event rows."""
-        unique = unique_records(records)
-        with_id = [r for r in unique if r.record_id is not None]
+    def _event_rows(self, events: Sequence[StoredEvent]) -> list[Any]:
         jsonb = self._psycopg.types.json.Jsonb
-        events_rows = [(e.name, e.at, jsonb(_jsonable(e.fields)), e.event_id) for e in events]
-        return unique, [r.record_id for r in with_id], [r.at for r in with_id], events_rows
+        return [(e.name, e.at, jsonb(_jsonable(e.fields)), e.event_id) for e in events]
 
-    def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:
-        check_prune_args(older_than, keep_last)
-
-        def w(c: psycopg.Connection[Any]) -> int:
-            deleted = 0
-            if older_than is not None:
-                for sql in _Q.prune_older:
-                    deleted += c.execute(sql, (older_than,)).rowcount
-                c.execute(_Q.prune_record_ids, (older_than,))
-            if keep_last is not None:
-                deleted += c.execute(_Q.keep_last, (max(keep_last, 0),)).rowcount
-            return deleted + c.execute(_Q.prune_payloads).rowcount
-
-        return self._run("pruning", w, transaction=True)
+    def _count_once(
+        self, cur: psycopg.Cursor[Any], records: Sequence[CallRecord], forget: Sequence[str]
+    ) -> list[CallRecord]:
+        if forget:
+            cur.execute(FORGET_RECORD_IDS, (list(forget),))
+        ids, ats = _ids_of(records)
+        new = {row[0] for row in cur.execute(INSERT_RECORD_IDS, (ids, ats))} if ids else set()
+        return [r for r in records if r.record_id is None or r.record_id in new]
 
     # -- async -----------------------------------------------------------------
     async def _aget_pool(self) -> AsyncConnectionPool[Any]:
@@ -697,6 +485,16 @@ class PostgresStore(BaselineStore):
         result: list[FingerprintSeen] = await self._arun("reading fingerprints", q)
         return result
 
+    async def _asketch_key(self) -> bytes | None:
+        async def q(c: Any) -> bytes | None:
+            cur = await c.execute(_Q.sketch_key, (SKETCH_KEY_NAME,))
+            row = await cur.fetchone()
+            return None if row is None else bytes(row[0])
+
+        key: bytes | None = await self._arun("reading the sketch key", q)
+        self._sketch_key = key
+        return key
+
     async def awrite(
         self,
         records: Sequence[CallRecord],
@@ -706,7 +504,8 @@ class PostgresStore(BaselineStore):
     ) -> None:
         if not records and not events:
             return
-        unique, ids, ats, events_rows = self._write_params(records, events)
+        unique = unique_records(records)
+        event_rows = self._event_rows(events)
         key = self._sketch_key
         if key is None and unique:
             key = await self._asketch_key()
@@ -714,20 +513,17 @@ class PostgresStore(BaselineStore):
         forget = self._acked.take()
 
         async def w(c: Any) -> None:
-            async with c.cursor() as cur:
+            async with c.cursor() as cur:  # `SQLStore.write`, awaited
                 if forget:
                     await cur.execute(FORGET_RECORD_IDS, (forget,))
+                ids, ats = _ids_of(unique)
                 new: set[str] = set()
                 if ids:
                     await cur.execute(INSERT_RECORD_IDS, (ids, ats))
                     new = {row[0] for row in await cur.fetchall()}
                 fresh = [r for r in unique if r.record_id is None or r.record_id in new]
-                outputs, fingerprints, inflight = _upsert_rows(fresh, capture_content, sketches)
-                await cur.executemany(_Q.upsert_output, outputs)
-                await cur.executemany(_Q.upsert_fingerprint, fingerprints)
-                await cur.executemany(_Q.upsert_inflight, inflight)
-                await cur.executemany(_Q.insert_payload, payload_rows(fresh, capture_content))
-                await cur.executemany(_Q.insert_event, events_rows)
+                for sql, rows in write_statements(_Q, fresh, event_rows, capture_content, sketches):
+                    await cur.executemany(sql, rows)
 
         try:
             await self._arun("writing", w)

@@ -466,6 +466,7 @@ class Queries:
         self.prune_record_ids = _PRUNE_RECORD_IDS.format_map(names)
         self.keep_last = _KEEP_LAST.format_map(names)
         self.prune_payloads = _PRUNE_PAYLOADS.format_map(names)
+        self.has_meta = _has("meta", None, version)
         self.has_inflight = _has("inflight", None, version)
         self.has_payloads = _has("payloads", None, version)
 

@@ -35,41 +35,19 @@ from urllib.parse import parse_qsl
 from langchain_seedlock import _fork
 from langchain_seedlock._args import check_bool, check_number
 from langchain_seedlock._errors import StoreError, StoreVersionError
-from langchain_seedlock._events import OUTPUT_DRIFT
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_url
 from langchain_seedlock._sketch import new_key
-from langchain_seedlock._store._base import (
-    BackendSummary,
-    BaselineStore,
-    DriftingRequest,
-    EventCount,
-    FingerprintSeen,
-    InFlightSummary,
-    OutputSeen,
-    RateBucket,
-    RequestSummary,
-    StoredEvent,
-    check_prune_args,
-    merge_drift_events,
-    payload_rows,
-    rate_bucket_params,
-)
-from langchain_seedlock._store._memory import (
-    AckedIds,
-    Batch,
-    Sketched,
-    sketches_of,
-    unique_records,
-)
+from langchain_seedlock._store._base import StoredEvent
+from langchain_seedlock._store._memory import Sketched
 from langchain_seedlock._store._schema import (
     SCHEMA_VERSION,
     SKETCH_KEY_NAME,
     SQLITE,
     Queries,
-    fingerprint_key,
     migration,
 )
+from langchain_seedlock._store._sql import SQLStore
 
 _T = TypeVar("_T")
 # Seconds a fork waits for this store's SQLite calls in flight to end.
@@ -135,7 +113,7 @@ def _parse_url(url: str) -> tuple[Path, dict[str, Any]]:
     return Path(os.path.expanduser(raw)), options
 
 
-class SQLiteStore(BaselineStore):
+class SQLiteStore(SQLStore):
     """A store in one SQLite file, safe for many threads and processes."""
 
     def __init__(
@@ -155,6 +133,7 @@ class SQLiteStore(BaselineStore):
         self.busy_timeout = busy
         self.read_only = check_bool(owner, "read_only", read_only)
         self.create = check_bool(owner, "create", create)
+        super().__init__(Queries(SQLITE), _json_get, json.loads)
         self._local = threading.local()
         self._conns: list[tuple[sqlite3.Connection, int]] = []  # (connection, its thread)
         self._conns_lock = threading.Lock()
@@ -164,9 +143,6 @@ class SQLiteStore(BaselineStore):
         self._busy: dict[int, int] = {}
         self._closed = False
         self._inode: int | None = None
-        self._acked = AckedIds()
-        self._sketched = Sketched()
-        self._q = Queries(SQLITE)
         _fork.register(
             self,
             before=SQLiteStore._before_fork,
@@ -354,191 +330,25 @@ class SQLiteStore(BaselineStore):
             except sqlite3.Error as exc:
                 raise self._error(action, exc) from exc
 
-    # -- reads -----------------------------------------------------------------
-    def outputs_for(self, request_hash: str) -> list[OutputSeen]:
-        def q(c: sqlite3.Connection) -> list[OutputSeen]:
-            return [OutputSeen(*r) for r in c.execute(self._q.outputs, (request_hash,))]
+    # -- what `SQLStore` asks of a dialect -----------------------------------
+    def _read(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return self._run(action, fn, write=False)
 
-        return self._run("reading outputs", q, write=False)
+    def _transaction(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return self._run(action, fn, write=True)
 
-    def request_payload(self, request_hash: str) -> str | None:
-        if not self._q.has_payloads:
-            return None  # a read-only store older than version 5
+    def _event_rows(self, events: Sequence[StoredEvent]) -> list[Any]:
+        return [(e.name, e.at, dump_fields(e.fields), e.event_id) for e in events]
 
-        def q(c: sqlite3.Connection) -> str | None:
-            row = c.execute(self._q.payload, (request_hash,)).fetchone()
-            return None if row is None else str(row[0])
-
-        return self._run("reading a payload", q, write=False)
-
-    def payload_hashes(self) -> list[str]:
-        if not self._q.has_payloads:
-            return []
-
-        def q(c: sqlite3.Connection) -> list[str]:
-            return [str(r[0]) for r in c.execute(self._q.payload_hashes)]
-
-        return self._run("reading payloads", q, write=False)
-
-    def fingerprints_for(self, model_key: str) -> list[FingerprintSeen]:
-        def q(c: sqlite3.Connection) -> list[FingerprintSeen]:
-            return [FingerprintSeen(*r) for r in c.execute(self._q.fingerprints, (model_key,))]
-
-        return self._run("reading fingerprints", q, write=False)
-
-    def requests(self, *, model_key: str | None = None, limit: int = 100) -> list[RequestSummary]:
-        def q(c: sqlite3.Connection) -> list[RequestSummary]:
-            rows = c.execute(self._q.requests, (model_key, model_key, max(limit, 0)))
-            return [RequestSummary(*r) for r in rows]
-
-        return self._run("reading requests", q, write=False)
-
-    def backends(self, *, model_key: str | None = None) -> list[BackendSummary]:
-        def q(c: sqlite3.Connection) -> list[BackendSummary]:
-            return [BackendSummary(*r) for r in c.execute(self._q.backends, (model_key, model_key))]
-
-        return self._run("reading backends", q, write=False)
-
-    def in_flight(self, *, model_key: str | None = None) -> list[InFlightSummary]:
-        if not self._q.has_inflight:
-            return []
-
-        def q(c: sqlite3.Connection) -> list[InFlightSummary]:
-            rows = c.execute(self._q.in_flight, (model_key, model_key))
-            return [InFlightSummary(*r) for r in rows]
-
-        return self._run("reading in-flight counts", q, write=False)
-
-    def rate_buckets(self, width: float, *, model_key: str | None = None) -> list[RateBucket]:
-        params = rate_bucket_params(width, model_key)
-
-        def q(c: sqlite3.Connection) -> list[RateBucket]:
-            rows = c.execute(self._q.rate_buckets, params)
-            return [RateBucket(m, bid, b * width, *rest) for m, bid, b, *rest in rows]
-
-        return self._run("reading rates over time", q, write=False)
-
-    def drifting_requests(
-        self, *, model_key: str | None = None, limit: int = 25
-    ) -> list[DriftingRequest]:
-        def q(c: sqlite3.Connection) -> list[DriftingRequest]:
-            rows = c.execute(self._q.drifting, (model_key, model_key, max(limit, 0)))
-            found = [DriftingRequest(*r) for r in rows]
-            if not found:
-                return found
-            events_sql = self._q.drift_events(_json_get, len(found))
-            rows = c.execute(events_sql, (OUTPUT_DRIFT, *(r.request_hash for r in found)))
-            return merge_drift_events(found, rows.fetchall())
-
-        return self._run("reading drifting requests", q, write=False)
-
-    def event_counts(self) -> list[EventCount]:
-        def q(c: sqlite3.Connection) -> list[EventCount]:
-            return [EventCount(*r) for r in c.execute(self._q.event_counts)]
-
-        return self._run("counting events", q, write=False)
-
-    def recent_events(self, *, limit: int = 500) -> list[StoredEvent]:
-        def q(c: sqlite3.Connection) -> list[StoredEvent]:
-            rows = c.execute(self._q.recent_events, (max(limit, 0),)).fetchall()
-            return [StoredEvent(n, at, json.loads(f), None) for n, at, f in rows]
-
-        return self._run("reading events", q, write=False)
-
-    def models(self) -> list[FingerprintSeen]:
-        def q(c: sqlite3.Connection) -> list[FingerprintSeen]:
-            return [FingerprintSeen(*r) for r in c.execute(self._q.models)]
-
-        return self._run("reading models", q, write=False)
-
-    def events(
-        self, *, name: str | None = None, since: float | None = None, limit: int = 1000
-    ) -> list[StoredEvent]:
-        def q(c: sqlite3.Connection) -> list[StoredEvent]:
-            rows = c.execute(self._q.events, (name, name, since, since, max(limit, 0))).fetchall()
-            return [StoredEvent(n, at, json.loads(f), None) for n, at, f in rows]
-
-        return self._run("reading events", q, write=False)
-
-    # -- writes ----------------------------------------------------------------
-    def write(
-        self,
-        records: Sequence[CallRecord],
-        events: Sequence[StoredEvent] = (),
-        *,
-        capture_content: bool = False,
-    ) -> None:
-        if not records and not events:
-            return
-        unique = unique_records(records)
-        rows = [(e.name, e.at, dump_fields(e.fields), e.event_id) for e in events]
-        # Before the transaction: sketching is not worth holding the write lock.
-        sketches = sketches_of(unique, self.sketch_key() if unique else None, self._sketched)
-        forget = self._acked.take()
-
-        def w(c: sqlite3.Connection) -> None:
-            if forget:
-                c.executemany(FORGET_RECORD_ID, [(i,) for i in forget])
-            # A record with an id counts only if its id is new: else an earlier
-            # try of this same batch committed it.
-            fresh = [
-                r for r in unique
-                if r.record_id is None or c.execute(INSERT_RECORD_ID, (r.record_id, r.at)).rowcount
-            ]  # fmt: skip
-            batch = Batch.of(fresh, capture_content=capture_content, sketches=sketches)
-            c.executemany(self._q.upsert_output, [
-                (rh, bid, oh, d.model_key, d.system_fingerprint, d.count, d.first_seen,
-                 d.last_seen, d.output_text, d.sketch)
-                for (rh, bid, oh), d in batch.outputs.items()
-            ])  # fmt: skip
-            c.executemany(self._q.upsert_fingerprint, [
-                (mk, fingerprint_key(fp), fp, d.count, d.first_seen, d.last_seen, d.identity)
-                for (mk, fp), d in batch.fingerprints.items()
-            ])  # fmt: skip
-            c.executemany(self._q.upsert_inflight, [(*k, *v) for k, v in batch.inflight.items()])
-            c.executemany(self._q.insert_payload, payload_rows(fresh, capture_content))
-            c.executemany(self._q.insert_event, rows)
-
-        try:
-            self._run("writing", w, write=True)
-        except BaseException:
-            self._acked.put_back(forget)
-            raise
-        self._sketched.add(sketches)
-
-    def acknowledge(self, records: Sequence[CallRecord]) -> None:
-        self._acked.add(records)
-
-    def sketch_key(self) -> bytes | None:
-        """The store's sketch key, from its ``meta`` table (read once)."""
-        if self._sketch_key is None:
-
-            def q(c: sqlite3.Connection) -> bytes | None:
-                row = c.execute(self._q.sketch_key, (SKETCH_KEY_NAME,)).fetchone()
-                return None if row is None else bytes(row[0])
-
-            try:
-                self._sketch_key = self._run("reading the sketch key", q, write=False)
-            except StoreError:
-                if not self.read_only:
-                    raise
-                return None  # a read-only store older than version 3
-        return self._sketch_key
-
-    def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:
-        check_prune_args(older_than, keep_last)
-
-        def w(c: sqlite3.Connection) -> int:
-            deleted = 0
-            if older_than is not None:
-                for sql in self._q.prune_older:
-                    deleted += c.execute(sql, (older_than,)).rowcount
-                c.execute(self._q.prune_record_ids, (older_than,))
-            if keep_last is not None:
-                deleted += c.execute(self._q.keep_last, (max(keep_last, 0),)).rowcount
-            return deleted + c.execute(self._q.prune_payloads).rowcount
-
-        return self._run("pruning", w, write=True)
+    def _count_once(
+        self, cur: sqlite3.Cursor, records: Sequence[CallRecord], forget: Sequence[str]
+    ) -> list[CallRecord]:
+        if forget:
+            cur.executemany(FORGET_RECORD_ID, [(i,) for i in forget])
+        return [
+            r for r in records
+            if r.record_id is None or cur.execute(INSERT_RECORD_ID, (r.record_id, r.at)).rowcount
+        ]  # fmt: skip
 
     # -- fork ------------------------------------------------------------------
     @contextmanager
