@@ -62,9 +62,12 @@ class Dialect:
     least: str
     greatest: str
     bucket: str
-    """``floor({x} / width)`` as an integer, the width a parameter (`RATE_BUCKETS`)."""
+    """``floor({x} / width)`` as an integer, the width a parameter (`Queries.rate_buckets`)."""
 
 
+# SQLite files whose versions 4 and 5 came from earlier releases declare the
+# in-flight counts BIGINT and the payloads' first_seen DOUBLE PRECISION: the
+# same type affinity (INTEGER, REAL) as here, so old and new files store alike.
 SQLITE: Final = Dialect(
     name="sqlite",
     prefix="",
@@ -206,7 +209,9 @@ TABLE: Final = {t.name: t for t in TABLES}
 
 def _column_sql(d: Dialect, table: Table, c: Column) -> str:
     sql = f"{c.name} {d.types[c.family]}{d.bytewise if c.bytewise else ''}"
-    if table.key == (c.name,):  # implies NOT NULL where it matters
+    # A one-column key is declared as every version did, without NOT NULL
+    # (PostgreSQL and WITHOUT ROWID imply it).
+    if table.key == (c.name,):
         return sql + " PRIMARY KEY" + (d.autoincrement if c.family == "serial" else "")
     return sql if c.null else sql + " NOT NULL"
 
