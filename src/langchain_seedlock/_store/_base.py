@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -72,40 +72,6 @@ class InFlightSummary:
         return self.known_repeats / self.repeat_calls if self.repeat_calls else None
 
 
-# One source for SQLite and PostgreSQL (``{t}``: the table, ``{p}``: the
-# placeholder, ``{text}``: PostgreSQL's cast of a NULL text parameter).
-# The report's query: per (model, bucket), aggregated in the database.
-INFLIGHT_SQL = """
-SELECT model_key, bucket, sum(calls), sum(repeat_calls), sum(known_repeats)
-FROM {t}
-WHERE ({p}{text} IS NULL OR model_key = {p}{text})
-GROUP BY model_key, bucket
-ORDER BY model_key, min(lowest)
-"""
-INFLIGHT_TABLE = """
-CREATE TABLE IF NOT EXISTS {t} (
-    model_key TEXT NOT NULL,
-    backend_id TEXT NOT NULL,
-    bucket TEXT NOT NULL,
-    lowest INTEGER NOT NULL,
-    calls BIGINT NOT NULL,
-    repeat_calls BIGINT NOT NULL,
-    known_repeats BIGINT NOT NULL,
-    PRIMARY KEY (model_key, backend_id, bucket)
-)
-"""
-"""Version 4 of both SQL schemas (one source: the dialects agree here).
-``lowest``: the bucket's lowest count, to sort buckets in SQL."""
-UPSERT_INFLIGHT = """
-INSERT INTO {t} (model_key, backend_id, bucket, lowest, calls, repeat_calls, known_repeats)
-VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})
-ON CONFLICT (model_key, backend_id, bucket) DO UPDATE SET
-    calls = {t}.calls + excluded.calls,
-    repeat_calls = {t}.repeat_calls + excluded.repeat_calls,
-    known_repeats = {t}.known_repeats + excluded.known_repeats
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     """A drift event as kept in the store (same fields as the log line)."""
@@ -129,24 +95,6 @@ class RequestSummary:
     distinct_backends: int
     first_seen: float
     last_seen: float
-
-
-PAYLOADS_TABLE = """
-CREATE TABLE IF NOT EXISTS {t} (
-    request_hash TEXT PRIMARY KEY,
-    payload TEXT NOT NULL,
-    first_seen DOUBLE PRECISION NOT NULL
-);
-"""
-INSERT_PAYLOAD = (
-    "INSERT INTO {t} (request_hash, payload, first_seen) VALUES ({p}, {p}, {p}) "
-    "ON CONFLICT (request_hash) DO NOTHING"
-)
-# A payload goes with the last output of its request (prune).
-PRUNE_PAYLOADS = (
-    "DELETE FROM {t} WHERE NOT EXISTS "
-    "(SELECT 1 FROM {outputs} AS o WHERE o.request_hash = {t}.request_hash)"
-)
 
 
 def payload_rows(
@@ -207,25 +155,6 @@ class BackendSummary:
         """TARr@N (Atil et al. 2024, arXiv 2408.04667): share of the requests
         called N >= 2 times whose outputs were all identical."""
         return self.tarr_identical / self.tarr_requests if self.tarr_requests else None
-
-
-# One query for SQLite and PostgreSQL (``{outputs}``: the table; ``{p}``: the
-# placeholder; ``{text}``: the cast a NULL text parameter needs in PostgreSQL).
-# The aggregation runs in the database: one row per (model, backend) is read.
-BACKENDS_SQL = """
-SELECT model_key, backend_id, max(system_fingerprint), count(*), sum(n), sum(n - 1),
-       sum(n - k), sum(CASE WHEN n >= 2 THEN 1 ELSE 0 END),
-       sum(CASE WHEN n >= 2 AND k = 1 THEN 1 ELSE 0 END), min(fs), max(ls)
-FROM (
-    SELECT model_key, backend_id, request_hash, max(system_fingerprint) AS system_fingerprint,
-           sum(count) AS n, count(*) AS k, min(first_seen) AS fs, max(last_seen) AS ls
-    FROM {outputs}
-    WHERE ({p}{text} IS NULL OR model_key = {p}{text})
-    GROUP BY model_key, backend_id, request_hash
-) AS per_request
-GROUP BY model_key, backend_id
-ORDER BY model_key, min(fs), backend_id
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,75 +222,8 @@ class EventCount:
     last_at: float
 
 
-# Per (model, backend, time bucket); ``{bucket}`` turns an epoch-seconds
-# expression into a bucket number (floor of it divided by the width, the
-# first parameter of each branch). The aggregation runs in the database.
-RATE_BUCKETS_SQL = """
-SELECT model_key, backend_id, b, sum(requests), sum(calls), sum(repeats), sum(known), sum(outs)
-FROM (
-    SELECT model_key, backend_id, {bucket_min} AS b, 1 AS requests, sum(count) AS calls,
-           sum(count) - 1 AS repeats, sum(count) - count(*) AS known, 0 AS outs
-    FROM {outputs}
-    WHERE ({p}{text} IS NULL OR model_key = {p}{text})
-    GROUP BY model_key, backend_id, request_hash
-    UNION ALL
-    SELECT model_key, backend_id, {bucket_row} AS b, 0, 0, 0, 0, 1
-    FROM {outputs}
-    WHERE ({p}{text} IS NULL OR model_key = {p}{text})
-) AS t
-GROUP BY model_key, backend_id, b
-ORDER BY model_key, backend_id, b
-"""
-
-# Requests with more than one distinct output, most distinct outputs first.
-DRIFTING_SQL = """
-SELECT request_hash, min(model_key), sum(count), count(DISTINCT output_hash),
-       count(DISTINCT backend_id), min(first_seen), max(last_seen)
-FROM {outputs}
-WHERE ({p}{text} IS NULL OR model_key = {p}{text})
-GROUP BY request_hash
-HAVING count(DISTINCT output_hash) > 1
-ORDER BY count(DISTINCT output_hash) DESC, sum(count) DESC, request_hash
-LIMIT {p}
-"""
-
-EVENT_COUNTS_SQL = """
-SELECT name, count(*), min(at), max(at) FROM {events} GROUP BY name ORDER BY count(*) DESC, name
-"""
-
-
-DRIFT_EVENTS_SQL = """
-SELECT rh, div, count(*), sum(unexplained), min(dc), min(dt) FROM (
-    SELECT {rh} AS rh, {div} AS div, {unexplained} AS unexplained, {dc} AS dc, {dt} AS dt
-    FROM {events} WHERE name = {p}
-) AS e
-WHERE rh IN ({marks})
-GROUP BY rh, div
-"""
-
-
-def drift_events_sql(events: str, get: Callable[[str, str], str], p: str, n: int) -> str:
-    """Per (request hash, divergence range) among ``n`` request hashes: the
-    output_drift events, the unexplained ones, the earliest char and token
-    difference (rows for `merge_drift_events`). ``get(key, kind)`` is the
-    dialect's JSON accessor: ``kind`` is ``"text"``, ``"int"`` or ``"false"``
-    (1 when the value is JSON false)."""
-    from langchain_seedlock import _events as ev
-
-    return DRIFT_EVENTS_SQL.format(
-        rh=get(ev.K_REQUEST_HASH, "text"),
-        div=get(ev.K_DIVERGENCE_AT, "text"),
-        unexplained=get(ev.K_EXPLAINED, "false"),
-        dc=get(ev.K_DIFF_CHAR, "int"),
-        dt=get(ev.K_DIFF_TOKEN, "int"),
-        events=events,
-        p=p,
-        marks=", ".join([p] * n),
-    )
-
-
 def rate_bucket_params(width: float, model_key: str | None) -> tuple[Any, ...]:
-    """The parameters of `RATE_BUCKETS_SQL` in order."""
+    """The parameters of `_schema.Queries.rate_buckets` in order."""
     check_number("BaselineStore.rate_buckets", "width", width, minimum=1)
     return (width, model_key, model_key, width, model_key, model_key)
 
@@ -369,7 +231,7 @@ def rate_bucket_params(width: float, model_key: str | None) -> tuple[Any, ...]:
 def summarize_rate_buckets(
     rows: Sequence[OutputSeen], model_keys: Mapping[str, str], width: float
 ) -> list[RateBucket]:
-    """`RATE_BUCKETS_SQL` in Python, for the memory store."""
+    """`_schema.Queries.rate_buckets` in Python, for the memory store."""
     per_request: dict[tuple[str, str, str], list[OutputSeen]] = {}
     for o in rows:
         key = (model_keys.get(o.request_hash, "?"), o.backend_id, o.request_hash)
@@ -423,7 +285,7 @@ def _range_start(label: str) -> float:
 def summarize_backends(
     rows: Sequence[OutputSeen], model_keys: Mapping[str, str]
 ) -> list[BackendSummary]:
-    """`BACKENDS_SQL` in Python, for the memory store. ``model_keys``: the
+    """`_schema.Queries.backends` in Python, for the memory store. ``model_keys``: the
     model key of each request hash."""
     per_request: dict[tuple[str, str, str], list[OutputSeen]] = {}
     for o in rows:

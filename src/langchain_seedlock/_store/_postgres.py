@@ -23,174 +23,43 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from langchain_seedlock import _fork
 from langchain_seedlock._errors import StoreError, StoreVersionError
-from langchain_seedlock._events import OUTPUT_DRIFT
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import SECRET_PARAMS as _SECRET_PARAMS
 from langchain_seedlock._redact import redact_url
 from langchain_seedlock._sketch import new_key
-from langchain_seedlock._store._base import (
-    BACKENDS_SQL,
-    DRIFTING_SQL,
-    EVENT_COUNTS_SQL,
-    INFLIGHT_SQL,
-    INFLIGHT_TABLE,
-    INSERT_PAYLOAD,
-    PAYLOADS_TABLE,
-    PRUNE_PAYLOADS,
-    RATE_BUCKETS_SQL,
-    UPSERT_INFLIGHT,
-    BackendSummary,
-    BaselineStore,
-    DriftingRequest,
-    EventCount,
-    FingerprintSeen,
-    InFlightSummary,
-    OutputSeen,
-    RateBucket,
-    RequestSummary,
-    StoredEvent,
-    check_prune_args,
-    drift_events_sql,
-    merge_drift_events,
-    payload_rows,
-    rate_bucket_params,
+from langchain_seedlock._store._base import FingerprintSeen, OutputSeen, StoredEvent
+from langchain_seedlock._store._memory import AckedIds, Sketched, sketches_of, unique_records
+from langchain_seedlock._store._schema import (
+    POSTGRES,
+    SCHEMA_VERSION,
+    SKETCH_KEY_NAME,
+    Queries,
+    create_table,
+    migration,
 )
-from langchain_seedlock._store._memory import (
-    AckedIds,
-    Batch,
-    Sketched,
-    sketches_of,
-    unique_records,
-)
+from langchain_seedlock._store._sql import SQLStore, write_statements
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
 
-SCHEMA_VERSION = 5
 # pg_advisory_xact_lock key: serializes first use by many workers at once.
 _MIGRATION_LOCK = 0x5EED_10C4
 _T = TypeVar("_T")
-_NULL_FP = "n:"
+_Q = Queries(POSTGRES)
 
-_MIGRATIONS: dict[int, str] = {
-    1: """
-CREATE TABLE IF NOT EXISTS seedlock_outputs (
-    request_hash TEXT NOT NULL,
-    backend_id TEXT NOT NULL,
-    output_hash TEXT NOT NULL,
-    model_key TEXT NOT NULL,
-    system_fingerprint TEXT,
-    count BIGINT NOT NULL,
-    first_seen DOUBLE PRECISION NOT NULL,
-    last_seen DOUBLE PRECISION NOT NULL,
-    output_text TEXT,
-    PRIMARY KEY (request_hash, backend_id, output_hash)
-);
-CREATE INDEX IF NOT EXISTS seedlock_outputs_last_seen ON seedlock_outputs (last_seen);
-CREATE INDEX IF NOT EXISTS seedlock_outputs_model_key ON seedlock_outputs (model_key);
-CREATE TABLE IF NOT EXISTS seedlock_fingerprints (
-    model_key TEXT NOT NULL,
-    fingerprint_key TEXT NOT NULL,
-    system_fingerprint TEXT,
-    count BIGINT NOT NULL,
-    first_seen DOUBLE PRECISION NOT NULL,
-    last_seen DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (model_key, fingerprint_key)
-);
-CREATE TABLE IF NOT EXISTS seedlock_events (
-    id BIGSERIAL PRIMARY KEY,
-    name TEXT NOT NULL,
-    at DOUBLE PRECISION NOT NULL,
-    fields JSONB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS seedlock_events_at ON seedlock_events (at);
-""",
-    # Record ids (a retried write counts each record once; rows leave when the
-    # writer acknowledges the batch) and event ids (unique, NULL allowed).
-    2: """
-CREATE TABLE IF NOT EXISTS seedlock_record_ids (
-    record_id TEXT COLLATE "C" PRIMARY KEY,
-    at DOUBLE PRECISION NOT NULL
-);
-ALTER TABLE seedlock_events ADD COLUMN IF NOT EXISTS event_id TEXT;
-CREATE UNIQUE INDEX IF NOT EXISTS seedlock_events_event_id ON seedlock_events (event_id);
-""",
-    # Output sketches (size a change without the text), and the key they are
-    # made with, generated once per store (`BaselineStore.sketch_key`).
-    3: """
-ALTER TABLE seedlock_outputs ADD COLUMN IF NOT EXISTS sketch BYTEA;
-CREATE TABLE IF NOT EXISTS seedlock_meta (
-    name TEXT PRIMARY KEY,
-    value BYTEA NOT NULL
-);
-""",
-    # The backend identity of each model's last call per fingerprint
-    # (`_identity`), and calls per in-flight bucket (`_inflight`).
-    4: "ALTER TABLE seedlock_fingerprints ADD COLUMN IF NOT EXISTS identity TEXT;"
-    + INFLIGHT_TABLE.format(t="seedlock_inflight"),
-    # Recorded request payloads, one per request hash (`_payload`).
-    5: PAYLOADS_TABLE.format(t="seedlock_payloads"),
-}
-_INSERT_PAYLOAD = INSERT_PAYLOAD.format(t="seedlock_payloads", p="%s")
-_PRUNE_PAYLOADS = PRUNE_PAYLOADS.format(t="seedlock_payloads", outputs="seedlock_outputs")
-_UPSERT_INFLIGHT = UPSERT_INFLIGHT.format(t="seedlock_inflight", p="%s")
-SKETCH_KEY_NAME: Final = "sketch_key"
-INSERT_SKETCH_KEY = (
-    "INSERT INTO seedlock_meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING"
-)
-Q_SKETCH_KEY = "SELECT value FROM seedlock_meta WHERE name = %s"
-
-UPSERT_OUTPUT = """
-INSERT INTO seedlock_outputs AS o (request_hash, backend_id, output_hash, model_key,
-    system_fingerprint, count, first_seen, last_seen, output_text, sketch)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (request_hash, backend_id, output_hash) DO UPDATE SET
-    count = o.count + excluded.count,
-    first_seen = LEAST(o.first_seen, excluded.first_seen),
-    last_seen = GREATEST(o.last_seen, excluded.last_seen),
-    output_text = COALESCE(o.output_text, excluded.output_text),
-    sketch = COALESCE(o.sketch, excluded.sketch)
-"""
-
-UPSERT_FINGERPRINT = """
-INSERT INTO seedlock_fingerprints AS f (model_key, fingerprint_key, system_fingerprint,
-    count, first_seen, last_seen, identity)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (model_key, fingerprint_key) DO UPDATE SET
-    count = f.count + excluded.count,
-    first_seen = LEAST(f.first_seen, excluded.first_seen),
-    last_seen = GREATEST(f.last_seen, excluded.last_seen),
-    identity = CASE WHEN excluded.last_seen >= f.last_seen
-                    THEN COALESCE(excluded.identity, f.identity) ELSE f.identity END
-"""
-
-INSERT_EVENT = (
-    "INSERT INTO seedlock_events (name, at, fields, event_id) VALUES (%s, %s, %s, %s) "
-    "ON CONFLICT (event_id) DO NOTHING"
-)
+# PostgreSQL only (see `_schema`): a batch's record ids go in and out as one
+# array each, the ids that were new coming back (only their records count).
 FORGET_RECORD_IDS = "DELETE FROM seedlock_record_ids WHERE record_id = ANY(%s)"
-# The ids that were not there yet: only their records are counted.
 INSERT_RECORD_IDS = (
     "INSERT INTO seedlock_record_ids (record_id, at) "
     "SELECT * FROM unnest(%s::text[], %s::float8[]) ON CONFLICT DO NOTHING RETURNING record_id"
-)
-
-Q_OUTPUTS = (
-    "SELECT request_hash, output_hash, backend_id, system_fingerprint, count, first_seen, "
-    "last_seen, output_text, sketch FROM seedlock_outputs WHERE request_hash = %s "
-    "ORDER BY first_seen, backend_id, output_hash"
-)
-Q_FINGERPRINTS = (
-    "SELECT model_key, system_fingerprint, count, first_seen, last_seen, identity "
-    "FROM seedlock_fingerprints WHERE model_key = %s ORDER BY last_seen, first_seen"
 )
 
 
@@ -261,24 +130,10 @@ def _check_dsn(psycopg: Any, dsn: str) -> None:
             raise ValueError(f"port {port!r} is not a number from 1 to 65535")
 
 
-def _upsert_rows(
-    records: Sequence[CallRecord],
-    capture_content: bool,
-    sketches: Mapping[tuple[str, str, str], bytes],
-) -> tuple[list[Any], list[Any], list[Any]]:
-    """Parameter rows of the upserts of one write: outputs, fingerprints, in-flight."""
-    batch = Batch.of(records, capture_content=capture_content, sketches=sketches)
-    outputs = [
-        (rh, bid, oh, d.model_key, d.system_fingerprint, d.count, d.first_seen, d.last_seen,
-         d.output_text, d.sketch)
-        for (rh, bid, oh), d in batch.outputs.items()
-    ]  # fmt: skip
-    fingerprints = [
-        (mk, _NULL_FP if fp is None else "s:" + fp, fp, d.count, d.first_seen, d.last_seen,
-         d.identity)
-        for (mk, fp), d in batch.fingerprints.items()
-    ]  # fmt: skip
-    return outputs, fingerprints, [(*k, *v) for k, v in batch.inflight.items()]
+def _ids_of(records: Sequence[CallRecord]) -> tuple[list[str], list[float]]:
+    """The ids and times of the records with an id (`INSERT_RECORD_IDS`)."""
+    pairs = [(r.record_id, r.at) for r in records if r.record_id is not None]
+    return [i for i, _ in pairs], [at for _, at in pairs]
 
 
 class _PoolBusyError(Exception):
@@ -363,7 +218,7 @@ class _Connections:
             self._cond.notify()
 
 
-class PostgresStore(BaselineStore):
+class PostgresStore(SQLStore):
     """A store in a PostgreSQL database, shared by many processes and machines."""
 
     def __init__(
@@ -376,6 +231,7 @@ class PostgresStore(BaselineStore):
         max_size: int = 4,
         connect: bool = True,
     ) -> None:
+        super().__init__(_Q, _json_get, dict)
         self.url = redact_url(url)
         self._secrets = _secrets_of(url)
         self._psycopg, self._pool_mod = _import_psycopg()
@@ -401,8 +257,6 @@ class PostgresStore(BaselineStore):
         self._lock = threading.Lock()
         self._schema_ready = False
         self._conns = _Connections(self._connect, self._max_size, timeout=connect_timeout + 1)
-        self._acked = AckedIds()
-        self._sketched = Sketched()
         self._apools: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, AsyncConnectionPool[Any]
         ] = weakref.WeakKeyDictionary()
@@ -446,9 +300,8 @@ class PostgresStore(BaselineStore):
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS seedlock_schema_version (version INT NOT NULL)"
-            )
+            # Made before the steps: it says which steps to run.
+            conn.execute(create_table(POSTGRES, "schema_version"))
             row = conn.execute("SELECT max(version) FROM seedlock_schema_version").fetchone()
             version = (row[0] if row else None) or 0
             if version > SCHEMA_VERSION:
@@ -458,10 +311,11 @@ class PostgresStore(BaselineStore):
                     "langchain-seedlock on this worker."
                 )
             for v in range(version + 1, SCHEMA_VERSION + 1):
-                conn.execute(_MIGRATIONS[v])
+                for stmt in migration(POSTGRES, v):
+                    conn.execute(stmt)
                 conn.execute("INSERT INTO seedlock_schema_version (version) VALUES (%s)", (v,))
             if version < 3:
-                conn.execute(INSERT_SKETCH_KEY, (SKETCH_KEY_NAME, new_key()))
+                conn.execute(_Q.insert_sketch_key, (SKETCH_KEY_NAME, new_key()))
 
     def _connect(self) -> psycopg.Connection[Any]:
         # Autocommit: a read is one statement; writes open a transaction.
@@ -562,249 +416,25 @@ class PostgresStore(BaselineStore):
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    # -- reads -----------------------------------------------------------------
-    def outputs_for(self, request_hash: str) -> list[OutputSeen]:
-        def q(c: psycopg.Connection[Any]) -> list[OutputSeen]:
-            return [OutputSeen(*r) for r in c.execute(Q_OUTPUTS, (request_hash,)).fetchall()]
+    # -- what `SQLStore` asks of a dialect -----------------------------------
+    def _read(self, action: str, fn: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        return self._run(action, fn)
 
-        return self._run("reading outputs", q)
+    def _transaction(self, action: str, fn: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        return self._run(action, fn, transaction=True)
 
-    def request_payload(self, request_hash: str) -> str | None:
-        def q(c: psycopg.Connection[Any]) -> str | None:
-            row = c.execute(
-                "SELECT payload FROM seedlock_payloads WHERE request_hash = %s", (request_hash,)
-            ).fetchone()
-            return None if row is None else str(row[0])
-
-        return self._run("reading a payload", q)
-
-    def payload_hashes(self) -> list[str]:
-        def q(c: psycopg.Connection[Any]) -> list[str]:
-            rows = c.execute(
-                "SELECT request_hash FROM seedlock_payloads ORDER BY first_seen, request_hash"
-            ).fetchall()
-            return [str(r[0]) for r in rows]
-
-        return self._run("reading payloads", q)
-
-    def fingerprints_for(self, model_key: str) -> list[FingerprintSeen]:
-        def q(c: psycopg.Connection[Any]) -> list[FingerprintSeen]:
-            return [FingerprintSeen(*r) for r in c.execute(Q_FINGERPRINTS, (model_key,)).fetchall()]
-
-        return self._run("reading fingerprints", q)
-
-    def requests(self, *, model_key: str | None = None, limit: int = 100) -> list[RequestSummary]:
-        def q(c: psycopg.Connection[Any]) -> list[RequestSummary]:
-            rows = c.execute(
-                "SELECT request_hash, min(model_key), sum(count)::bigint, "
-                "count(DISTINCT output_hash), count(DISTINCT backend_id), min(first_seen), "
-                "max(last_seen) FROM seedlock_outputs "
-                "WHERE (%s::text IS NULL OR model_key = %s::text) GROUP BY request_hash "
-                "ORDER BY max(last_seen) DESC, request_hash DESC LIMIT %s",
-                (model_key, model_key, max(limit, 0)),
-            ).fetchall()
-            return [RequestSummary(*r) for r in rows]
-
-        return self._run("reading requests", q)
-
-    def backends(self, *, model_key: str | None = None) -> list[BackendSummary]:
-        sql = BACKENDS_SQL.format(outputs="seedlock_outputs", p="%s", text="::text")
-
-        def q(c: psycopg.Connection[Any]) -> list[BackendSummary]:
-            rows = c.execute(sql, (model_key, model_key)).fetchall()
-            # PostgreSQL sums integers as numeric: back to int.
-            plain: list[list[Any]] = [
-                [int(x) if isinstance(x, Decimal) else x for x in r] for r in rows
-            ]
-            return [BackendSummary(*r) for r in plain]
-
-        return self._run("reading backends", q)
-
-    def in_flight(self, *, model_key: str | None = None) -> list[InFlightSummary]:
-        sql = INFLIGHT_SQL.format(t="seedlock_inflight", p="%s", text="::text")
-
-        def q(c: psycopg.Connection[Any]) -> list[InFlightSummary]:
-            rows = c.execute(sql, (model_key, model_key)).fetchall()
-            return [InFlightSummary(mk, b, int(n), int(r), int(k)) for mk, b, n, r, k in rows]
-
-        return self._run("reading in-flight counts", q)
-
-    def rate_buckets(self, width: float, *, model_key: str | None = None) -> list[RateBucket]:
-        sql = RATE_BUCKETS_SQL.format(
-            outputs="seedlock_outputs", p="%s", text="::text",
-            bucket_min="floor(min(first_seen) / %s::float8)::bigint",
-            bucket_row="floor(first_seen / %s::float8)::bigint",
-        )  # fmt: skip
-        params = rate_bucket_params(width, model_key)
-
-        def q(c: psycopg.Connection[Any]) -> list[RateBucket]:
-            return [
-                RateBucket(m, bid, b * width, *(int(x) for x in rest))
-                for m, bid, b, *rest in c.execute(sql, params).fetchall()
-            ]
-
-        return self._run("reading rates over time", q)
-
-    def drifting_requests(
-        self, *, model_key: str | None = None, limit: int = 25
-    ) -> list[DriftingRequest]:
-        def q(c: psycopg.Connection[Any]) -> list[DriftingRequest]:
-            sql = DRIFTING_SQL.format(outputs="seedlock_outputs", p="%s", text="::text")
-            rows: list[list[Any]] = [
-                [int(x) if isinstance(x, Decimal) else x for x in r]
-                for r in c.execute(sql, (model_key, model_key, max(limit, 0))).fetchall()
-            ]
-            found = [DriftingRequest(*r) for r in rows]
-            if not found:
-                return found
-            events_sql = drift_events_sql("seedlock_events", _json_get, "%s", len(found))
-            drift = c.execute(events_sql, (OUTPUT_DRIFT, *(r.request_hash for r in found)))
-            return merge_drift_events(found, drift.fetchall())
-
-        return self._run("reading drifting requests", q)
-
-    def event_counts(self) -> list[EventCount]:
-        def q(c: psycopg.Connection[Any]) -> list[EventCount]:
-            sql = EVENT_COUNTS_SQL.format(events="seedlock_events")
-            return [EventCount(*r) for r in c.execute(sql).fetchall()]
-
-        return self._run("counting events", q)
-
-    def recent_events(self, *, limit: int = 500) -> list[StoredEvent]:
-        def q(c: psycopg.Connection[Any]) -> list[StoredEvent]:
-            rows = c.execute(
-                "SELECT name, at, fields FROM seedlock_events ORDER BY at DESC, id DESC LIMIT %s",
-                (max(limit, 0),),
-            ).fetchall()
-            return [StoredEvent(n, at, f, None) for n, at, f in rows]
-
-        return self._run("reading events", q)
-
-    def models(self) -> list[FingerprintSeen]:
-        def q(c: psycopg.Connection[Any]) -> list[FingerprintSeen]:
-            rows = c.execute(
-                "SELECT model_key, system_fingerprint, count, first_seen, last_seen "
-                "FROM seedlock_fingerprints ORDER BY model_key, first_seen, fingerprint_key"
-            ).fetchall()
-            return [FingerprintSeen(*r) for r in rows]
-
-        return self._run("reading models", q)
-
-    def events(
-        self, *, name: str | None = None, since: float | None = None, limit: int = 1000
-    ) -> list[StoredEvent]:
-        def q(c: psycopg.Connection[Any]) -> list[StoredEvent]:
-            rows = c.execute(
-                "SELECT name, at, fields FROM seedlock_events "
-                "WHERE (%s::text IS NULL OR name = %s::text) "
-                "AND (%s::float8 IS NULL OR at >= %s::float8) ORDER BY at, id LIMIT %s",
-                (name, name, since, since, max(limit, 0)),
-            ).fetchall()
-            return [StoredEvent(n, at, f, None) for n, at, f in rows]
-
-        return self._run("reading events", q)
-
-    # -- writes ----------------------------------------------------------------
-    def write(
-        self,
-        records: Sequence[CallRecord],
-        events: Sequence[StoredEvent] = (),
-        *,
-        capture_content: bool = False,
-    ) -> None:
-        if not records and not events:
-            return
-        unique, ids, ats, events_rows = self._write_params(records, events)
-        sketches = sketches_of(unique, self.sketch_key() if unique else None, self._sketched)
-        forget = self._acked.take()
-
-        def w(c: psycopg.Connection[Any]) -> None:
-            with c.cursor() as cur:
-                if forget:
-                    cur.execute(FORGET_RECORD_IDS, (forget,))
-                new: set[str] = set()
-                if ids:
-                    cur.execute(INSERT_RECORD_IDS, (ids, ats))
-                    new = {row[0] for row in cur.fetchall()}
-                fresh = [r for r in unique if r.record_id is None or r.record_id in new]
-                outputs, fingerprints, inflight = _upsert_rows(fresh, capture_content, sketches)
-                cur.executemany(UPSERT_OUTPUT, outputs)
-                cur.executemany(UPSERT_FINGERPRINT, fingerprints)
-                cur.executemany(_UPSERT_INFLIGHT, inflight)
-                cur.executemany(_INSERT_PAYLOAD, payload_rows(fresh, capture_content))
-                cur.executemany(INSERT_EVENT, events_rows)
-
-        try:
-            self._run("writing", w, transaction=True)
-        except BaseException:
-            self._acked.put_back(forget)
-            raise
-        self._sketched.add(sketches)
-
-    def acknowledge(self, records: Sequence[CallRecord]) -> None:
-        self._acked.add(records)
-
-    def sketch_key(self) -> bytes | None:
-        """The store's sketch key, from ``seedlock_meta`` (read once)."""
-        if self._sketch_key is None:
-
-            def q(c: psycopg.Connection[Any]) -> bytes | None:
-                row = c.execute(Q_SKETCH_KEY, (SKETCH_KEY_NAME,)).fetchone()
-                return None if row is None else bytes(row[0])
-
-            self._sketch_key = self._run("reading the sketch key", q)
-        return self._sketch_key
-
-    async def _asketch_key(self) -> bytes | None:
-        async def q(c: Any) -> bytes | None:
-            cur = await c.execute(Q_SKETCH_KEY, (SKETCH_KEY_NAME,))
-            row = await cur.fetchone()
-            return None if row is None else bytes(row[0])
-
-        key: bytes | None = await self._arun("reading the sketch key", q)
-        self._sketch_key = key
-        return key
-
-    def _write_params(
-        self, records: Sequence[CallRecord], events: Sequence[StoredEvent]
-    ) -> tuple[list[CallRecord], list[str | None], list[float], list[Any]]:
-        """A write's records without repeats, the ids and times of those with an
-        id, its event rows."""
-        unique = unique_records(records)
-        with_id = [r for r in unique if r.record_id is not None]
+    def _event_rows(self, events: Sequence[StoredEvent]) -> list[Any]:
         jsonb = self._psycopg.types.json.Jsonb
-        events_rows = [(e.name, e.at, jsonb(_jsonable(e.fields)), e.event_id) for e in events]
-        return unique, [r.record_id for r in with_id], [r.at for r in with_id], events_rows
+        return [(e.name, e.at, jsonb(_jsonable(e.fields)), e.event_id) for e in events]
 
-    def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:
-        check_prune_args(older_than, keep_last)
-
-        def w(c: psycopg.Connection[Any]) -> int:
-            deleted = 0
-            if older_than is not None:
-                for sql in (
-                    "DELETE FROM seedlock_outputs WHERE last_seen < %s",
-                    "DELETE FROM seedlock_events WHERE at < %s",
-                    # Keep the newest fingerprint of each model: the next call is
-                    # compared with it.
-                    "DELETE FROM seedlock_fingerprints AS f WHERE f.last_seen < %s AND EXISTS ("
-                    "SELECT 1 FROM seedlock_fingerprints AS g WHERE g.model_key = f.model_key "
-                    "AND (g.last_seen > f.last_seen OR (g.last_seen = f.last_seen "
-                    "AND g.fingerprint_key > f.fingerprint_key)))",
-                ):
-                    deleted += c.execute(sql, (older_than,)).rowcount
-                # Ids never acknowledged (not counted: they are bookkeeping).
-                c.execute("DELETE FROM seedlock_record_ids WHERE at < %s", (older_than,))
-            if keep_last is not None:
-                deleted += c.execute(
-                    "DELETE FROM seedlock_outputs WHERE request_hash NOT IN (SELECT request_hash "
-                    "FROM seedlock_outputs GROUP BY request_hash "
-                    "ORDER BY max(last_seen) DESC, request_hash DESC LIMIT %s)",
-                    (max(keep_last, 0),),
-                ).rowcount
-            return deleted + c.execute(_PRUNE_PAYLOADS).rowcount
-
-        return self._run("pruning", w, transaction=True)
+    def _count_once(
+        self, cur: psycopg.Cursor[Any], records: Sequence[CallRecord], forget: Sequence[str]
+    ) -> list[CallRecord]:
+        if forget:
+            cur.execute(FORGET_RECORD_IDS, (list(forget),))
+        ids, ats = _ids_of(records)
+        new = {row[0] for row in cur.execute(INSERT_RECORD_IDS, (ids, ats))} if ids else set()
+        return [r for r in records if r.record_id is None or r.record_id in new]
 
     # -- async -----------------------------------------------------------------
     async def _aget_pool(self) -> AsyncConnectionPool[Any]:
@@ -841,7 +471,7 @@ class PostgresStore(BaselineStore):
 
     async def aoutputs_for(self, request_hash: str) -> list[OutputSeen]:
         async def q(c: Any) -> list[OutputSeen]:
-            cur = await c.execute(Q_OUTPUTS, (request_hash,))
+            cur = await c.execute(_Q.outputs, (request_hash,))
             return [OutputSeen(*r) for r in await cur.fetchall()]
 
         result: list[OutputSeen] = await self._arun("reading outputs", q)
@@ -849,11 +479,21 @@ class PostgresStore(BaselineStore):
 
     async def afingerprints_for(self, model_key: str) -> list[FingerprintSeen]:
         async def q(c: Any) -> list[FingerprintSeen]:
-            cur = await c.execute(Q_FINGERPRINTS, (model_key,))
+            cur = await c.execute(_Q.fingerprints, (model_key,))
             return [FingerprintSeen(*r) for r in await cur.fetchall()]
 
         result: list[FingerprintSeen] = await self._arun("reading fingerprints", q)
         return result
+
+    async def _asketch_key(self) -> bytes | None:
+        async def q(c: Any) -> bytes | None:
+            cur = await c.execute(_Q.sketch_key, (SKETCH_KEY_NAME,))
+            row = await cur.fetchone()
+            return None if row is None else bytes(row[0])
+
+        key: bytes | None = await self._arun("reading the sketch key", q)
+        self._sketch_key = key
+        return key
 
     async def awrite(
         self,
@@ -864,7 +504,8 @@ class PostgresStore(BaselineStore):
     ) -> None:
         if not records and not events:
             return
-        unique, ids, ats, events_rows = self._write_params(records, events)
+        unique = unique_records(records)
+        event_rows = self._event_rows(events)
         key = self._sketch_key
         if key is None and unique:
             key = await self._asketch_key()
@@ -872,20 +513,17 @@ class PostgresStore(BaselineStore):
         forget = self._acked.take()
 
         async def w(c: Any) -> None:
-            async with c.cursor() as cur:
+            async with c.cursor() as cur:  # `SQLStore.write`, awaited
                 if forget:
                     await cur.execute(FORGET_RECORD_IDS, (forget,))
+                ids, ats = _ids_of(unique)
                 new: set[str] = set()
                 if ids:
                     await cur.execute(INSERT_RECORD_IDS, (ids, ats))
                     new = {row[0] for row in await cur.fetchall()}
                 fresh = [r for r in unique if r.record_id is None or r.record_id in new]
-                outputs, fingerprints, inflight = _upsert_rows(fresh, capture_content, sketches)
-                await cur.executemany(UPSERT_OUTPUT, outputs)
-                await cur.executemany(UPSERT_FINGERPRINT, fingerprints)
-                await cur.executemany(_UPSERT_INFLIGHT, inflight)
-                await cur.executemany(_INSERT_PAYLOAD, payload_rows(fresh, capture_content))
-                await cur.executemany(INSERT_EVENT, events_rows)
+                for sql, rows in write_statements(_Q, fresh, event_rows, capture_content, sketches):
+                    await cur.executemany(sql, rows)
 
         try:
             await self._arun("writing", w)
@@ -926,7 +564,7 @@ class PostgresStore(BaselineStore):
 
 
 def _json_get(key: str, kind: str) -> str:
-    """An event field in SQL (see `drift_events_sql`)."""
+    """An event field in SQL (see `Queries.drift_events`)."""
     if kind == "false":
         return f"(CASE WHEN fields -> '{key}' = 'false'::jsonb THEN 1 ELSE 0 END)"
     if kind == "int":

@@ -35,180 +35,36 @@ from urllib.parse import parse_qsl
 from langchain_seedlock import _fork
 from langchain_seedlock._args import check_bool, check_number
 from langchain_seedlock._errors import StoreError, StoreVersionError
-from langchain_seedlock._events import OUTPUT_DRIFT
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._redact import redact_url
 from langchain_seedlock._sketch import new_key
-from langchain_seedlock._store._base import (
-    BACKENDS_SQL,
-    DRIFTING_SQL,
-    EVENT_COUNTS_SQL,
-    INFLIGHT_SQL,
-    INFLIGHT_TABLE,
-    INSERT_PAYLOAD,
-    PAYLOADS_TABLE,
-    PRUNE_PAYLOADS,
-    RATE_BUCKETS_SQL,
-    UPSERT_INFLIGHT,
-    BackendSummary,
-    BaselineStore,
-    DriftingRequest,
-    EventCount,
-    FingerprintSeen,
-    InFlightSummary,
-    OutputSeen,
-    RateBucket,
-    RequestSummary,
-    StoredEvent,
-    check_prune_args,
-    drift_events_sql,
-    merge_drift_events,
-    payload_rows,
-    rate_bucket_params,
+from langchain_seedlock._store._base import StoredEvent
+from langchain_seedlock._store._memory import Sketched
+from langchain_seedlock._store._schema import (
+    SCHEMA_VERSION,
+    SKETCH_KEY_NAME,
+    SQLITE,
+    Queries,
+    migration,
 )
-from langchain_seedlock._store._memory import (
-    AckedIds,
-    Batch,
-    Sketched,
-    sketches_of,
-    unique_records,
-)
+from langchain_seedlock._store._sql import SQLStore
 
-SCHEMA_VERSION = 5
 _T = TypeVar("_T")
 # Seconds a fork waits for this store's SQLite calls in flight to end.
 FORK_WAIT = 2.0
 
-# Fingerprints may be None; a NULL in a unique key never conflicts in SQL, so
-# the key column holds a tagged string and the nullable column the real value.
-_NULL_FP = "n:"
-
-_SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS outputs (
-    request_hash TEXT NOT NULL,
-    backend_id TEXT NOT NULL,
-    output_hash TEXT NOT NULL,
-    model_key TEXT NOT NULL,
-    system_fingerprint TEXT,
-    count INTEGER NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    output_text TEXT,
-    PRIMARY KEY (request_hash, backend_id, output_hash)
-);
-CREATE INDEX IF NOT EXISTS outputs_last_seen ON outputs (last_seen);
-CREATE INDEX IF NOT EXISTS outputs_model_key ON outputs (model_key);
-CREATE TABLE IF NOT EXISTS fingerprints (
-    model_key TEXT NOT NULL,
-    fingerprint_key TEXT NOT NULL,
-    system_fingerprint TEXT,
-    count INTEGER NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    PRIMARY KEY (model_key, fingerprint_key)
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    at REAL NOT NULL,
-    fields TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_at ON events (at);
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-"""
-
-# Version 2: record ids (a retried write counts each record once; rows leave
-# when the writer acknowledges the batch) and event ids (unique, NULL allowed).
-_SCHEMA_V2 = """
-CREATE TABLE IF NOT EXISTS record_ids (
-    record_id TEXT PRIMARY KEY,
-    at REAL NOT NULL
-) WITHOUT ROWID;
-ALTER TABLE events ADD COLUMN event_id TEXT;
-CREATE UNIQUE INDEX IF NOT EXISTS events_event_id ON events (event_id);
-"""
-
-# Version 3: output sketches (sizes a change without the text), and the key
-# they are made with, generated once per store (`BaselineStore.sketch_key`).
-_SCHEMA_V3 = """
-ALTER TABLE outputs ADD COLUMN sketch BLOB;
-CREATE TABLE IF NOT EXISTS meta (
-    name TEXT PRIMARY KEY,
-    value BLOB NOT NULL
-) WITHOUT ROWID;
-"""
-# Version 4: the backend identity of each model's last call per fingerprint
-# (`_identity`), and calls per in-flight bucket (`_inflight`).
-_SCHEMA_V4 = "ALTER TABLE fingerprints ADD COLUMN identity TEXT;" + INFLIGHT_TABLE.format(
-    t="inflight"
-)
-# Version 5: recorded request payloads, one per request hash (`_payload`).
-_SCHEMA_V5 = PAYLOADS_TABLE.format(t="payloads")
-_INSERT_PAYLOAD = INSERT_PAYLOAD.format(t="payloads", p="?")
-_PRUNE_PAYLOADS = PRUNE_PAYLOADS.format(t="payloads", outputs="outputs")
-SKETCH_KEY_NAME: Final = "sketch_key"
-INSERT_SKETCH_KEY = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
-
-_UPSERT_INFLIGHT = UPSERT_INFLIGHT.format(t="inflight", p="?")
+# SQLite only (see `_schema`): record ids go in one at a time (no arrays),
+# their rowcount telling whether each was new.
 INSERT_RECORD_ID = (
     "INSERT INTO record_ids (record_id, at) VALUES (?, ?) ON CONFLICT (record_id) DO NOTHING"
 )
-INSERT_EVENT = (
-    "INSERT INTO events (name, at, fields, event_id) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (event_id) DO NOTHING"
-)
-
-Q_OUTPUTS = (
-    "SELECT request_hash, output_hash, backend_id, system_fingerprint, count, first_seen, "
-    "last_seen, output_text, {sketch} FROM outputs WHERE request_hash = ? "
-    "ORDER BY first_seen, backend_id, output_hash"
-)
-
-UPSERT_OUTPUT = """
-INSERT INTO outputs (request_hash, backend_id, output_hash, model_key, system_fingerprint,
-                     count, first_seen, last_seen, output_text, sketch)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (request_hash, backend_id, output_hash) DO UPDATE SET
-    count = count + excluded.count,
-    first_seen = min(first_seen, excluded.first_seen),
-    last_seen = max(last_seen, excluded.last_seen),
-    output_text = coalesce(output_text, excluded.output_text),
-    sketch = coalesce(sketch, excluded.sketch)
-"""
-
-UPSERT_FINGERPRINT = """
-INSERT INTO fingerprints (model_key, fingerprint_key, system_fingerprint, count,
-                          first_seen, last_seen, identity)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (model_key, fingerprint_key) DO UPDATE SET
-    count = count + excluded.count,
-    first_seen = min(first_seen, excluded.first_seen),
-    identity = CASE WHEN excluded.last_seen >= last_seen
-                    THEN coalesce(excluded.identity, identity) ELSE identity END,
-    last_seen = max(last_seen, excluded.last_seen)
-"""
-
-# Shared by prune on both SQL stores: the newest fingerprint of each model is
-# kept whatever its age (the next call is compared with it).
-PRUNE_FINGERPRINTS = """
-DELETE FROM fingerprints AS f WHERE f.last_seen < ? AND EXISTS (
-    SELECT 1 FROM fingerprints AS g
-    WHERE g.model_key = f.model_key
-      AND (g.last_seen > f.last_seen OR (g.last_seen = f.last_seen
-           AND g.fingerprint_key > f.fingerprint_key))
-)
-"""
+FORGET_RECORD_ID = "DELETE FROM record_ids WHERE record_id = ?"
 
 
 def _json_get(key: str, kind: str) -> str:
-    """An event field in SQL (see `drift_events_sql`); JSON false reads as 0."""
+    """An event field in SQL (see `Queries.drift_events`); JSON false reads as 0."""
     value = f"json_extract(fields, '$.\"{key}\"')"
     return f"(CASE WHEN {value} = 0 THEN 1 ELSE 0 END)" if kind == "false" else value
-
-
-def fingerprint_key(fp: str | None) -> str:
-    """The non-null key column for a possibly-None fingerprint."""
-    return _NULL_FP if fp is None else "s:" + fp
 
 
 def dump_fields(fields: Any) -> str:
@@ -257,7 +113,7 @@ def _parse_url(url: str) -> tuple[Path, dict[str, Any]]:
     return Path(os.path.expanduser(raw)), options
 
 
-class SQLiteStore(BaselineStore):
+class SQLiteStore(SQLStore):
     """A store in one SQLite file, safe for many threads and processes."""
 
     def __init__(
@@ -277,6 +133,7 @@ class SQLiteStore(BaselineStore):
         self.busy_timeout = busy
         self.read_only = check_bool(owner, "read_only", read_only)
         self.create = check_bool(owner, "create", create)
+        super().__init__(Queries(SQLITE), _json_get, json.loads)
         self._local = threading.local()
         self._conns: list[tuple[sqlite3.Connection, int]] = []  # (connection, its thread)
         self._conns_lock = threading.Lock()
@@ -286,12 +143,6 @@ class SQLiteStore(BaselineStore):
         self._busy: dict[int, int] = {}
         self._closed = False
         self._inode: int | None = None
-        self._acked = AckedIds()
-        self._sketched = Sketched()
-        self._sketch_column = "sketch"
-        self._identity_column = "identity"
-        self._has_inflight = True
-        self._has_payloads = True
         _fork.register(
             self,
             before=SQLiteStore._before_fork,
@@ -342,13 +193,8 @@ class SQLiteStore(BaselineStore):
                 if version < SCHEMA_VERSION and not self.read_only:
                     self._migrate(conn)
                     version = SCHEMA_VERSION
-                # A read-only store older than version 3 has no sketch column,
-                # older than 4 no identity column nor inflight table, older
-                # than 5 no payloads table.
-                self._sketch_column = "sketch" if version >= 3 else "NULL"
-                self._identity_column = "identity" if version >= 4 else "NULL"
-                self._has_inflight = version >= 4
-                self._has_payloads = version >= 5
+                # A read-only store may be older: it lacks what came later.
+                self._q = Queries(SQLITE, version)
             self._inode = os.stat(self.path).st_ino
         except StoreError:
             self.close()
@@ -373,15 +219,11 @@ class SQLiteStore(BaselineStore):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise self._version_error(version)
-            scripts = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3), (4, _SCHEMA_V4),
-                       (5, _SCHEMA_V5))  # fmt: skip
-            for v, script in scripts:
-                if version < v:
-                    for stmt in script.split(";"):
-                        if stmt.strip():
-                            conn.execute(stmt)
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for stmt in migration(SQLITE, v):
+                    conn.execute(stmt)
             if version < 3:
-                conn.execute(INSERT_SKETCH_KEY, (SKETCH_KEY_NAME, new_key()))
+                conn.execute(self._q.insert_sketch_key, (SKETCH_KEY_NAME, new_key()))
             conn.execute("DELETE FROM schema_version")
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -488,245 +330,25 @@ class SQLiteStore(BaselineStore):
             except sqlite3.Error as exc:
                 raise self._error(action, exc) from exc
 
-    # -- reads -----------------------------------------------------------------
-    def outputs_for(self, request_hash: str) -> list[OutputSeen]:
-        sql = Q_OUTPUTS.format(sketch=self._sketch_column)  # "sketch" or "NULL"
+    # -- what `SQLStore` asks of a dialect -----------------------------------
+    def _read(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return self._run(action, fn, write=False)
 
-        def q(c: sqlite3.Connection) -> list[OutputSeen]:
-            rows = c.execute(
-                sql,
-                (request_hash,),
-            ).fetchall()
-            return [OutputSeen(*r) for r in rows]
+    def _transaction(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return self._run(action, fn, write=True)
 
-        return self._run("reading outputs", q, write=False)
+    def _event_rows(self, events: Sequence[StoredEvent]) -> list[Any]:
+        return [(e.name, e.at, dump_fields(e.fields), e.event_id) for e in events]
 
-    def request_payload(self, request_hash: str) -> str | None:
-        if not self._has_payloads:
-            return None  # a read-only store older than version 5
-
-        def q(c: sqlite3.Connection) -> str | None:
-            row = c.execute(
-                "SELECT payload FROM payloads WHERE request_hash = ?", (request_hash,)
-            ).fetchone()
-            return None if row is None else str(row[0])
-
-        return self._run("reading a payload", q, write=False)
-
-    def payload_hashes(self) -> list[str]:
-        if not self._has_payloads:
-            return []
-
-        def q(c: sqlite3.Connection) -> list[str]:
-            rows = c.execute("SELECT request_hash FROM payloads ORDER BY first_seen, request_hash")
-            return [str(r[0]) for r in rows.fetchall()]
-
-        return self._run("reading payloads", q, write=False)
-
-    def fingerprints_for(self, model_key: str) -> list[FingerprintSeen]:
-        def q(c: sqlite3.Connection) -> list[FingerprintSeen]:
-            rows = c.execute(  # the column: "identity" or "NULL", never user input
-                "SELECT model_key, system_fingerprint, count, first_seen, last_seen, "  # noqa: S608
-                f"{self._identity_column} FROM fingerprints WHERE model_key = ? "
-                "ORDER BY last_seen, first_seen",
-                (model_key,),
-            ).fetchall()
-            return [FingerprintSeen(*r) for r in rows]
-
-        return self._run("reading fingerprints", q, write=False)
-
-    def requests(self, *, model_key: str | None = None, limit: int = 100) -> list[RequestSummary]:
-        def q(c: sqlite3.Connection) -> list[RequestSummary]:
-            rows = c.execute(
-                "SELECT request_hash, min(model_key), sum(count), count(DISTINCT output_hash), "
-                "count(DISTINCT backend_id), min(first_seen), max(last_seen) FROM outputs "
-                "WHERE (? IS NULL OR model_key = ?) GROUP BY request_hash "
-                "ORDER BY max(last_seen) DESC, request_hash DESC LIMIT ?",
-                (model_key, model_key, max(limit, 0)),
-            ).fetchall()
-            return [RequestSummary(*r) for r in rows]
-
-        return self._run("reading requests", q, write=False)
-
-    def backends(self, *, model_key: str | None = None) -> list[BackendSummary]:
-        sql = BACKENDS_SQL.format(outputs="outputs", p="?", text="")
-
-        def q(c: sqlite3.Connection) -> list[BackendSummary]:
-            return [BackendSummary(*r) for r in c.execute(sql, (model_key, model_key))]
-
-        return self._run("reading backends", q, write=False)
-
-    def in_flight(self, *, model_key: str | None = None) -> list[InFlightSummary]:
-        if not self._has_inflight:
-            return []
-        sql = INFLIGHT_SQL.format(t="inflight", p="?", text="")
-
-        def q(c: sqlite3.Connection) -> list[InFlightSummary]:
-            return [InFlightSummary(*r) for r in c.execute(sql, (model_key, model_key))]
-
-        return self._run("reading in-flight counts", q, write=False)
-
-    def rate_buckets(self, width: float, *, model_key: str | None = None) -> list[RateBucket]:
-        # Epoch seconds are positive: CAST truncates, which is floor here.
-        sql = RATE_BUCKETS_SQL.format(
-            outputs="outputs", p="?", text="",
-            bucket_min="CAST(min(first_seen) / ? AS INTEGER)",
-            bucket_row="CAST(first_seen / ? AS INTEGER)",
-        )  # fmt: skip
-        params = rate_bucket_params(width, model_key)
-
-        def q(c: sqlite3.Connection) -> list[RateBucket]:
-            return [
-                RateBucket(m, bid, b * width, *rest) for m, bid, b, *rest in c.execute(sql, params)
-            ]
-
-        return self._run("reading rates over time", q, write=False)
-
-    def drifting_requests(
-        self, *, model_key: str | None = None, limit: int = 25
-    ) -> list[DriftingRequest]:
-        def q(c: sqlite3.Connection) -> list[DriftingRequest]:
-            sql = DRIFTING_SQL.format(outputs="outputs", p="?", text="")
-            found = [
-                DriftingRequest(*r) for r in c.execute(sql, (model_key, model_key, max(limit, 0)))
-            ]
-            if not found:
-                return found
-            events_sql = drift_events_sql("events", _json_get, "?", len(found))
-            rows = c.execute(events_sql, (OUTPUT_DRIFT, *(r.request_hash for r in found)))
-            return merge_drift_events(found, rows.fetchall())
-
-        return self._run("reading drifting requests", q, write=False)
-
-    def event_counts(self) -> list[EventCount]:
-        def q(c: sqlite3.Connection) -> list[EventCount]:
-            return [EventCount(*r) for r in c.execute(EVENT_COUNTS_SQL.format(events="events"))]
-
-        return self._run("counting events", q, write=False)
-
-    def recent_events(self, *, limit: int = 500) -> list[StoredEvent]:
-        def q(c: sqlite3.Connection) -> list[StoredEvent]:
-            rows = c.execute(
-                "SELECT name, at, fields FROM events ORDER BY at DESC, id DESC LIMIT ?",
-                (max(limit, 0),),
-            ).fetchall()
-            return [StoredEvent(n, at, json.loads(f), None) for n, at, f in rows]
-
-        return self._run("reading events", q, write=False)
-
-    def models(self) -> list[FingerprintSeen]:
-        def q(c: sqlite3.Connection) -> list[FingerprintSeen]:
-            rows = c.execute(
-                "SELECT model_key, system_fingerprint, count, first_seen, last_seen "
-                "FROM fingerprints ORDER BY model_key, first_seen, fingerprint_key"
-            ).fetchall()
-            return [FingerprintSeen(*r) for r in rows]
-
-        return self._run("reading models", q, write=False)
-
-    def events(
-        self, *, name: str | None = None, since: float | None = None, limit: int = 1000
-    ) -> list[StoredEvent]:
-        def q(c: sqlite3.Connection) -> list[StoredEvent]:
-            rows = c.execute(
-                "SELECT name, at, fields FROM events WHERE (? IS NULL OR name = ?) "
-                "AND (? IS NULL OR at >= ?) ORDER BY at, id LIMIT ?",
-                (name, name, since, since, max(limit, 0)),
-            ).fetchall()
-            return [StoredEvent(n, at, json.loads(f), None) for n, at, f in rows]
-
-        return self._run("reading events", q, write=False)
-
-    # -- writes ----------------------------------------------------------------
-    def write(
-        self,
-        records: Sequence[CallRecord],
-        events: Sequence[StoredEvent] = (),
-        *,
-        capture_content: bool = False,
-    ) -> None:
-        if not records and not events:
-            return
-        unique = unique_records(records)
-        rows = [(e.name, e.at, dump_fields(e.fields), e.event_id) for e in events]
-        # Before the transaction: sketching is not worth holding the write lock.
-        sketches = sketches_of(unique, self.sketch_key() if unique else None, self._sketched)
-        forget = self._acked.take()
-
-        def w(c: sqlite3.Connection) -> None:
-            if forget:
-                c.executemany("DELETE FROM record_ids WHERE record_id = ?", [(i,) for i in forget])
-            # A record with an id counts only if its id is new: else an earlier
-            # try of this same batch committed it.
-            fresh = [
-                r for r in unique
-                if r.record_id is None or c.execute(INSERT_RECORD_ID, (r.record_id, r.at)).rowcount
-            ]  # fmt: skip
-            batch = Batch.of(fresh, capture_content=capture_content, sketches=sketches)
-            c.executemany(UPSERT_OUTPUT, [
-                (rh, bid, oh, d.model_key, d.system_fingerprint, d.count, d.first_seen,
-                 d.last_seen, d.output_text, d.sketch)
-                for (rh, bid, oh), d in batch.outputs.items()
-            ])  # fmt: skip
-            c.executemany(UPSERT_FINGERPRINT, [
-                (mk, fingerprint_key(fp), fp, d.count, d.first_seen, d.last_seen, d.identity)
-                for (mk, fp), d in batch.fingerprints.items()
-            ])  # fmt: skip
-            c.executemany(_UPSERT_INFLIGHT, [(*k, *v) for k, v in batch.inflight.items()])
-            c.executemany(_INSERT_PAYLOAD, payload_rows(fresh, capture_content))
-            c.executemany(INSERT_EVENT, rows)
-
-        try:
-            self._run("writing", w, write=True)
-        except BaseException:
-            self._acked.put_back(forget)
-            raise
-        self._sketched.add(sketches)
-
-    def acknowledge(self, records: Sequence[CallRecord]) -> None:
-        self._acked.add(records)
-
-    def sketch_key(self) -> bytes | None:
-        """The store's sketch key, from its ``meta`` table (read once)."""
-        if self._sketch_key is None:
-
-            def q(c: sqlite3.Connection) -> bytes | None:
-                row = c.execute(
-                    "SELECT value FROM meta WHERE name = ?", (SKETCH_KEY_NAME,)
-                ).fetchone()
-                return None if row is None else bytes(row[0])
-
-            try:
-                self._sketch_key = self._run("reading the sketch key", q, write=False)
-            except StoreError:
-                if not self.read_only:
-                    raise
-                return None  # a read-only store older than version 3
-        return self._sketch_key
-
-    def prune(self, *, older_than: float | None = None, keep_last: int | None = None) -> int:
-        check_prune_args(older_than, keep_last)
-
-        def w(c: sqlite3.Connection) -> int:
-            deleted = 0
-            if older_than is not None:
-                deleted += c.execute(
-                    "DELETE FROM outputs WHERE last_seen < ?", (older_than,)
-                ).rowcount
-                deleted += c.execute("DELETE FROM events WHERE at < ?", (older_than,)).rowcount
-                deleted += c.execute(PRUNE_FINGERPRINTS, (older_than,)).rowcount
-                # Ids never acknowledged (not counted: they are bookkeeping).
-                c.execute("DELETE FROM record_ids WHERE at < ?", (older_than,))
-            if keep_last is not None:
-                deleted += c.execute(
-                    "DELETE FROM outputs WHERE request_hash NOT IN (SELECT request_hash "
-                    "FROM outputs GROUP BY request_hash "
-                    "ORDER BY max(last_seen) DESC, request_hash DESC LIMIT ?)",
-                    (max(keep_last, 0),),
-                ).rowcount
-            return deleted + c.execute(_PRUNE_PAYLOADS).rowcount
-
-        return self._run("pruning", w, write=True)
+    def _count_once(
+        self, cur: sqlite3.Cursor, records: Sequence[CallRecord], forget: Sequence[str]
+    ) -> list[CallRecord]:
+        if forget:
+            cur.executemany(FORGET_RECORD_ID, [(i,) for i in forget])
+        return [
+            r for r in records
+            if r.record_id is None or cur.execute(INSERT_RECORD_ID, (r.record_id, r.at)).rowcount
+        ]  # fmt: skip
 
     # -- fork ------------------------------------------------------------------
     @contextmanager
