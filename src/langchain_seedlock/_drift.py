@@ -6,8 +6,8 @@ A call's way to the store is four files, each handing it on: a door
 `aobserve`) here; the monitor decides (the pure `_decide.decide` on the
 history this process knows, `_baselines.BaselineCache`), logs (the pure
 builders of `_drift_events`) and hands the record to its `Writer`
-(`_store/_writer.py`), which writes it to the store (`_store/_sqlite.py`,
-`_store/_postgres.py`, `_store/_memory.py`). Nothing calls back up that
+(`_store/_writer.py`), which writes it to the store (`_store/_sql.py` for
+SQLite and PostgreSQL, `_store/_memory.py`). Nothing calls back up that
 way; what the monitor reads from the store on a cache miss is
 `_drift_store.StoreReads`. Nothing here may fail a model call: a store
 failure is logged as ``seedlock.store_error``, any other exception as

@@ -1,7 +1,8 @@
 """A call's way from a door to the store: four files, each handing it on.
 
 door (`_callbacks.py` / `_middleware.py`) -> `_drift.py` (`DriftMonitor`) ->
-`_store/_writer.py` -> the store (`_store/_sqlite.py`). The stack seen by the
+`_store/_writer.py` -> the store's ``write`` (`_store/_sql.py` for SQLite and
+PostgreSQL, whose dialect files only run its transaction). The stack seen by the
 store's ``write`` is that way; the helpers a step uses (record builder,
 decision, event builders) have returned by then and never call back up
 (the import check below).
@@ -31,7 +32,8 @@ DOORS = {"_callbacks", "_middleware", "_door", "_chat_models", "_locked_base", "
          "_locked_model"}  # fmt: skip
 MONITOR = {"_drift", "_drift_store"}
 WRITER = {"_store._writer"}
-STORES = {"_store._sqlite", "_store._postgres", "_store._memory", "_store._base"}
+STORES = {"_store._sql", "_store._sqlite", "_store._postgres", "_store._memory", "_store._base",
+          "_store._schema"}  # fmt: skip
 # The pure helpers the steps use: they return a value and import no step.
 HELPERS = {"_observe", "_decide", "_drift_events", "_baselines", "_record", "_hashing", "_events"}
 
@@ -40,7 +42,9 @@ def _stack_at_write(store: Any) -> list[list[str]]:
     """Patch ``store.write`` to keep the package files on the stack, outermost first."""
     stacks: list[list[str]] = []
     write = store.write
-    own = Path(inspect.getfile(type(store))).relative_to(PACKAGE).as_posix()
+    # The file whose `write` the store runs (the SQL stores share theirs:
+    # `_store/_sql.py`; the dialect only opens the transaction).
+    own = Path(inspect.getfile(type(store).write)).relative_to(PACKAGE).as_posix()
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         files: list[str] = []
@@ -51,7 +55,7 @@ def _stack_at_write(store: Any) -> list[list[str]]:
             name = path.relative_to(PACKAGE).as_posix()
             if not files or files[-1] != name:
                 files.append(name)
-        stacks.append([*files, own])  # then the store's own file runs the SQL
+        stacks.append([*files, own])
         return write(*args, **kwargs)
 
     store.write = spy
@@ -78,7 +82,7 @@ def test_the_callback_handler_reaches_the_store_in_four_files(
     stacks = _stack_at_write(store)
     handler = SeedLockCallbackHandler(monitor=DriftMonitor(store, buffer_size=0))
     _model(backend).invoke("hi", config={"callbacks": [handler]})
-    assert stacks == [["_callbacks.py", "_drift.py", "_store/_writer.py", "_store/_sqlite.py"]]
+    assert stacks == [["_callbacks.py", "_drift.py", "_store/_writer.py", "_store/_sql.py"]]
     assert store.requests()[0].calls == 1
     store.close()
 
@@ -94,7 +98,7 @@ def test_the_agent_middleware_reaches_the_store_in_four_files(
     create_agent(_model(backend), [], middleware=[middleware]).invoke(
         {"messages": [{"role": "user", "content": "hi"}]}
     )
-    assert stacks == [["_middleware.py", "_drift.py", "_store/_writer.py", "_store/_sqlite.py"]]
+    assert stacks == [["_middleware.py", "_drift.py", "_store/_writer.py", "_store/_sql.py"]]
     store.close()
 
 
