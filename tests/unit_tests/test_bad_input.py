@@ -48,6 +48,7 @@ from langchain_seedlock import (
     open_store,
 )
 from langchain_seedlock._record import MAX_FINGERPRINT_CHARS, clean_fingerprint
+from langchain_seedlock._store._memory import MemoryStore
 from langchain_seedlock.cli import main as cli_main
 from langchain_seedlock.testing import capture_seedlock_events
 from tests._fixtures.stub_openai import StubOpenAI, raw_completion
@@ -434,11 +435,12 @@ def test_a_failing_log_sink_never_fails_an_agent(stub: StubOpenAI) -> None:
     assert (stub.last_request["seed"], stub.last_request["temperature"]) == (5, 0.1)
 
 
+@pytest.mark.parametrize("buffer_size", [10_000, 0], ids=["background", "inline"])
 def test_a_closed_handler_says_so_instead_of_dropping_silently(
-    stub: StubOpenAI, tmp_path: Path
+    stub: StubOpenAI, tmp_path: Path, buffer_size: int
 ) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'b.db'}")
-    handler = SeedLockCallbackHandler(store=store)
+    handler = SeedLockCallbackHandler(monitor=DriftMonitor(store, buffer_size=buffer_size))
     model = plain(stub)
     model.invoke("one", config={"callbacks": [handler]})
     assert handler.close(10)
@@ -450,6 +452,30 @@ def test_a_closed_handler_says_so_instead_of_dropping_silently(
     assert error["seedlock.operation"] == "write"
     assert handler.monitor.dropped == 1
     store.close()
+
+
+class _DownStore(MemoryStore):
+    """Every write fails, as a store whose disk is gone."""
+
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        raise OSError("disk I/O error")
+
+
+@pytest.mark.usefixtures("broken_sink")
+@pytest.mark.parametrize("buffer_size", [10_000, 0], ids=["background", "inline"])
+def test_a_store_down_a_closed_monitor_and_a_failing_sink_still_never_fail_the_call(
+    stub: StubOpenAI, buffer_size: int
+) -> None:
+    # The writer reports its own failures (seedlock.store_error): with the
+    # sink failing too, the report is lost, never the call.
+    monitor = DriftMonitor(_DownStore(), buffer_size=buffer_size)
+    handler = SeedLockCallbackHandler(monitor=monitor)
+    model = plain(stub)
+    assert model.invoke("one", config={"callbacks": [handler]}).content
+    handler.close(1)
+    assert model.invoke("two", config={"callbacks": [handler]}).content
+    assert monitor.dropped == 2  # the failed write and the one refused after close
+    assert len(stub.requests) == 2
 
 
 # Constructors and functions: every argument of the wrong type or out of range
