@@ -486,6 +486,16 @@ if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=SERVERS.after_fork_in_child)
 
 
+# Recent identities by their fields: a call answered like the one before it
+# (the common case) reuses its identity instead of hashing ~20 fields again
+# (~25 us with a server's fields). The server's fields are keyed by the
+# cached tuple's identity (held by the memo, so never reused); declared
+# values with their types (1, 1.0 and True differ in the id's JSON).
+_IDENTITIES: dict[tuple[Any, ...], BackendIdentity] = {}
+_PARTIAL_IDS: dict[str, str | None] = {}
+_MEMO_SIZE: Final = 256
+
+
 def identity_for(
     *,
     fingerprint: str | None,
@@ -498,13 +508,24 @@ def identity_for(
     """One call's identity: its response fields, the server's cached fields
     (None while unknown) and the declared ones (``SEEDLOCK_BACKEND``, then
     the server's own declaration, then ``declared``: later wins)."""
-    return BackendIdentity(
-        fingerprint,
-        model,
-        service_tier,
-        SERVERS.get(base_url, request_model),
-        merge_declared(env_declared(), SERVERS.declared(base_url), declared),
-    )
+    server = SERVERS.get(base_url, request_model)
+    groups = [g for g in (env_declared(), SERVERS.declared(base_url), declared) if g]
+    merged = merge_declared(*groups) if groups else ()
+    key = (
+        fingerprint, model, service_tier, None if server is None else id(server),
+        tuple((k, type(v), v) for k, v in merged),
+    )  # fmt: skip
+    identity = _IDENTITIES.get(key)
+    if identity is None:
+        identity = BackendIdentity(fingerprint, model, service_tier, server, merged)
+        _remember(_IDENTITIES, key, identity)
+    return identity
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()  # a new set of backends: start over (a lost race only costs a hash)
+    memo[key] = value
 
 
 def prefetch(base_url: str | None, request_model: str | None) -> None:
@@ -568,7 +589,11 @@ def partial_id(identity: BackendIdentity) -> str | None:
     backend's. None when ``identity`` has no server fields."""
     if not identity.server:
         return None
-    return identity.with_server(None).id
+    partial = _PARTIAL_IDS.get(identity.id)
+    if partial is None:
+        partial = identity.with_server(None).id
+        _remember(_PARTIAL_IDS, identity.id, partial)
+    return partial
 
 
 def declared_of(model: Any) -> Fields:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,17 @@ from langchain_seedlock._errors import InvalidArgumentError
 from langchain_seedlock._events import BACKEND_CHANGED, CALL, FINGERPRINT_CHANGED, OUTPUT_DRIFT
 from langchain_seedlock._hashing import backend_id
 from langchain_seedlock._identity import (
+    SERVERS,
     BackendIdentity,
     ServerInfo,
+    _Entry,
     changed_fields,
     check_declared,
+    identity_for,
     inherit_server,
     llama_props_fields,
     parse_env_backend,
+    partial_id,
     track,
 )
 from langchain_seedlock._record import CallRecord
@@ -384,3 +389,37 @@ def test_the_middleware_records_in_flight_and_its_locks_backend(stub: StubOpenAI
     changed = events_named(second, BACKEND_CHANGED)
     assert [c["seedlock.changed_fields"] for c in changed] == [{"kv_cache": ["f16", "q8_0"]}]
     mon.close()
+
+
+def test_a_remembered_identity_is_always_the_one_its_fields_make() -> None:
+    # identity_for reuses the identity of a call with the same fields: it must
+    # never hand one backend's identity to another (1 and True differ in JSON,
+    # a refetched server description is new fields).
+    server_a = (("n_ctx", 8192), ("server", "llama.cpp"))
+    server_b = (("n_ctx", 4096), ("server", "llama.cpp"))
+    cases = [
+        (fp, model, server, declared)
+        for fp in (None, "fp_1", "fp_2")
+        for model in ("m", "other")
+        for server in (None, server_a, server_b)
+        for declared in ((), (("slots", 1),), (("slots", True),), (("slots", "1"),))
+    ]
+    for _ in range(2):  # the second round is served from memory
+        for fp, model, server, declared in cases:
+            SERVERS._entries[("http://memo.invalid/v1", "m")] = _fresh_entry(server)
+            got = identity_for(
+                fingerprint=fp, model=model, service_tier=None,
+                base_url="http://memo.invalid/v1", request_model="m", declared=declared,
+            )  # fmt: skip
+            assert got == BackendIdentity(fp, model, None, server, declared)
+            assert got.id == BackendIdentity(fp, model, None, server, declared).id
+            without_server = BackendIdentity(fp, model, None, None, declared).id
+            assert partial_id(got) == (without_server if server else None)
+    SERVERS.clear()
+
+
+def _fresh_entry(server: Any) -> _Entry:
+    entry = _Entry()
+    entry.fields = server
+    entry.fetched_at = time.monotonic()
+    return entry
