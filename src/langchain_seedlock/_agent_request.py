@@ -17,7 +17,7 @@ from langchain_seedlock import _events as ev
 from langchain_seedlock import _inflight
 from langchain_seedlock import _observe as core
 from langchain_seedlock._chat_models import LockedChatModel
-from langchain_seedlock._identity import declared_of, merge_declared, prefetch
+from langchain_seedlock._identity import declared_of, merge_declared, note_failure, prefetch
 from langchain_seedlock._lock import SeedLock
 
 # Per-step seeds stay in [0, 2**31 - 1]: every backend takes them (llama.cpp
@@ -176,6 +176,14 @@ def enter_in_flight(model: Any, provider: str, name: str | None) -> _inflight.To
     base_url = _inflight.base_url_of(model)
     prefetch(base_url, name)
     return _inflight.enter(_inflight.key_for(base_url, provider))
+
+
+def call_failed(model: Any, otel: Any, error: BaseException) -> None:
+    """A call raised: drop its OpenTelemetry export; tell the server's
+    description it may be stale (`_identity.note_failure`)."""
+    if otel is not None:
+        otel.abandon()
+    note_failure(_inflight.base_url_of(model), error)
 
 
 def backend_inputs(model: Any, lock: SeedLock, in_flight: _inflight.Token | None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from langchain_seedlock import _events as ev
 from langchain_seedlock import _fork, _inflight
 from langchain_seedlock import _observe as core
 from langchain_seedlock._hashing import param_value
-from langchain_seedlock._identity import declared_of, merge_declared, prefetch
+from langchain_seedlock._identity import declared_of, merge_declared, note_failure, prefetch
 from langchain_seedlock._lock import SeedLock
 
 
@@ -73,6 +73,13 @@ class Run:
             ),
             "in_flight": self.in_flight.count if self.in_flight else None,
         }
+
+    def failed(self, error: BaseException) -> None:
+        """The call raised: drop its OpenTelemetry export; tell the server's
+        description it may be stale (`_identity.note_failure`)."""
+        if self.otel is not None:
+            self.otel.abandon()
+        note_failure(self.base_url(), error)
 
     @property
     def parent(self) -> str | None:

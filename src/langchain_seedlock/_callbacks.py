@@ -238,8 +238,7 @@ class SeedLockCallbackHandler(ObservingDoor, BaseCallbackHandler):
         """Log ``seedlock.call_failed`` (a refused call included)."""
         try:
             run, _ = self._runs.pop(run_id, parent_run_id)
-            if run.otel is not None:
-                run.otel.abandon()
+            run.failed(error)
             fields = run.fields()
             if run.messages:
                 fields[ev.K_REQUEST_HASH] = request_hash_from_messages(

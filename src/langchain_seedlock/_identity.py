@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from langchain_seedlock import _events as ev
-from langchain_seedlock._errors import InvalidArgumentError
+from langchain_seedlock._errors import InvalidArgumentError, is_connection_error
 from langchain_seedlock._hashing import backend_id, sha256_hex
 from langchain_seedlock._redact import redact_optional_url
 
@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 ENV_BACKEND: Final = "SEEDLOCK_BACKEND"
 # Seconds a server's self-description is trusted before it is fetched again.
 SERVER_INFO_TTL: Final = 60.0
+# A fetch that could not reach the server is retried after this many seconds,
+# doubling with each failure in a row up to SERVER_INFO_TTL.
+FETCH_RETRY: Final = 2.0
 # Seconds each server-info request may take (on the background thread).
 SERVER_INFO_TIMEOUT: Final = 2.0
 MAX_DECLARED_FIELDS: Final = 32
@@ -381,9 +384,11 @@ def fetch_server_fields(base_url: str, model: str | None) -> dict[str, Scalar]:
 @dataclass(slots=True)
 class _Entry:
     fields: Fields | None = None  # None: not known (fetching, failed, unknown server)
-    fetched_at: float = 0.0  # monotonic; 0: never
+    fetched_at: float = 0.0  # monotonic; 0: never (or to be fetched again)
     fetching: bool = False
     unknown: bool = False  # answered none of the endpoints: never asked again
+    failures: int = 0  # fetches failed in a row (the retry backs off)
+    invalidated: bool = False  # `ServerInfo.invalidate` since this fetch started
 
 
 class ServerInfo:
@@ -414,6 +419,7 @@ class ServerInfo:
             stale = not entry.fetched_at or now - entry.fetched_at > self.ttl
             if stale and not entry.fetching and not entry.unknown:
                 entry.fetching = True
+                entry.invalidated = False
                 threading.Thread(
                     target=self._fetch, args=(key, entry), name="seedlock-server-info", daemon=True
                 ).start()
@@ -443,6 +449,22 @@ class ServerInfo:
             entry.unknown = fields == {}
             entry.fetched_at = time.monotonic()
             entry.fetching = False
+            if fields is None:  # unreachable (restarting?): asked again soon, then less often
+                entry.failures += 1
+                retry = min(self.ttl, FETCH_RETRY * 2 ** (entry.failures - 1))
+                entry.fetched_at -= self.ttl - retry
+            else:
+                entry.failures = 0
+            if entry.invalidated:  # during this fetch: it may have asked too early
+                entry.fetched_at = 0.0
+
+    def invalidate(self, base_url: str) -> None:
+        """Have the next call to ``base_url`` fetch its description again."""
+        with self._lock:
+            for (url, _), entry in self._entries.items():
+                if url == base_url:
+                    entry.fetched_at = 0.0
+                    entry.invalidated = True
 
     def wait(self, timeout: float = 5.0) -> bool:
         """Wait until no fetch is running (for scripts and tests); False on timeout."""
@@ -526,6 +548,16 @@ def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
     if len(memo) >= _MEMO_SIZE:
         memo.clear()  # a new set of backends: start over (a lost race only costs a hash)
     memo[key] = value
+
+
+def note_failure(base_url: str | None, error: BaseException) -> None:
+    """A call to ``base_url`` failed. If it could not connect, the server may
+    be restarting, perhaps with other settings: the next call fetches its
+    description again (at its start, `prefetch`), so answers that change
+    with the restart are explained, not reported as new (instead of
+    waiting up to `SERVER_INFO_TTL` for the cached description to expire)."""
+    if base_url and is_connection_error(error):
+        SERVERS.invalidate(base_url)
 
 
 def prefetch(base_url: str | None, request_model: str | None) -> None:

@@ -227,8 +227,7 @@ class SeedLockMiddleware(ObservingDoor, AgentMiddleware[AgentState[Any], Any, An
 
     # -- after the call ------------------------------------------------------------
     def _failed(self, call: _Call, exc: Exception) -> None:
-        if call.otel is not None:
-            call.otel.abandon()
+        agent.call_failed(call.request.model, call.otel, exc)
         if not agent.is_control_flow(exc):
             self.monitor.report_failure(call.fail_fields, exc)
 

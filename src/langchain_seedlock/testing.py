@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -206,11 +207,14 @@ class FakeBackend:
     raw_sse: bytes | None
     props: Body | None
 
-    def __init__(self) -> None:
+    def __init__(self, *, port: int = 0) -> None:
+        """``port``: 0 picks a free one; a stopped backend's port starts a
+        "restarted" server at the same `base_url`."""
         self.requests: list[Body] = []
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()  # open client connections
         self.reset()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -225,9 +229,15 @@ class FakeBackend:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving and close the socket and the open connections (as a
+        server that goes down does: a client's kept-alive connection fails)."""
         self._server.shutdown()
         self._server.server_close()
+        with self._lock:
+            connections, self._connections = self._connections, set()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> FakeBackend:
         return self.start()
@@ -456,6 +466,16 @@ def _tokens(text: str) -> list[str]:
 def _make_handler(stub: FakeBackend) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            with stub._lock:
+                stub._connections.add(self.connection)
+
+        def finish(self) -> None:
+            with stub._lock:
+                stub._connections.discard(self.connection)
+            super().finish()
 
         def log_message(self, *args: Any) -> None:  # keep test output clean
             pass

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from langchain_openai import ChatOpenAI
 
-from langchain_seedlock import SeedLock
+from langchain_seedlock import SeedLock, SeedLockMiddleware
 from langchain_seedlock._callbacks import SeedLockCallbackHandler
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._errors import InvalidArgumentError
@@ -27,6 +28,7 @@ from langchain_seedlock._identity import (
     identity_for,
     inherit_server,
     llama_props_fields,
+    note_failure,
     parse_env_backend,
     partial_id,
     track,
@@ -34,6 +36,7 @@ from langchain_seedlock._identity import (
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._store import open_store
 from langchain_seedlock.testing import (
+    FakeBackend,
     capture_seedlock_events,
     events_named,
     forget_server_info,
@@ -246,7 +249,7 @@ def test_a_call_before_the_server_fields_is_the_same_backend(llama_stub: StubOpe
     monitor.close()
 
 
-def make_model(stub: StubOpenAI) -> ChatOpenAI:
+def make_model(stub: FakeBackend) -> ChatOpenAI:
     return ChatOpenAI(
         model="smollm2", base_url=stub.base_url, api_key="sk-test", max_retries=0, seed=1
     )
@@ -313,6 +316,82 @@ def test_an_unreachable_server_is_logged_once_and_never_delays_a_call() -> None:
     assert failed["log_level"] == "info"
     assert failed["server.address"] == "http://127.0.0.1:9/v1"
     assert failed["error.type"] == "URLError"
+
+
+def test_an_unreachable_server_is_asked_again_soon_then_less_often() -> None:
+    servers = ServerInfo(ttl=60.0)
+    ages = []
+    for _ in range(3):
+        servers.invalidate("http://127.0.0.1:9/v1")  # as a failed call does
+        servers.get("http://127.0.0.1:9/v1", "m")
+        assert servers.wait()
+        (entry,) = servers._entries.values()
+        ages.append(round(60.0 - (time.monotonic() - entry.fetched_at)))  # seconds to the retry
+    assert ages == [2, 4, 8]  # FETCH_RETRY, doubling: a restarting server is soon asked again
+
+
+def test_only_a_connection_failure_has_the_server_described_again(stub: StubOpenAI) -> None:
+    forget_server_info()
+    stub.props = dict(LLAMA_PROPS)
+    SERVERS.get(stub.base_url, "m")
+    assert wait_for_server_info()
+    (entry,) = SERVERS._entries.values()
+    fetched = entry.fetched_at
+    note_failure(stub.base_url, ValueError("a bad answer"))
+    assert entry.fetched_at == fetched  # the server answered: nothing to refetch
+    note_failure(stub.base_url, ConnectionRefusedError())
+    assert entry.fetched_at == 0.0  # the next call fetches /props again
+    forget_server_info()
+
+
+def test_a_restart_seen_as_a_failed_call_explains_the_changed_answers() -> None:
+    # The server goes down (a call fails to connect) and comes back on the
+    # same URL with other settings: the next call describes it again while
+    # it runs, so its changed answer is explained by the named change, not a
+    # new variant for up to SERVER_INFO_TTL.
+    forget_server_info()
+    first = FakeBackend().start()
+    first.props, first.fingerprint, first.delay = dict(LLAMA_PROPS), "b11434-portable", 0.3
+    port = int(first.base_url.rsplit(":", 1)[1].removesuffix("/v1"))
+    handler = SeedLockCallbackHandler(store="memory://")
+    model = make_model(first)
+    cfg: Any = {"callbacks": [handler]}
+    with capture_seedlock_events() as events:
+        model.invoke("hi", config=cfg)
+        model.invoke("hi", config=cfg)
+        first.stop()
+        with pytest.raises(openai.APIConnectionError):
+            model.invoke("hi", config=cfg)
+        second = FakeBackend(port=port).start()  # restarted with one slot
+        second.props = {**LLAMA_PROPS, "total_slots": 1}
+        second.fingerprint, second.delay, second.reply = "b11434-portable", 0.3, "another answer"
+        model.invoke("hi", config=cfg)
+    second.stop()
+    handler.close()
+    forget_server_info()
+    (changed,) = events_named(events, BACKEND_CHANGED)
+    assert changed["seedlock.changed_fields"] == {"total_slots": [4, 1]}
+    drift = events_named(events, OUTPUT_DRIFT)
+    assert [d["seedlock.explained"] for d in drift] == [True]
+
+
+def test_an_agent_call_that_cannot_connect_has_the_server_described_again() -> None:
+    from langchain.agents import create_agent
+
+    forget_server_info()
+    backend = FakeBackend().start()
+    backend.props = dict(LLAMA_PROPS)
+    agent = create_agent(make_model(backend), [], middleware=[SeedLockMiddleware(SeedLock(seed=1))])
+    question = {"messages": [{"role": "user", "content": "hi"}]}
+    agent.invoke(question)
+    assert wait_for_server_info()
+    backend.stop()
+    with pytest.raises(openai.APIConnectionError):
+        agent.invoke(question)
+    entries = [e for (url, _), e in SERVERS._entries.items() if url == backend.base_url]
+    assert entries
+    assert all(e.fetched_at == 0.0 for e in entries)
+    forget_server_info()
 
 
 def test_sqlite_version_3_file_is_migrated_to_4(tmp_path: Path) -> None:

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from langchain_seedlock._decide import Verdict, classify
-from langchain_seedlock._errors import BackendUnavailableError, SeedLockError
-from langchain_seedlock.probe._runner import _is_connection_error
+from langchain_seedlock._errors import BackendUnavailableError, SeedLockError, is_connection_error
 
 if TYPE_CHECKING:
     from langchain_seedlock._payload import RecordedRequest
@@ -90,7 +89,7 @@ def resend(
     try:
         message = model.invoke(recorded.messages, stop=stop, **kwargs)
     except Exception as exc:
-        if _is_connection_error(exc):
+        if is_connection_error(exc):
             raise BackendUnavailableError(f"cannot reach the model server: {exc}") from exc
         raise SeedLockError(
             f"re-sending request {request_hash[:12]} failed: {type(exc).__name__}: {exc}"

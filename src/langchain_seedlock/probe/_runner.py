@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from langchain_seedlock._errors import BackendUnavailableError, ProbeError
+from langchain_seedlock._errors import BackendUnavailableError, ProbeError, is_connection_error
 from langchain_seedlock._redact import redact_optional_url
 from langchain_seedlock._report import _html
 from langchain_seedlock.probe._stats import (
@@ -415,14 +415,6 @@ def _text(message: BaseMessage) -> str:
     )
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    try:
-        import openai
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, openai.APIConnectionError | openai.APITimeoutError)
-
-
 def plain_model(
     *,
     model: str,
@@ -506,7 +498,7 @@ def run_arm(
         try:
             message = chat_model.invoke(prompt, config=config)  # type: ignore[arg-type]
         except Exception as exc:
-            if _is_connection_error(exc):
+            if is_connection_error(exc):
                 raise BackendUnavailableError(f"cannot reach the model server: {exc}") from exc
             raise ProbeError(f"{arm} run {index + 1} failed: {type(exc).__name__}: {exc}") from exc
         latency = time.monotonic() - started
