@@ -216,3 +216,52 @@ def test_concurrent_seeds_on_default_server_drift_explained_with_in_flight(
     assert len(in_flight) == len(SEEDS)
     assert max(in_flight) > 1
     llama_report(f"in flight at the start of the 8 concurrent calls: {sorted(in_flight)}")
+
+
+def test_an_undeclared_restart_on_the_same_url_is_explained_after_a_failed_call(
+    llama_server_factory: Callable[..., LocalServer], llama_report: Callable[[str], None]
+) -> None:
+    """A server run by someone else (nothing declared) restarts on the same
+    port with other settings; a call made while it was down fails to connect.
+    The next call fetches the server's description again while it runs, so
+    the answers that changed are explained by the named change (server
+    fields from ``/props``), not new variants for up to a minute."""
+    from langchain_openai import ChatOpenAI
+
+    from langchain_seedlock._identity import SERVERS
+
+    def serve(port: int | None, fa: str, ctx: str) -> LocalServer:
+        server = llama_server_factory(port=port, slots=1, cache_prompt=False, flash_attn=fa,
+                                      extra_args=["-c", ctx])  # fmt: skip
+        SERVERS.declare(server.base_url, ())  # as a server we did not start: nothing declared
+        return server
+
+    server = serve(None, "on", "2048")
+    model = ChatOpenAI(model=MODEL_NAME, base_url=server.base_url, api_key="none", seed=7,
+                       temperature=0.8, max_tokens=48, max_retries=0, timeout=60)  # fmt: skip
+    prompts = [f"Write one sentence about the planet number {i}." for i in range(6)]
+    handler = SeedLockCallbackHandler(store="memory://")
+    cfg: Any = {"callbacks": [handler]}
+    with capture_logs() as logs:
+        for prompt in prompts * 2:  # the baseline, reproduced
+            model.invoke(prompt, config=cfg)
+        port = int(server.base_url.rsplit(":", 1)[1].removesuffix("/v1"))
+        server.stop()
+        with pytest.raises(Exception, match="Connection"):
+            model.invoke(prompts[0], config=cfg)
+        serve(port, "off", "1024")
+        for prompt in prompts:
+            model.invoke(prompt, config=cfg)
+    handler.close()
+    changed = [
+        e["seedlock.changed_fields"] for e in logs if e["event"] == "seedlock.backend_changed"
+    ]
+    drift = [e for e in logs if e["event"] == "seedlock.output_drift"]
+    llama_report(
+        f"undeclared restart on the same URL (-fa off, -c 1024): {len(drift)}/{len(prompts)} "
+        f"answers changed, {sum(bool(d[K_EXPLAINED]) for d in drift)} explained, "
+        f"backend_changed {changed}"
+    )
+    assert changed == [{"n_ctx": [2048, 1024]}]
+    assert drift, "the restart changed no answer: the experiment shows nothing"
+    assert all(d[K_EXPLAINED] and d["log_level"] != "warning" for d in drift)
