@@ -208,9 +208,9 @@ def check_declared(owner: str, name: str, value: Any) -> Fields:
     return _sorted(out)
 
 
-def parse_env_backend(text: str) -> Fields:
-    """``SEEDLOCK_BACKEND``: a JSON object, or ``k=v,k=v`` (values as strings)."""
-    owner, name = "environment", ENV_BACKEND
+def parse_env_backend(text: str, *, owner: str = "environment", name: str = ENV_BACKEND) -> Fields:
+    """``SEEDLOCK_BACKEND`` (or a command's option, ``owner`` / ``name`` in
+    its errors): a JSON object, or ``k=v,k=v`` (values as strings)."""
     text = text.strip()
     if not text:
         return ()

@@ -272,3 +272,26 @@ def test_server_fields_count_in_the_backend_identity(
     assert _verify(stub, store) == 0
     assert "EXPLAINED" in capsys.readouterr().out
     forget_server_info()
+
+
+def test_declared_backend_settings_are_declared_for_the_verification_too(
+    stub: StubOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A chain that declared its backend (``SeedLock(backend=...)``) recorded
+    under that identity: verified without the same declaration, a new
+    answer would be "explained" by a backend change that did not happen."""
+    store = f"sqlite:///{tmp_path / 'chain.db'}"
+    model = ChatOpenAI(model="stub-model", base_url=stub.base_url, api_key="sk-x", seed=7)
+    lock = SeedLock(seed=7, backend={"gpu": "A100", "kv_cache": "q8_0"})
+    with SeedLockCallbackHandler(store=store, lock=lock, capture_content=True) as handler:
+        model.invoke(MESSAGES, config={"callbacks": [handler]})
+    assert _verify(stub, store, "--backend", "gpu=A100,kv_cache=q8_0") == 0
+    assert capsys.readouterr().out.startswith("OK")
+    stub.reply = "a new answer on the same declared backend"
+    assert _verify(stub, store) == 0
+    assert capsys.readouterr().out.startswith("EXPLAINED")  # another identity without them
+    assert _verify(stub, store, "--backend", '{"gpu": "A100", "kv_cache": "q8_0"}') == 3
+    assert capsys.readouterr().out.startswith("DRIFT")  # the same identity: a real change
+    assert _verify(stub, store, "--backend", "gpu") == 2  # not k=v
+    assert "--backend" in capsys.readouterr().err
+    assert main(["verify", "--store", store, "--backend", "gpu=A100"]) == 2  # needs --recorded

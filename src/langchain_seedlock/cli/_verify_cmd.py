@@ -37,7 +37,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langchain_seedlock._errors import BackendUnavailableError, SeedLockError
+from langchain_seedlock._errors import BackendUnavailableError, InvalidArgumentError, SeedLockError
+from langchain_seedlock._identity import Fields, parse_env_backend
 from langchain_seedlock.cli import (
     EXIT_BACKEND,
     EXIT_ERROR,
@@ -102,6 +103,12 @@ def add_parser(subparsers: Any) -> None:
         "--strict", action="store_true",
         help="with --recorded: a drift explained by a backend change fails too",
     )  # fmt: skip
+    recorded.add_argument(
+        "--backend", default=None, metavar="SETTINGS",
+        help="with --recorded: the backend settings the chain declared when recording "
+        "(SeedLock(backend=...)), as k=v pairs or JSON, e.g. 'gpu=A100,kv_cache=q8_0' "
+        "(SEEDLOCK_BACKEND is read too)",
+    )  # fmt: skip
     add_backend_arguments(parser)
     add_server_arguments(parser)
     parser.set_defaults(run=run)
@@ -160,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     from langchain_seedlock.probe._runner import run_arm
 
     configure_cli_logging()
-    if args.recorded or args.request or args.strict:
+    if args.recorded or args.request or args.strict or args.backend:
         return _run_recorded(args)
     drifted = missing = 0
     with ExitStack() as stack:
@@ -212,20 +219,32 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_recorded(args: argparse.Namespace) -> int:
-    from langchain_seedlock._decide import Verdict
-    from langchain_seedlock._payload import PayloadError
-    from langchain_seedlock.cli._verify_recorded import NotResendableError, resend, select
-
+def _recorded_options(args: argparse.Namespace) -> Fields | None:
+    """The declared backend settings of ``--recorded``; None (said why) on a usage error."""
     given = [f"--{n}" for n in ("prompt", "prompt_file", "model") if getattr(args, n)]
     if not args.recorded or given:
         print(
             "seedlock verify: error: "
             + (f"{', '.join(given)} cannot be given with --recorded: it re-sends the "
                "recorded requests as they were" if given else
-               "--request and --strict go with --recorded"),
+               "--request, --strict and --backend go with --recorded"),
             file=sys.stderr,
         )  # fmt: skip
+        return None
+    try:
+        return parse_env_backend(args.backend or "", owner="seedlock verify", name="--backend")
+    except InvalidArgumentError as exc:
+        print(f"seedlock verify: error: {exc}", file=sys.stderr)
+        return None
+
+
+def _run_recorded(args: argparse.Namespace) -> int:
+    from langchain_seedlock._decide import Verdict
+    from langchain_seedlock._payload import PayloadError
+    from langchain_seedlock.cli._verify_recorded import NotResendableError, resend, select
+
+    declared = _recorded_options(args)
+    if declared is None:
         return EXIT_USAGE
     failed = explained = missing = 0
     with ExitStack() as stack:
@@ -242,8 +261,8 @@ def _run_recorded(args: argparse.Namespace) -> int:
                 for _ in range(args.runs):
                     try:
                         r = resend(
-                            store, request_hash,
-                            base_url=backend.get("base_url"), api_key=backend.get("api_key"),
+                            store, request_hash, base_url=backend.get("base_url"),
+                            api_key=backend.get("api_key"), declared=declared,
                         )  # fmt: skip
                     except (NotResendableError, PayloadError) as exc:
                         missing += 1

@@ -20,6 +20,7 @@ from langchain_seedlock._decide import Verdict, classify
 from langchain_seedlock._errors import BackendUnavailableError, SeedLockError, is_connection_error
 
 if TYPE_CHECKING:
+    from langchain_seedlock._identity import Fields
     from langchain_seedlock._payload import RecordedRequest
     from langchain_seedlock._store._base import BaselineStore, OutputSeen
 
@@ -77,8 +78,10 @@ def resend(
     *,
     base_url: str | None,
     api_key: str | None,
+    declared: Fields = (),
 ) -> Resent:
-    """Re-send one recorded request and classify its answer."""
+    """Re-send one recorded request and classify its answer (``declared``:
+    the backend settings declared for the server it is sent to)."""
     from langchain_seedlock._payload import load_payload
 
     text = store.request_payload(request_hash)
@@ -96,7 +99,7 @@ def resend(
         ) from exc
     return _classify(
         store, recorded, message,
-        model=model.model_name, base_url=base_url,
+        model=model.model_name, base_url=base_url, declared=declared,
         params=model._get_invocation_params(stop=stop, **kwargs),
     )  # fmt: skip
 
@@ -172,6 +175,7 @@ def _classify(
     *,
     model: str,
     base_url: str | None,
+    declared: Fields,
     params: Mapping[str, Any],
 ) -> Resent:
     from langchain_seedlock import _identity
@@ -192,7 +196,7 @@ def _classify(
     identity = _identity.identity_for(
         fingerprint=record.system_fingerprint, model=record.response_model,
         service_tier=record.service_tier, base_url=base_url,
-        request_model=record.request_model,
+        request_model=record.request_model, declared=declared,
     )  # fmt: skip
     outputs = store.outputs_for(recorded.request_hash)
     history: dict[str, dict[str, OutputSeen]] = {}
