@@ -46,10 +46,16 @@ from langchain_seedlock import _events as ev
 from langchain_seedlock import _fork
 from langchain_seedlock._args import check_bool, check_int, check_number, check_store
 from langchain_seedlock._baselines import BaselineCache
-from langchain_seedlock._decide import CallDecision, decide
+from langchain_seedlock._decide import CallDecision, Verdict, decide
 from langchain_seedlock._drift_store import StoreReads
 from langchain_seedlock._errors import InvalidArgumentError
-from langchain_seedlock._identity import check_env_backend, identity_of, partial_id, track
+from langchain_seedlock._identity import (
+    check_env_backend,
+    identity_of,
+    note_new_variant,
+    partial_id,
+    track,
+)
 from langchain_seedlock._record import CallRecord
 from langchain_seedlock._store._base import BaselineStore, FingerprintSeen, OutputSeen, StoredEvent
 from langchain_seedlock._store._writer import StoreReports, Writer, open_writer
@@ -358,6 +364,8 @@ class DriftMonitor:
                 cache.missing_reported.add(model_key)
             if d.verdict is not None and not d.incomplete:
                 record.known = d.verdict.known if d.verdict.repeat else None
+        if d.verdict is not None and d.verdict.verdict is Verdict.NEW_VARIANT:
+            note_new_variant(record.base_url)  # a restart no call saw? (`_identity`)
         names = dev.event_names(d)
         stored = self._emit(record, backend, d, len(names) > 1)
         if record.otel is not None:  # OpenTelemetry export (_otel.py): the verdict, once known

@@ -49,6 +49,8 @@ SERVER_INFO_TTL: Final = 60.0
 # A fetch that could not reach the server is retried after this many seconds,
 # doubling with each failure in a row up to SERVER_INFO_TTL.
 FETCH_RETRY: Final = 2.0
+# A new variant has the server described again, at most this often.
+NEW_VARIANT_REFETCH: Final = 5.0
 # Seconds each server-info request may take (on the background thread).
 SERVER_INFO_TIMEOUT: Final = 2.0
 MAX_DECLARED_FIELDS: Final = 32
@@ -458,11 +460,13 @@ class ServerInfo:
             if entry.invalidated:  # during this fetch: it may have asked too early
                 entry.fetched_at = 0.0
 
-    def invalidate(self, base_url: str) -> None:
-        """Have the next call to ``base_url`` fetch its description again."""
+    def invalidate(self, base_url: str, *, older_than: float = 0.0) -> None:
+        """Have the next call to ``base_url`` fetch its description again
+        (unless it was fetched less than ``older_than`` seconds ago)."""
+        now = time.monotonic()
         with self._lock:
             for (url, _), entry in self._entries.items():
-                if url == base_url:
+                if url == base_url and now - entry.fetched_at >= older_than:
                     entry.fetched_at = 0.0
                     entry.invalidated = True
 
@@ -558,6 +562,16 @@ def note_failure(base_url: str | None, error: BaseException) -> None:
     waiting up to `SERVER_INFO_TTL` for the cached description to expire)."""
     if base_url and is_connection_error(error):
         SERVERS.invalidate(base_url)
+
+
+def note_new_variant(base_url: str | None) -> None:
+    """A call to ``base_url`` answered a known request in a new way. The server
+    may have been restarted with other settings between two calls (no call
+    failed): the next call fetches its description again, so if it did, the
+    changed answers after this first one are explained (at most once per
+    `NEW_VARIANT_REFETCH` seconds)."""
+    if base_url:
+        SERVERS.invalidate(base_url, older_than=NEW_VARIANT_REFETCH)
 
 
 def prefetch(base_url: str | None, request_model: str | None) -> None:

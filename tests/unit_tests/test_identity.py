@@ -12,7 +12,7 @@ import openai
 import pytest
 from langchain_openai import ChatOpenAI
 
-from langchain_seedlock import SeedLock, SeedLockMiddleware
+from langchain_seedlock import SeedLock, SeedLockMiddleware, _identity
 from langchain_seedlock._callbacks import SeedLockCallbackHandler
 from langchain_seedlock._drift import DriftMonitor
 from langchain_seedlock._errors import InvalidArgumentError
@@ -373,6 +373,38 @@ def test_a_restart_seen_as_a_failed_call_explains_the_changed_answers() -> None:
     assert changed["seedlock.changed_fields"] == {"total_slots": [4, 1]}
     drift = events_named(events, OUTPUT_DRIFT)
     assert [d["seedlock.explained"] for d in drift] == [True]
+
+
+def test_a_restart_no_call_saw_costs_one_warning_not_one_per_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server restarts between two calls with other settings: the first
+    # changed answer is a new variant (nothing said the server changed), and
+    # has the server described again; the next calls' changed answers are
+    # explained by the named change.
+    monkeypatch.setattr(_identity, "NEW_VARIANT_REFETCH", 0.0)  # the test's calls are fast
+    forget_server_info()
+    backend = FakeBackend().start()
+    backend.props, backend.fingerprint, backend.delay = dict(LLAMA_PROPS), "b11434-portable", 0.3
+    handler = SeedLockCallbackHandler(store="memory://")
+    model = make_model(backend)
+    cfg: Any = {"callbacks": [handler]}
+    prompts = ["one", "two", "three", "four"]
+    with capture_seedlock_events() as events:
+        for prompt in prompts:
+            model.invoke(prompt, config=cfg)
+        backend.props = {**LLAMA_PROPS, "total_slots": 1}  # restarted, one slot
+        backend.reply = lambda body: "changed: " + str(body["messages"][-1]["content"])
+        for prompt in prompts:
+            model.invoke(prompt, config=cfg)
+    backend.stop()
+    handler.close()
+    forget_server_info()
+    drift = events_named(events, OUTPUT_DRIFT)
+    assert [d["seedlock.explained"] for d in drift] == [False, True, True, True]
+    assert drift[0]["log_level"] == "warning"  # the one warning: nothing said it changed
+    (changed,) = events_named(events, BACKEND_CHANGED)
+    assert changed["seedlock.changed_fields"] == {"total_slots": [4, 1]}
 
 
 def test_an_agent_call_that_cannot_connect_has_the_server_described_again() -> None:
