@@ -263,8 +263,11 @@ def check_env_backend() -> None:
 
 def merge_declared(*groups: Fields) -> Fields:
     """Later groups win a name."""
+    present = [group for group in groups if group]
+    if not present:
+        return ()  # the common case, on every call: nothing declared
     out: dict[str, Scalar] = {}
-    for group in groups:
+    for group in present:
         out.update(group)
     return _sorted(out)
 
@@ -535,8 +538,7 @@ def identity_for(
     (None while unknown) and the declared ones (``SEEDLOCK_BACKEND``, then
     the server's own declaration, then ``declared``: later wins)."""
     server = SERVERS.get(base_url, request_model)
-    groups = [g for g in (env_declared(), SERVERS.declared(base_url), declared) if g]
-    merged = merge_declared(*groups) if groups else ()
+    merged = merge_declared(env_declared(), SERVERS.declared(base_url), declared)
     key = (
         fingerprint, model, service_tier, None if server is None else id(server),
         tuple((k, type(v), v) for k, v in merged),

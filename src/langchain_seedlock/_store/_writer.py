@@ -59,7 +59,7 @@ class StoreReports:
     one store (its URL redacted). A failure is logged at most once per
     operation per `STORE_ERROR_INTERVAL`; the next line counts the repeats."""
 
-    def __init__(self, store: BaselineStore | None) -> None:
+    def __init__(self, store: BaselineStore) -> None:
         self.url = redact_optional_url(getattr(store, "url", None))
         self.dropped_total = 0
         self._lock = threading.Lock()
